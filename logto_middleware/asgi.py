@@ -1,0 +1,124 @@
+"""`LogtoASGIMiddleware`: Logto sign-in for any ASGI app (Starlette, FastAPI, ...)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import httpx
+from starlette.authentication import AuthCredentials
+
+from .config import LogtoConfig
+from .core import LogtoCore, Passage
+from .flow import AsyncDriver
+from .messages import Request, Response
+from .stores import CookieStore
+
+__all__ = ["LogtoASGIMiddleware"]
+
+log = logging.getLogger("logto_middleware")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+MAX_BODY = 64 * 1024
+_ANONYMOUS_AUTH = AuthCredentials()
+
+
+class LogtoASGIMiddleware:
+    """Wraps an ASGI app: serves the routes under `config.base_path` and puts the user on every
+    request as `scope["user"]` and `scope["auth"]`, the way Starlette's AuthenticationMiddleware
+    does, so `request.user` and `@requires("authenticated")` work."""
+
+    def __init__(self, app: ASGIApp, config: LogtoConfig | None = None, *,
+                 http_client: httpx.AsyncClient | None = None, store: CookieStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.config = config if config is not None else LogtoConfig.from_env()
+        self.core = LogtoCore(self.config, store=store, clock=clock)
+        client = http_client or httpx.AsyncClient(timeout=self.config.http_timeout)
+        self.driver = AsyncDriver(client)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        websocket = scope["type"] == "websocket"
+        request = _request_from_scope(scope)
+        if not websocket and request.method == "POST" and self.core.is_route(request.path):
+            body = await _read_body(receive)
+            if body is None:
+                await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))
+                return
+            request = Request(request.method, request.path, request.query_string, request.headers,
+                              request.scheme, request.server, body)
+        try:
+            outcome = await self.driver.run(self.core.handle(request, websocket=websocket))
+        except Exception:
+            log.exception("logto_middleware failed on %s %s", request.method, request.path)
+            if websocket or not self.core.is_route(request.path):
+                outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
+            else:
+                outcome = Response.json({"error": "InternalError"}, 500)
+        if isinstance(outcome, Response):
+            await _send_response(send, outcome)
+            return
+        scope["user"] = outcome.user
+        scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
+        if websocket:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cookies(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookies = await self.driver.run(outcome.finish())
+                if cookies:
+                    headers = list(message.get("headers", []))
+                    headers += [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookies)
+
+
+def _request_from_scope(scope: Scope) -> Request:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        if name in headers:
+            value = headers[name] + ("; " if name == "cookie" else ", ") + value
+        headers[name] = value
+    server = scope.get("server")
+    server_host = f"{server[0]}:{server[1]}" if server and server[1] is not None else None
+    return Request(method=scope.get("method", "GET"), path=scope.get("path", "/"),
+                   query_string=scope.get("query_string", b"").decode("latin-1"),
+                   headers=headers, scheme=scope.get("scheme", "http"), server=server_host)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_response(send: Send, response: Response) -> None:
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})

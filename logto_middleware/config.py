@@ -1,0 +1,160 @@
+"""Configuration: validated once, immutable, readable from the same variables Auth.js uses."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["LogtoConfig", "LogtoConfigError", "ProfileMapper"]
+
+ProfileMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+DEFAULT_SCOPES = ("openid", "offline_access", "profile", "email")
+_WELL_KNOWN = "/.well-known/openid-configuration"
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+_MIN_SECRET_LENGTH = 32
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+class LogtoConfigError(ValueError):
+    """A missing or invalid setting; the message names the setting and its environment variable."""
+
+
+def _fail(setting: str, env: str | None, problem: str) -> LogtoConfigError:
+    where = f"{setting} ({env})" if env else setting
+    return LogtoConfigError(f"logto_middleware: {where} {problem}")
+
+
+@dataclass(frozen=True)
+class LogtoConfig:
+    """Settings of the middleware. Build it with keyword arguments or `LogtoConfig.from_env()`.
+
+    `secret` may be a list: the first secret encrypts, all of them decrypt (rotation).
+    """
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    secret: str | Sequence[str]
+    base_url: str | None = None
+    trust_host: bool = False
+    base_path: str = "/api/auth"
+    scopes: str | Sequence[str] = DEFAULT_SCOPES
+    post_login_redirect: str = "/"
+    post_logout_redirect: str | None = None
+    session_max_age: int = 30 * 24 * 3600
+    session_update_age: int = 24 * 3600
+    refresh_leeway: int = 60
+    id_token_algorithms: Sequence[str] = ("ES384",)
+    profile: ProfileMapper | None = None
+    prompt: str | None = "consent"
+    http_timeout: float = 5.0
+    clock_skew: int = 60
+    secrets: tuple[str, ...] = field(init=False, repr=False)
+    scope_list: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "issuer", _normalise_issuer(self.issuer))
+        for name, env in (("client_id", "AUTH_LOGTO_ID"), ("client_secret", "AUTH_LOGTO_SECRET")):
+            if not getattr(self, name):
+                raise _fail(name, env, "is missing: copy it from the application page of Logto's console")
+        secrets = (self.secret,) if isinstance(self.secret, str) else tuple(self.secret)
+        secrets = tuple(s for s in secrets if s)
+        if not secrets:
+            raise _fail("secret", "AUTH_SECRET", "is missing: generate one with `openssl rand -base64 33`")
+        for value in secrets:
+            if len(value) < _MIN_SECRET_LENGTH:
+                raise _fail("secret", "AUTH_SECRET", f"must be at least {_MIN_SECRET_LENGTH} characters long")
+        set_(self, "secrets", secrets)
+        scopes = self.scopes.split() if isinstance(self.scopes, str) else list(self.scopes)
+        if "openid" not in scopes:
+            raise _fail("scopes", None, "must include 'openid'")
+        set_(self, "scope_list", tuple(dict.fromkeys(scopes)))
+        if self.base_url is not None:
+            set_(self, "base_url", _normalise_origin(self.base_url))
+        path = "/" + self.base_path.strip("/")
+        if path == "/" or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
+            raise _fail("base_path", None, f"must be a path such as /api/auth, not {self.base_path!r}")
+        set_(self, "base_path", path)
+        if not self.id_token_algorithms or any(a.lower() == "none" or a.upper().startswith("HS")
+                                               for a in self.id_token_algorithms):
+            raise _fail("id_token_algorithms", None, "must list asymmetric algorithms only, e.g. ES384")
+        set_(self, "id_token_algorithms", tuple(self.id_token_algorithms))
+        for name in ("session_max_age", "session_update_age", "refresh_leeway", "clock_skew"):
+            if getattr(self, name) < 0:
+                raise _fail(name, None, "must not be negative")
+        if self.session_max_age <= 0:
+            raise _fail("session_max_age", None, "must be positive")
+        if self.http_timeout <= 0:
+            raise _fail("http_timeout", None, "must be positive")
+
+    @property
+    def discovery_url(self) -> str:
+        return self.issuer + _WELL_KNOWN
+
+    @property
+    def scope(self) -> str:
+        return " ".join(self.scope_list)
+
+    def replace(self, **changes: Any) -> LogtoConfig:
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> LogtoConfig:
+        """Read `AUTH_LOGTO_ISSUER`, `AUTH_LOGTO_ID`, `AUTH_LOGTO_SECRET`, `AUTH_SECRET` (and
+        `AUTH_SECRET_1`, `AUTH_SECRET_2`, ...), `AUTH_URL`, `AUTH_TRUST_HOST`; keyword arguments win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in (("issuer", "AUTH_LOGTO_ISSUER"), ("client_id", "AUTH_LOGTO_ID"),
+                          ("client_secret", "AUTH_LOGTO_SECRET")):
+            values[name] = env.get(var, "").strip()
+        values["secret"] = _secrets_from_env(env)
+        if env.get("AUTH_URL", "").strip():
+            values["base_url"] = env["AUTH_URL"].strip()
+        trust = env.get("AUTH_TRUST_HOST", "").strip().lower()
+        if trust not in _TRUE | _FALSE:
+            raise _fail("trust_host", "AUTH_TRUST_HOST", f"must be true or false, not {trust!r}")
+        values["trust_host"] = trust in _TRUE
+        values.update(overrides)
+        return cls(**values)
+
+
+def _secrets_from_env(env: Mapping[str, str]) -> list[str]:
+    secrets = [s.strip() for s in env.get("AUTH_SECRET", "").split(",") if s.strip()]
+    index = 1
+    while env.get(f"AUTH_SECRET_{index}", "").strip():
+        secrets.append(env[f"AUTH_SECRET_{index}"].strip())
+        index += 1
+    return secrets
+
+
+def _normalise_issuer(value: str) -> str:
+    issuer = (value or "").strip()
+    if not issuer:
+        raise _fail("issuer", "AUTH_LOGTO_ISSUER", "is missing: e.g. https://your-tenant.logto.app/oidc")
+    if issuer.endswith(_WELL_KNOWN):
+        issuer = issuer[: -len(_WELL_KNOWN)]
+    issuer = issuer.rstrip("/")
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise _fail("issuer", "AUTH_LOGTO_ISSUER", f"must be an https URL, not {value!r}")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise _fail("issuer", "AUTH_LOGTO_ISSUER",
+                    "must use https (plain http is allowed only for localhost, 127.0.0.1 and ::1)")
+    if parts.query or parts.fragment:
+        raise _fail("issuer", "AUTH_LOGTO_ISSUER", "must not have a query or fragment")
+    return issuer
+
+
+def _normalise_origin(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _fail("base_url", "AUTH_URL", f"must be an absolute http(s) URL, not {value!r}")
+    return f"{parts.scheme}://{parts.netloc}".lower()

@@ -1,0 +1,169 @@
+"""The neutral request handler shared by the ASGI and WSGI middlewares.
+
+`LogtoCore.handle` takes a plain description of a request and is a flow (see `flow.py`) that
+returns either a `Response` to send or a `Passage`: the request goes on to the app with a user
+and a session, and `Passage.finish()` gives the Set-Cookie headers for the app's response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import LogtoConfig
+from .cookies import delete_cookie, read_chunked, write_chunked
+from .errors import OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
+from .flow import Flow
+from .messages import Request, Response
+from .provider import ProviderCache
+from .redirects import request_origin
+from .refresh import Refresher
+from .routes import Routes
+from .session import AnonymousUser, LogtoUser, Session, SessionData
+from .stores import CookieStore
+
+__all__ = ["LogtoCore", "Passage", "Request", "Response"]
+
+log = logging.getLogger("logto_middleware")
+
+SESSION_COOKIE = "logto.session-token"
+ANONYMOUS = AnonymousUser()
+
+
+@dataclass
+class SessionState:
+    """A request's session as read, and what must be written back."""
+
+    cookie_name: str
+    secure: bool
+    cookie_value: str | None = None
+    present: list[str] = field(default_factory=list)
+    data: SessionData | None = None
+    dirty: bool = False
+    cleared: bool = False
+
+
+class Passage:
+    """A request that goes on to the wrapped app."""
+
+    __slots__ = ("_cookies", "_core", "_state", "session", "user")
+
+    def __init__(self, core: LogtoCore, state: SessionState | None) -> None:
+        self._core = core
+        self._state = state
+        self._cookies: list[str] | None = None
+        data = state.data if state is not None else None
+        if data is None:
+            self.user: LogtoUser | AnonymousUser = ANONYMOUS
+            self.session: Session | None = None
+        else:
+            self.session = Session(data, core.config.profile)
+            self.user = self.session.user
+
+    def finish(self) -> Flow[list[str]]:
+        """Set-Cookie headers for the app's response (none when nothing changed)."""
+        if self._state is None:
+            return []
+        if self._cookies is None:  # start_response may be called again with exc_info
+            self._cookies = yield from self._core.write_session(self._state)
+        return self._cookies
+
+
+class LogtoCore:
+    """Routes under `config.base_path`, and the session of every other request."""
+
+    def __init__(self, config: LogtoConfig, *, store: CookieStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = store if store is not None else CookieStore(config.secrets)
+        self.provider = ProviderCache(config, clock=clock)
+        self.refresher = Refresher(config, self.provider, clock=clock)
+        self.routes = Routes(self)
+        self._base = config.base_path
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def is_route(self, path: str) -> bool:
+        base = self._base
+        return path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/")
+
+    def handle(self, request: Request, *, websocket: bool = False) -> Flow[Response | Passage]:
+        if not websocket and self.is_route(request.path):
+            return (yield from self.routes.dispatch(request, request.path[len(self._base):].strip("/")))
+        state = yield from self.read_session(request, refresh=not websocket)
+        if websocket:
+            state.dirty = state.cleared = False
+        return Passage(self, state if state.present else None)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def origin(self, request: Request) -> str:
+        return request_origin(request.scheme, request.headers, base_url=self.config.base_url,
+                              trust_host=self.config.trust_host, server=request.server)
+
+    def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
+        if not secure:
+            return base
+        return ("__Host-" if host_only else "__Secure-") + base
+
+    def read_session(self, request: Request, *, refresh: bool) -> Flow[SessionState]:
+        secure = self.origin(request).startswith("https:")
+        name = self.cookie_name(SESSION_COOKIE, secure)
+        value, present = read_chunked(request.cookies, name)
+        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)
+        if value is None:
+            return state
+        data = yield from self.store.load(value)
+        now = self.clock()
+        if data is None or data.expires_at <= now:
+            log.info("session cookie rejected (invalid or expired); clearing it")
+            state.cleared = True
+            return state
+        if refresh and self.refresher.needs_refresh(data, now):
+            data = yield from self._refresh(state, data)
+            if data is None:
+                return state
+        if now - data.updated_at >= self.config.session_update_age and not state.dirty:
+            data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
+            state.dirty = True
+        state.data = data
+        return state
+
+    def _refresh(self, state: SessionState, data: SessionData) -> Flow[SessionData | None]:
+        try:
+            refreshed: SessionData = yield from self.refresher.refresh(data)
+        except (OAuthError, TokenValidationError) as exc:
+            # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
+            # this session cannot be trusted or continued.
+            log.info("refresh rejected (%s); ending the session", exc)
+            state.cleared = True
+            return None
+        except (ProviderUnavailable, ProviderError) as exc:
+            log.warning("refresh failed, keeping the session and retrying later: %s", exc)
+            # Not written to the cookie: the next request simply tries again.
+            return data.with_changes(error="RefreshAccessTokenError")
+        state.dirty = True
+        return refreshed
+
+    def write_session(self, state: SessionState) -> Flow[list[str]]:
+        if state.cleared:
+            return self.clear_session(state)
+        if not state.dirty or state.data is None:
+            return []
+        value = yield from self.store.save(state.data, state.cookie_value)
+        state.dirty = False
+        max_age = max(0, state.data.expires_at - int(self.clock()))
+        return write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
+                             present=state.present)
+
+    def clear_session(self, state: SessionState) -> list[str]:
+        names = state.present or [state.cookie_name]
+        return [delete_cookie(name, secure=state.secure) for name in names]
+
+    def new_session(self, claims: dict[str, object], **tokens: object) -> SessionData:
+        now = int(self.clock())
+        return SessionData(claims=dict(claims), expires_at=now + self.config.session_max_age,
+                           updated_at=now, **tokens)  # type: ignore[arg-type]

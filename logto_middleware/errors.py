@@ -1,0 +1,30 @@
+"""Errors raised inside the protocol flows; the middleware turns each into a response."""
+
+from __future__ import annotations
+
+__all__ = ["LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "TokenValidationError"]
+
+
+class LogtoError(Exception):
+    """Base class of the package's errors."""
+
+
+class ProviderUnavailable(LogtoError):
+    """The provider could not be reached, timed out, or answered 5xx: try again later."""
+
+
+class ProviderError(LogtoError):
+    """The provider answered something that is not valid OpenID Connect."""
+
+
+class OAuthError(LogtoError):
+    """The provider answered with an OAuth error code such as `invalid_grant`."""
+
+    def __init__(self, error: str, description: str | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.description = description
+
+
+class TokenValidationError(LogtoError):
+    """A token failed verification (signature, issuer, audience, expiry, nonce...)."""

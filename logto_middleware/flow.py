@@ -1,0 +1,161 @@
+"""Sans-I/O flows and their two drivers.
+
+A flow is a generator, as in httpx's `Auth.auth_flow`: it yields an effect and receives its
+result. Two effects exist: an `httpx.Request` (the driver sends it and sends back the
+`httpx.Response`) and `Shared` (the driver runs the inner flow once for all concurrent callers
+with the same key). Transport failures are thrown into the flow as `ProviderUnavailable`.
+`SyncDriver` and `AsyncDriver` differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Generator, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from .errors import ProviderUnavailable
+
+__all__ = ["AsyncDriver", "Flow", "Shared", "SyncDriver"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Run `make_flow()` once for every concurrent caller that asks with the same `key`."""
+
+    key: Hashable
+    make_flow: Callable[[], Flow[Any]]
+
+
+Effect = httpx.Request | Shared
+Flow = Generator[Effect, Any, T]
+
+
+def _step(flow: Flow[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Advance the flow: (True, effect) to perform, or (False, result) when it returned."""
+    try:
+        effect = flow.throw(error) if error is not None else flow.send(value)
+    except StopIteration as stop:
+        return False, stop.value
+    return True, effect
+
+
+def _unavailable(exc: httpx.HTTPError, request: httpx.Request) -> ProviderUnavailable:
+    # The URL is the provider's endpoint (no tokens in it): safe to name.
+    return ProviderUnavailable(f"{type(exc).__name__} on {request.method} {request.url.copy_with(query=None)}")
+
+
+def _for_followers(exc: BaseException) -> Exception:
+    # A leader that was cancelled or interrupted must not leave its followers waiting forever.
+    return exc if isinstance(exc, Exception) else ProviderUnavailable("shared request interrupted")
+
+
+class SyncDriver:
+    """Runs flows with an `httpx.Client`; `Shared` is single-flight across threads."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._flights: dict[Hashable, _SyncFlight] = {}
+
+    def run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            running, effect = _step(flow, value, error)
+            if not running:
+                return effect  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, httpx.Request):
+                    try:
+                        value = self.client.send(effect)
+                    except httpx.HTTPError as exc:
+                        error = _unavailable(exc, effect)
+                else:
+                    value = self._shared(effect)
+            except Exception as exc:
+                error = exc
+
+    def _shared(self, effect: Shared) -> Any:
+        with self._lock:
+            flight = self._flights.get(effect.key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[effect.key] = _SyncFlight()
+        if leader:
+            try:
+                flight.result = self.run(effect.make_flow())
+            except BaseException as exc:
+                flight.error = _for_followers(exc)
+                raise
+            finally:
+                with self._lock:
+                    del self._flights[effect.key]
+                flight.done.set()
+        else:
+            flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        return flight.result
+
+
+class _SyncFlight:
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: Exception | None = None
+
+
+class AsyncDriver:
+    """Runs flows with an `httpx.AsyncClient`; `Shared` is single-flight across tasks."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self._flights: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def run(self, flow: Flow[T]) -> T:
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            running, effect = _step(flow, value, error)
+            if not running:
+                return effect  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                if isinstance(effect, httpx.Request):
+                    try:
+                        value = await self.client.send(effect)
+                    except httpx.HTTPError as exc:
+                        error = _unavailable(exc, effect)
+                else:
+                    value = await self._shared(effect)
+            except Exception as exc:
+                error = exc
+
+    async def _shared(self, effect: Shared) -> Any:
+        flight = self._flights.get(effect.key)
+        if flight is not None and flight.get_loop() is asyncio.get_running_loop():
+            return await asyncio.shield(flight)
+        flight = asyncio.get_running_loop().create_future()
+        self._flights[effect.key] = flight
+        try:
+            result = await self.run(effect.make_flow())
+        except BaseException as exc:
+            flight.set_exception(_for_followers(exc))
+            flight.exception()  # mark retrieved: nobody may be waiting
+            raise
+        else:
+            flight.set_result(result)
+            return result
+        finally:
+            if self._flights.get(effect.key) is flight:
+                del self._flights[effect.key]
+

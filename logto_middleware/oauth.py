@@ -1,0 +1,85 @@
+"""Requests to the token and revocation endpoints, and their responses (RFC 6749, RFC 7009)."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+import httpx
+
+from .errors import OAuthError, ProviderError, ProviderUnavailable
+from .flow import Flow
+from .provider import read_json
+
+__all__ = ["TokenResponse", "basic_auth", "revoke", "token_grant"]
+
+
+def basic_auth(client_id: str, client_secret: str) -> str:
+    """client_secret_basic: id and secret are form-encoded before base64 (RFC 6749 §2.3.1),
+    which matters for Logto secrets that contain `#` or `:`."""
+    raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str
+    expires_in: int | None
+    refresh_token: str | None
+    id_token: str | None
+    scope: str | None
+
+    @classmethod
+    def parse(cls, body: Any) -> TokenResponse:
+        if not isinstance(body, dict):
+            raise ProviderError("token endpoint answered a non-object")
+        token_type = body.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise ProviderError("token endpoint answered a token_type other than Bearer")
+        access_token = body.get("access_token")
+        if not isinstance(access_token, str) or not access_token:
+            raise ProviderError("token endpoint answered no access_token")
+        expires_in = body.get("expires_in")
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)
+        if expires_in is not None and (not isinstance(expires_in, int) or isinstance(expires_in, bool)
+                                       or expires_in < 0):
+            raise ProviderError("token endpoint answered an invalid expires_in")
+        fields = {name: body.get(name) for name in ("refresh_token", "id_token", "scope")}
+        for name, value in fields.items():
+            if value is not None and not isinstance(value, str):
+                raise ProviderError(f"token endpoint answered an invalid {name}")
+        return cls(access_token=access_token, expires_in=expires_in, refresh_token=fields["refresh_token"],
+                   id_token=fields["id_token"], scope=fields["scope"])
+
+
+def _error_from(response: httpx.Response, body: Any) -> Exception:
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        description = body.get("error_description")
+        return OAuthError(body["error"][:100], description if isinstance(description, str) else None)
+    return ProviderError(f"token endpoint answered {response.status_code}")
+
+
+def token_grant(endpoint: str, client_id: str, client_secret: str,
+                form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
+    """POST a grant to the token endpoint with client_secret_basic."""
+    response = yield httpx.Request(
+        "POST", endpoint, data=form,  # type: ignore[arg-type]
+        headers={"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json"})
+    body = read_json(response, "token endpoint")
+    if response.status_code != 200:
+        raise _error_from(response, body)
+    return TokenResponse.parse(body)
+
+
+def revoke(endpoint: str, client_id: str, client_secret: str, token: str, hint: str) -> Flow[bool]:
+    """Revoke a token (RFC 7009); best effort: True when the provider accepted it."""
+    try:
+        response = yield httpx.Request(
+            "POST", endpoint, data={"token": token, "token_type_hint": hint},
+            headers={"Authorization": basic_auth(client_id, client_secret)})
+    except ProviderUnavailable:
+        return False
+    return bool(response.status_code == 200)

@@ -1,0 +1,332 @@
+"""The routes under `base_path`: sign-in, callback, sign-out, and the JSON endpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from cachetools import TTLCache
+
+from .cookies import delete_cookie, set_cookie
+from .crypto import Cipher, Signer, b64encode
+from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
+from .flow import Flow
+from .messages import Request, Response
+from .oauth import revoke, token_grant
+from .pages import ERRORS, error_page, error_status, signout_page
+from .redirects import safe_redirect
+from .session import Session
+from .tokens import verify_id_token
+
+if TYPE_CHECKING:
+    from .core import LogtoCore
+
+__all__ = ["Routes"]
+
+log = logging.getLogger("logto_middleware")
+
+TRANSACTION_COOKIE = "logto.transaction"
+CSRF_COOKIE = "logto.csrf-token"
+TRANSACTION_MAX_AGE = 15 * 60
+# Logto's own sign-in parameters, passed through to the authorization request when given.
+PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "prompt", "ui_locales")
+_DROP_CLAIMS = ("nonce", "at_hash", "c_hash")
+
+
+class Routes:
+    """Handlers of the routes under `base_path`; each is a flow returning a `Response`."""
+
+    def __init__(self, core: LogtoCore) -> None:
+        self.core = core
+        self.config = core.config
+        self._transactions = Cipher(core.config.secrets, "transaction cookie")
+        self._csrf = Signer(core.config.secrets, "csrf token")
+        # States already redeemed: a replayed callback is refused even with the old cookie.
+        self._used_states: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=TRANSACTION_MAX_AGE,
+                                                          timer=core.clock)
+        self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Flow[Response]]]] = {
+            "signin": (("GET", "POST"), self.signin),
+            "signin/logto": (("GET", "POST"), self.signin),
+            "callback/logto": (("GET",), self.callback),
+            "signout": (("GET", "POST"), self.signout),
+            "session": (("GET",), self.session),
+            "csrf": (("GET",), self.csrf),
+            "providers": (("GET",), self.providers),
+            "error": (("GET",), self.error),
+        }
+
+    def dispatch(self, request: Request, route: str) -> Flow[Response]:
+        entry = self._table.get(route)
+        if entry is None:
+            return Response.json({"error": "NotFound"}, 404)
+        methods, handler = entry
+        if request.method == "HEAD" and "GET" in methods:
+            pass
+        elif request.method not in methods:
+            response = Response.json({"error": "MethodNotAllowed"}, 405)
+            response.headers.append(("allow", ", ".join(methods)))
+            return response
+        return (yield from handler(request))
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _url(self, request: Request, route: str) -> str:
+        return f"{self.core.origin(request)}{self.config.base_path}/{route}"
+
+    def _error(self, request: Request, code: str, cookies: list[str] | None = None) -> Response:
+        location = self._url(request, "error") + "?" + urlencode({"error": code})
+        if request.headers.get("x-auth-return-redirect") and request.method == "POST":
+            return Response.json({"url": location}, cookies=cookies)
+        return Response.redirect(location, cookies)
+
+    def _redirect(self, request: Request, location: str, cookies: list[str] | None = None) -> Response:
+        # Auth.js's client posts with this header and expects the target as JSON.
+        if request.headers.get("x-auth-return-redirect") and request.method == "POST":
+            return Response.json({"url": location}, cookies=cookies)
+        return Response.redirect(location, cookies)
+
+    def _default_target(self, request: Request, setting: str | None) -> str:
+        origin = self.core.origin(request)
+        if not setting:
+            return origin + "/"
+        if setting.startswith("/") and not setting.startswith("//"):
+            return origin + setting
+        return setting  # an absolute URL from the configuration is trusted
+
+    def _same_origin(self, request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is not None:
+            return origin.lower() == self.core.origin(request)
+        return request.headers.get("sec-fetch-site") == "same-origin"
+
+    def _csrf_cookie(self, request: Request) -> tuple[str | None, str]:
+        """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
+        secure = self.core.origin(request).startswith("https:")
+        name = self.core.cookie_name(CSRF_COOKIE, secure, host_only=True)
+        token, _, tag = request.cookies.get(name, "").partition("|")
+        if token and tag and self._csrf.verify(token, tag):
+            return token, name
+        return None, name
+
+    def _ensure_csrf(self, request: Request) -> tuple[str, list[str]]:
+        token, name = self._csrf_cookie(request)
+        if token is not None:
+            return token, []
+        token = secrets.token_hex(32)
+        secure = self.core.origin(request).startswith("https:")
+        return token, [set_cookie(name, f"{token}|{self._csrf.sign(token)}", max_age=None, secure=secure)]
+
+    def _csrf_ok(self, request: Request) -> bool:
+        if self._same_origin(request):
+            return True
+        token, _ = self._csrf_cookie(request)
+        submitted = request.form.get("csrfToken", "") or request.headers.get("x-csrf-token", "")
+        return token is not None and hmac.compare_digest(token.encode(), submitted.encode())
+
+    # -- sign-in -----------------------------------------------------------------------------
+
+    def signin(self, request: Request) -> Flow[Response]:
+        if request.method == "POST" and not self._csrf_ok(request):
+            return Response.json({"error": "MissingCSRF"}, 403)
+        params = {**request.query, **request.form}
+        origin = self.core.origin(request)
+        target = safe_redirect(params.get("callbackUrl"), origin,
+                               self._default_target(request, self.config.post_login_redirect))
+        try:
+            metadata = yield from self.core.provider.metadata()
+        except LogtoError as exc:
+            return self._provider_failure(request, exc)
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        redirect_uri = self._url(request, "callback/logto")
+        query: list[tuple[str, str]] = [
+            ("client_id", self.config.client_id), ("response_type", "code"),
+            ("redirect_uri", redirect_uri), ("scope", self.config.scope), ("state", state),
+            ("nonce", nonce), ("code_challenge", b64encode(hashlib.sha256(verifier.encode()).digest())),
+            ("code_challenge_method", "S256"),
+        ]
+        extras = {name: params[name] for name in PASSTHROUGH if _clean(params.get(name))}
+        if self.config.prompt and "prompt" not in extras:
+            extras["prompt"] = self.config.prompt
+        query += sorted(extras.items())
+        separator = "&" if "?" in metadata.authorization_endpoint else "?"
+        location = metadata.authorization_endpoint + separator + urlencode(query)
+        transaction = json.dumps({"state": state, "nonce": nonce, "verifier": verifier,
+                                  "target": target, "redirect_uri": redirect_uri,
+                                  "created": int(self.core.clock())}).encode()
+        secure = origin.startswith("https:")
+        name = self.core.cookie_name(TRANSACTION_COOKIE, secure)
+        cookie = set_cookie(name, self._transactions.encrypt(transaction, name.encode()),
+                            max_age=TRANSACTION_MAX_AGE, secure=secure)
+        return self._redirect(request, location, [cookie])
+
+    def _provider_failure(self, request: Request, exc: LogtoError) -> Response:
+        if isinstance(exc, ProviderUnavailable):
+            log.warning("provider unavailable: %s", exc)
+            return self._error(request, "ProviderUnavailable")
+        log.error("provider answered something unexpected: %s", exc)
+        return self._error(request, "Configuration")
+
+    def _read_transaction(self, request: Request) -> tuple[dict[str, Any] | None, list[str]]:
+        secure = self.core.origin(request).startswith("https:")
+        name = self.core.cookie_name(TRANSACTION_COOKIE, secure)
+        value = request.cookies.get(name)
+        if value is None:
+            return None, []
+        clear = [delete_cookie(name, secure=secure)]
+        plaintext = self._transactions.decrypt(value, name.encode())
+        try:
+            transaction = json.loads(plaintext) if plaintext is not None else None
+        except ValueError:
+            transaction = None
+        if not isinstance(transaction, dict) or not all(
+                isinstance(transaction.get(k), str) for k in ("state", "nonce", "verifier", "target",
+                                                              "redirect_uri")):
+            return None, clear
+        created = transaction.get("created")
+        if not isinstance(created, int) or created + TRANSACTION_MAX_AGE < self.core.clock():
+            return None, clear
+        return transaction, clear
+
+    def callback(self, request: Request) -> Flow[Response]:
+        params = request.query
+        transaction, cookies = self._read_transaction(request)
+        if "error" in params:
+            error = "AccessDenied" if params["error"] == "access_denied" else "OAuthCallbackError"
+            log.info("provider returned an error on the callback: %r", params["error"][:64])
+            return self._error(request, error, cookies)
+        state = params.get("state", "")
+        if transaction is None or not hmac.compare_digest(transaction["state"].encode(), state.encode()):
+            log.info("callback without a matching sign-in transaction")
+            return self._error(request, "MissingCSRF", cookies)
+        if state in self._used_states:
+            log.warning("callback replayed a state that was already used")
+            return self._error(request, "MissingCSRF", cookies)
+        self._used_states[state] = True
+        try:
+            metadata = yield from self.core.provider.metadata()
+        except LogtoError as exc:
+            return self._provider_failure(request, exc)
+        iss = params.get("iss")
+        if (iss is not None and iss != self.config.issuer) or (iss is None and metadata.iss_parameter_supported):
+            log.warning("callback iss parameter does not match the issuer (RFC 9207)")
+            return self._error(request, "OAuthCallbackError", cookies)
+        code = params.get("code")
+        if not code:
+            return self._error(request, "OAuthCallbackError", cookies)
+        config = self.config
+        try:
+            tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret, {
+                "grant_type": "authorization_code", "code": code,
+                "redirect_uri": transaction["redirect_uri"], "code_verifier": transaction["verifier"]})
+            if not tokens.id_token:
+                raise ProviderError("token endpoint answered no id_token")
+            claims = yield from verify_id_token(
+                tokens.id_token, provider=self.core.provider, issuer=config.issuer,
+                client_id=config.client_id, algorithms=config.id_token_algorithms,
+                now=self.core.clock(), leeway=config.clock_skew, nonce=transaction["nonce"],
+                access_token=tokens.access_token)
+        except OAuthError as exc:
+            log.info("code exchange refused: %s", exc.error)
+            return self._error(request, "OAuthCallbackError", cookies)
+        except TokenValidationError as exc:
+            log.warning("ID token rejected: %s", exc)
+            return self._error(request, "Verification", cookies)
+        except (ProviderUnavailable, ProviderError) as exc:
+            return self._provider_failure(request, exc)
+        now = int(self.core.clock())
+        data = self.core.new_session(
+            {k: v for k, v in claims.items() if k not in _DROP_CLAIMS},
+            id_token=tokens.id_token, access_token=tokens.access_token,
+            access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
+            refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
+        state_obj = yield from self.core.read_session(request, refresh=False)
+        state_obj.data, state_obj.dirty, state_obj.cleared = data, True, False
+        cookies += yield from self.core.write_session(state_obj)
+        log.info("signed in")
+        return self._redirect(request, transaction["target"], cookies)
+
+    # -- sign-out ----------------------------------------------------------------------------
+
+    def signout(self, request: Request) -> Flow[Response]:
+        if request.method in ("GET", "HEAD"):
+            token, cookies = self._ensure_csrf(request)
+            return Response.html(signout_page(self._url(request, "signout"), token), cookies=cookies)
+        if not self._csrf_ok(request):
+            log.info("sign-out refused: cross-origin without a valid CSRF token")
+            return Response.json({"error": "MissingCSRF"}, 403)
+        state = yield from self.core.read_session(request, refresh=False)
+        data = state.data
+        cookies = self.core.clear_session(state) if state.present else []
+        if state.cookie_value is not None:
+            yield from self.core.store.delete(state.cookie_value)
+        origin = self.core.origin(request)
+        target = self._default_target(request, self.config.post_logout_redirect)
+        local_target = safe_redirect(request.form.get("callbackUrl") or request.query.get("callbackUrl"),
+                                     origin, target)
+        if data is None:
+            return self._redirect(request, local_target, cookies)
+        try:
+            metadata = yield from self.core.provider.metadata()
+        except LogtoError as exc:
+            log.warning("provider unavailable at sign-out; signed out locally only: %s", exc)
+            return self._redirect(request, local_target, cookies)
+        if data.refresh_token and metadata.revocation_endpoint:
+            config = self.config
+            yield from revoke(metadata.revocation_endpoint, config.client_id, config.client_secret,
+                              data.refresh_token, "refresh_token")
+        if not metadata.end_session_endpoint:
+            return self._redirect(request, local_target, cookies)
+        query: dict[str, str] = {"client_id": self.config.client_id, "post_logout_redirect_uri": target}
+        if data.id_token:
+            query["id_token_hint"] = data.id_token
+        separator = "&" if "?" in metadata.end_session_endpoint else "?"
+        log.info("signed out")
+        return self._redirect(request, metadata.end_session_endpoint + separator + urlencode(query), cookies)
+
+    # -- JSON endpoints ----------------------------------------------------------------------
+
+    def session(self, request: Request) -> Flow[Response]:
+        state = yield from self.core.read_session(request, refresh=True)
+        cookies = yield from self.core.write_session(state)
+        if state.data is None:
+            return Response.json(None, cookies=cookies)
+        session = Session(state.data, self.config.profile)
+        body: dict[str, Any] = {"user": session.user.to_dict(), "expires": _iso(state.data.expires_at)}
+        if session.error:
+            body["error"] = session.error
+        return Response.json(body, cookies=cookies)
+
+    def csrf(self, request: Request) -> Flow[Response]:
+        token, cookies = self._ensure_csrf(request)
+        return Response.json({"csrfToken": token}, cookies=cookies)
+        yield
+
+    def providers(self, request: Request) -> Flow[Response]:
+        return Response.json({"logto": {
+            "id": "logto", "name": "Logto", "type": "oidc",
+            "signinUrl": self._url(request, "signin/logto"),
+            "callbackUrl": self._url(request, "callback/logto")}})
+        yield
+
+    def error(self, request: Request) -> Flow[Response]:
+        code = request.query.get("error", "Default")
+        home = self._default_target(request, self.config.post_login_redirect)
+        if request.wants_json():
+            return Response.json({"error": code if code in ERRORS else "Default"}, error_status(code))
+        return Response.html(error_page(code, home), error_status(code))
+        yield
+
+
+def _clean(value: str | None) -> bool:
+    return bool(value) and len(value or "") <= 256 and all(ord(c) >= 0x20 for c in value or "")
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,58 @@
+"""The default store: the whole session, encrypted and authenticated, in the cookie itself."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from cachetools import LRUCache
+
+from ..crypto import Cipher
+from ..flow import Flow
+from ..session import SessionData
+
+__all__ = ["CookieStore"]
+
+_AAD = b"logto.session-token"
+
+
+class CookieStore:
+    """Seals `SessionData` into the cookie value with AES-256-GCM.
+
+    A small LRU cache maps an exact, already-authenticated cookie value to its session, so
+    an unchanged cookie is decrypted once, not on every request (expiry is still checked by
+    the caller on every request).
+    """
+
+    server_side = False
+
+    def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
+        self._cipher = Cipher(secrets, "session cookie")
+        self._cache: LRUCache[str, SessionData] = LRUCache(maxsize=cache_size)
+        self._lock = threading.Lock()
+
+    def load(self, cookie_value: str) -> Flow[SessionData | None]:
+        with self._lock:
+            cached = self._cache.get(cookie_value)
+        if cached is not None:
+            return cached
+        plaintext = self._cipher.decrypt(cookie_value, _AAD)
+        data = SessionData.from_json(plaintext) if plaintext is not None else None
+        if data is not None:
+            with self._lock:
+                self._cache[cookie_value] = data
+        return data
+        yield  # a flow like the server-side stores' (they do I/O here)
+
+    def save(self, data: SessionData, cookie_value: str | None) -> Flow[str]:
+        value = self._cipher.encrypt(data.to_json(), _AAD)
+        with self._lock:
+            self._cache[value] = data
+        return value
+        yield
+
+    def delete(self, cookie_value: str) -> Flow[None]:
+        with self._lock:
+            self._cache.pop(cookie_value, None)
+        return None
+        yield

@@ -1,0 +1,145 @@
+"""ID-token verification with joserfc: allowed algorithms only, keys from the cached JWKS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Collection, Mapping
+from typing import Any, TypeGuard
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet
+
+from .errors import TokenValidationError
+from .flow import Flow
+from .provider import ProviderCache
+
+__all__ = ["at_hash", "decode_unverified", "verify_id_token"]
+
+MAX_TOKEN_LENGTH = 16 * 1024
+_HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
+
+
+def _segments(token: str) -> list[str]:
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise TokenValidationError("token is missing or oversized")
+    parts = token.split(".")
+    if len(parts) == 5:
+        raise TokenValidationError("token is encrypted (JWE) where a signed JWT was expected")
+    if len(parts) != 3 or not all(parts):
+        raise TokenValidationError("token is not a compact JWS")
+    return parts
+
+
+def _json_segment(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError as exc:
+        raise TokenValidationError("token segment is not base64url JSON") from exc
+    if not isinstance(value, dict):
+        raise TokenValidationError("token segment is not a JSON object")
+    return value
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of a JWT, *without* checking anything: for display only."""
+    parts = _segments(token)
+    return _json_segment(parts[0]), _json_segment(parts[1])
+
+
+def at_hash(access_token: str, alg: str) -> str:
+    """OpenID Connect `at_hash`: the left half of the access token's hash, base64url."""
+    digest = _HASHES.get(alg[-3:], hashlib.sha256)(access_token.encode()).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+def _pick_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
+    kty = {"ES": "EC", "RS": "RSA", "PS": "RSA", "Ed": "OKP"}.get(alg[:2])
+    candidates = [k for k in keys.keys if k.key_type == kty and k.get("alg", alg) == alg]
+    if kid is not None:
+        return next((k for k in candidates if k.kid == kid), None)
+    # Without a kid the key must be unambiguous.
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collection[str]) -> Flow[
+        dict[str, Any]]:
+    """Check a JWT's signature with the provider's keys; returns its claims unvalidated."""
+    parts = _segments(token)
+    header = _json_segment(parts[0])
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise TokenValidationError("token algorithm is not allowed")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise TokenValidationError("token kid is not a string")
+    key = _pick_key((yield from provider.keys()), kid, alg)
+    if key is None:
+        refreshed = yield from provider.refetch_keys()
+        key = _pick_key(refreshed, kid, alg) if refreshed is not None else None
+    if key is None:
+        raise TokenValidationError("no provider key matches the token")
+    try:
+        obj = jws.extract_compact(token.encode())
+        valid = jws.validate_compact(obj, key, algorithms=[alg])
+    except (JoseError, ValueError, TypeError) as exc:
+        raise TokenValidationError("token signature could not be checked") from exc
+    if not valid:
+        raise TokenValidationError("token signature is invalid")
+    return _json_segment(parts[1])
+
+
+def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
+                    algorithms: Collection[str], now: float, leeway: int,
+                    nonce: str | None = None, access_token: str | None = None,
+                    subject: str | None = None) -> Flow[dict[str, Any]]:
+    """Verify an ID token (OpenID Connect Core 3.1.3.7) and return its claims.
+
+    `nonce` is checked when given (the authorization-code response); `subject` when refreshing.
+    """
+    claims = yield from verify_signed_jwt(token, provider, algorithms)
+    check_standard_claims(claims, issuer=issuer, audience=client_id, now=now, leeway=leeway)
+    azp = claims.get("azp")
+    if azp is not None and azp != client_id:
+        raise TokenValidationError("token azp is another client")
+    if isinstance(claims.get("aud"), list) and len(claims["aud"]) > 1 and azp != client_id:
+        raise TokenValidationError("token has several audiences and no matching azp")
+    if nonce is not None:
+        found = claims.get("nonce")
+        if not isinstance(found, str) or not hmac.compare_digest(found, nonce):
+            raise TokenValidationError("token nonce does not match the sign-in request")
+    if subject is not None and claims.get("sub") != subject:
+        raise TokenValidationError("token subject changed")
+    if access_token is not None and "at_hash" in claims:
+        header = _json_segment(token.split(".")[0])
+        if not hmac.compare_digest(str(claims["at_hash"]), at_hash(access_token, str(header["alg"]))):
+            raise TokenValidationError("token at_hash does not match the access token")
+    return claims
+
+
+def check_standard_claims(claims: Mapping[str, Any], *, issuer: str, audience: str, now: float,
+                          leeway: int) -> None:
+    """`iss`, `aud`, `sub`, `exp`, `iat` and `nbf` of a JWT."""
+    if claims.get("iss") != issuer:
+        raise TokenValidationError("token issuer does not match")
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    if audience not in audiences:
+        raise TokenValidationError("token audience does not include this client")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise TokenValidationError("token has no subject")
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not _is_number(exp) or exp + leeway < now:
+        raise TokenValidationError("token is expired")
+    if not _is_number(iat) or iat - leeway > now:
+        raise TokenValidationError("token was issued in the future")
+    nbf = claims.get("nbf")
+    if nbf is not None and (not _is_number(nbf) or nbf - leeway > now):
+        raise TokenValidationError("token is not valid yet")
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,107 @@
+"""`LogtoWSGIMiddleware`: Logto sign-in for any WSGI app (Flask, Django, ...)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from .config import LogtoConfig
+from .core import LogtoCore, Passage
+from .flow import SyncDriver
+from .messages import Request, Response
+from .stores import CookieStore
+
+__all__ = ["LogtoWSGIMiddleware"]
+
+log = logging.getLogger("logto_middleware")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+MAX_BODY = 64 * 1024
+
+
+class LogtoWSGIMiddleware:
+    """Wraps a WSGI app: serves the routes under `config.base_path` and puts the user and the
+    session on every request as `environ["logto.user"]` and `environ["logto.session"]`."""
+
+    def __init__(self, app: WSGIApp, config: LogtoConfig | None = None, *,
+                 http_client: httpx.Client | None = None, store: CookieStore | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.app = app
+        self.config = config if config is not None else LogtoConfig.from_env()
+        self.core = LogtoCore(self.config, store=store, clock=clock)
+        self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout))
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = _request_from_environ(environ)
+        if request.method == "POST" and self.core.is_route(request.path):
+            body = _read_body(environ)
+            if body is None:
+                return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
+            request = Request(request.method, request.path, request.query_string, request.headers,
+                              request.scheme, request.server, body)
+        try:
+            outcome = self.driver.run(self.core.handle(request))
+        except Exception:
+            log.exception("logto_middleware failed on %s %s", request.method, request.path)
+            if self.core.is_route(request.path):
+                outcome = Response.json({"error": "InternalError"}, 500)
+            else:
+                outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
+        if isinstance(outcome, Response):
+            return _respond(start_response, outcome)
+        environ["logto.user"] = outcome.user
+        environ["logto.session"] = outcome.session
+        passage = outcome
+
+        def start_response_with_cookies(status: str, headers: list[tuple[str, str]],
+                                        exc_info: ExcInfo | None = None) -> Any:
+            cookies = self.driver.run(passage.finish())
+            return start_response(status, headers + [("Set-Cookie", c) for c in cookies], exc_info)
+
+        return self.app(environ, start_response_with_cookies)
+
+
+def _request_from_environ(environ: dict[str, Any]) -> Request:
+    headers: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            headers[key[5:].replace("_", "-").lower()] = value
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    # PEP 3333 hands the path over as latin-1-decoded bytes.
+    path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
+    return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path or "/",
+                   query_string=environ.get("QUERY_STRING", ""), headers=headers,
+                   scheme=environ.get("wsgi.url_scheme", "http"), server=server)
+
+
+def _read_body(environ: dict[str, Any]) -> bytes | None:
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY:
+        return None
+    stream = environ.get("wsgi.input")
+    return stream.read(length) if stream is not None and length > 0 else b""
+
+
+def _respond(start_response: StartResponse, response: Response) -> list[bytes]:
+    try:
+        phrase = HTTPStatus(response.status).phrase
+    except ValueError:
+        phrase = ""
+    headers = [*response.headers, ("Content-Length", str(len(response.body)))]
+    start_response(f"{response.status} {phrase}", headers)
+    return [response.body]
