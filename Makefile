@@ -1,0 +1,38 @@
+# `make demo` signs you in for real on a local development provider; `make test` runs everything.
+# Both install what they need on first use.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo demo-flask test lint typecheck unit system-deps bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench]'
+	touch $(STAMP)
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: $(STAMP)
+	$(PY) examples/demo.py starlette
+
+demo-flask: $(STAMP)
+	$(PY) examples/demo.py flask
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict logto_middleware
+
+test: $(STAMP) system-deps lint typecheck
+	$(VENV)/bin/pytest
+
+bench: $(STAMP) system-deps
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) tests/interop/provider/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""``python -m logto_middleware.testing``: serve :class:`FakeLogto` for local development."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+
+from .pages import BANNER
+from .provider import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, FakeLogto
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m logto_middleware.testing",
+        description=f"Serve a fake Logto OpenID provider. {BANNER}.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=3001, help="port (default: %(default)s)")
+    parser.add_argument("--issuer", help="issuer URL (default: http://HOST:PORT/oidc)")
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="default: %(default)s")
+    parser.add_argument(
+        "--client-secret", default=DEFAULT_CLIENT_SECRET, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        dest="redirect_uris",
+        metavar="URI",
+        help="allowed redirect URI (repeatable; default: accept any)",
+    )
+    parser.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        dest="post_logout_redirect_uris",
+        metavar="URI",
+        help="allowed post-logout redirect URI (repeatable; default: accept any)",
+    )
+    parser.add_argument("--auto-login", metavar="USER", help="sign in as USER without a form")
+    parser.add_argument(
+        "--rotate-refresh-token",
+        choices=["logto", "always", "never"],
+        default="logto",
+        help="refresh token rotation (default: %(default)s)",
+    )
+    return parser
+
+
+def _default_issuer(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only used to pick a reachable name
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/oidc"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse ``argv`` and serve the fake provider with uvicorn until interrupted."""
+    args = _parser().parse_args(argv)
+    fake = FakeLogto(
+        issuer=args.issuer or _default_issuer(args.host, args.port),
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        redirect_uris=args.redirect_uris,
+        post_logout_redirect_uris=args.post_logout_redirect_uris,
+        rotate_refresh_token=args.rotate_refresh_token,
+        auto_login=args.auto_login,
+    )
+    try:
+        import uvicorn
+    except ImportError:
+        raise SystemExit("uvicorn is needed to serve FakeLogto: pip install uvicorn") from None
+    print(f"!!! {BANNER.upper()} !!!")
+    print("Point your app at it with:")
+    print(f"  AUTH_LOGTO_ISSUER={shlex.quote(fake.issuer)}")
+    print(f"  AUTH_LOGTO_ID={shlex.quote(fake.client_id)}")
+    print(f"  AUTH_LOGTO_SECRET={shlex.quote(fake.client_secret)}")
+    uvicorn.run(fake.app, host=args.host, port=args.port)

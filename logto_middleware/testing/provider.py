@@ -1,0 +1,722 @@
+"""``FakeLogto``: an in-memory Logto (OpenID Connect) provider for tests and demos.
+
+It behaves like Logto where a relying party can tell: discovery, ES384 ID tokens,
+PKCE-only code flow, ``iss`` in authorization responses, refresh-token rotation and
+reuse detection, sign-out.  It is NOT a security product.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+from urllib.parse import unquote_plus, urlsplit
+
+import httpx
+from joserfc.jwk import ECKey, Key, KeySetSerialization
+from starlette.applications import Starlette
+
+from . import _claims, _keys, pages
+from ._http import (
+    NO_STORE,
+    FakeRequest,
+    Reply,
+    asgi_app,
+    html_reply,
+    json_reply,
+    mock_transport,
+    redirect_reply,
+)
+from ._state import AccessToken, AuthCode, Grant, RefreshToken, Session, random_token
+
+RotationMode = Literal["logto", "always", "never"]
+TokenHook = Callable[[dict[str, Any]], dict[str, Any] | httpx.Response | None]
+
+ENDPOINTS: dict[str, tuple[str, frozenset[str]]] = {
+    "/.well-known/openid-configuration": ("discovery", frozenset({"GET", "HEAD"})),
+    "/jwks": ("jwks", frozenset({"GET", "HEAD"})),
+    "/auth": ("authorize", frozenset({"GET", "POST"})),
+    "/token": ("token", frozenset({"POST"})),
+    "/me": ("userinfo", frozenset({"GET", "POST"})),
+    "/session/end": ("end_session", frozenset({"GET", "POST"})),
+    "/token/revocation": ("revocation", frozenset({"POST"})),
+}
+SESSION_COOKIE = "_fake_logto_session"
+ID_TOKEN_TTL = 3600
+CODE_TTL = 60
+ROTATE_AFTER = 0.7
+DEFAULT_ISSUER = "http://127.0.0.1:3001/oidc"
+DEFAULT_CLIENT_ID = "fake-client"
+DEFAULT_CLIENT_SECRET = "fake#secret:with:colons"
+DEFAULT_ROTATION: RotationMode = "logto"
+_PKCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+class OAuthError(Exception):
+    """An OAuth error response (``error`` / ``error_description`` JSON)."""
+
+    def __init__(
+        self,
+        error: str,
+        description: str,
+        status: int = 400,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error, self.description, self.status = error, description, status
+        self.headers = list(headers)
+
+    def reply(self) -> Reply:
+        """The JSON error response."""
+        body = {"error": self.error, "error_description": self.description}
+        return json_reply(body, self.status, [*NO_STORE, *self.headers])
+
+
+class _AuthError(Exception):
+    """An authorization-endpoint error to redirect back to the client."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error, self.description = error, description
+
+
+class FakeLogto:
+    """A fake Logto OpenID provider; see the module docstring.
+
+    Serve it with :attr:`app` (ASGI) or :meth:`transport` (httpx), inspect
+    :attr:`requests` / :attr:`counts`, and misbehave on purpose with
+    :attr:`token_response_hook`, :attr:`discovery_overrides`, :attr:`jwks_override`,
+    :attr:`outage` and :meth:`fail_next`.
+    """
+
+    def __init__(
+        self,
+        issuer: str = DEFAULT_ISSUER,
+        client_id: str = DEFAULT_CLIENT_ID,
+        client_secret: str = DEFAULT_CLIENT_SECRET,
+        redirect_uris: Iterable[str] | None = None,
+        post_logout_redirect_uris: Iterable[str] | None = None,
+        access_token_ttl: int = 3600,
+        refresh_token_ttl: int = 14 * 24 * 3600,
+        rotate_refresh_token: RotationMode = DEFAULT_ROTATION,
+        auto_login: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer.rstrip("/")
+        parts = urlsplit(self.issuer)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self._base_path = parts.path
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uris = None if redirect_uris is None else list(redirect_uris)
+        self.post_logout_redirect_uris = (
+            None if post_logout_redirect_uris is None else list(post_logout_redirect_uris)
+        )
+        self.access_token_ttl = access_token_ttl
+        self.refresh_token_ttl = refresh_token_ttl
+        self.rotate_refresh_token: RotationMode = rotate_refresh_token
+        self.auto_login = auto_login
+        self.clock = clock
+
+        self.users: dict[str, dict[str, Any]] = {}
+        """Per-user claim overrides (None removes a claim), e.g. ``{"alice": {"name": None}}``."""
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        """Every request seen: (method, path, query and form parameters)."""
+        self.counts: Counter[str] = Counter()
+        """Requests per endpoint; the token endpoint counts ``token:<grant_type>``."""
+        self.token_response_hook: TokenHook | None = None
+        """Rewrites the successful token JSON (return a dict, or None after mutating it in
+        place) or replaces the whole response (return an ``httpx.Response``)."""
+        self.discovery_overrides: dict[str, Any] = {}
+        """Merged into the discovery document; None values remove a key."""
+        self.jwks_override: dict[str, Any] | None = None
+        """Served instead of the real JWK Set when set."""
+        self.outage: set[str] = set()
+        """Endpoint names (or ``token:<grant_type>``) that answer 503 until removed."""
+
+        self._lock = threading.RLock()
+        self._failures: dict[str, deque[int]] = {}
+        self._keys: list[ECKey] = [_keys.new_signing_key()]
+        self._sessions: dict[str, Session] = {}
+        self._grants: dict[str, Grant] = {}
+        self._codes: dict[str, AuthCode] = {}
+        self._refresh_tokens: dict[str, RefreshToken] = {}
+        self._access_tokens: dict[str, AccessToken] = {}
+        self._app: Starlette | None = None
+        self._handlers: dict[str, Callable[[FakeRequest], Reply]] = {
+            "discovery": self._discovery,
+            "jwks": self._jwks,
+            "authorize": self._authorize,
+            "token": self._token,
+            "userinfo": self._userinfo,
+            "end_session": self._end_session,
+            "revocation": self._revocation,
+        }
+
+    # ----------------------------------------------------------------- adapters
+
+    @property
+    def app(self) -> Starlette:
+        """The provider as a Starlette ASGI app."""
+        if self._app is None:
+            self._app = asgi_app(self.handle)
+        return self._app
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport (sync and async) serving the provider's origin."""
+        return mock_transport(self.handle, self.origin)
+
+    def httpx_client(self, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` wired to :meth:`transport`, based at the issuer's origin."""
+        kwargs.setdefault("base_url", self.origin)
+        return httpx.Client(transport=self.transport(), **kwargs)
+
+    def async_httpx_client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An ``httpx.AsyncClient`` wired to :meth:`transport`, based at the issuer's origin."""
+        kwargs.setdefault("base_url", self.origin)
+        return httpx.AsyncClient(transport=self.transport(), **kwargs)
+
+    def url(self, endpoint_path: str) -> str:
+        """The absolute URL of an endpoint path such as ``/token``."""
+        return f"{self.issuer}{endpoint_path}"
+
+    # -------------------------------------------------------------- test knobs
+
+    @property
+    def current_kid(self) -> str:
+        """The ``kid`` of the key that signs ID tokens."""
+        with self._lock:
+            return str(self._keys[-1].kid)
+
+    def jwks(self) -> KeySetSerialization:
+        """The public JWK Set (ignores :attr:`jwks_override`)."""
+        with self._lock:
+            return _keys.public_jwks(self._keys)
+
+    def rotate_keys(self, *, drop_old: bool = False) -> str:
+        """Add a new signing key (returned ``kid``); old keys stay published unless dropped."""
+        key = _keys.new_signing_key()
+        with self._lock:
+            self._keys = [key] if drop_old else [*self._keys, key]
+        return str(key.kid)
+
+    def fail_next(self, endpoint: str, status: int = 503, times: int = 1) -> None:
+        """Make the next ``times`` requests to ``endpoint`` answer ``status``."""
+        names = {name for name, _ in ENDPOINTS.values()}
+        if endpoint not in names and not endpoint.startswith("token:"):
+            raise ValueError(f"unknown endpoint {endpoint!r}; expected one of {sorted(names)}")
+        with self._lock:
+            self._failures.setdefault(endpoint, deque()).extend([status] * times)
+
+    def sign_id_token(
+        self,
+        claims: dict[str, Any],
+        *,
+        alg: str = _keys.ALG,
+        kid: str | None = None,
+        key: Key | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """Sign arbitrary ``claims`` (for forging tokens in tests).
+
+        ``kid`` defaults to the current signing key's, even with a foreign ``key``;
+        ``headers`` are merged into the JOSE header, a None value removes one.
+        ``alg="none"`` produces an unsigned token.
+        """
+        with self._lock:
+            signing_key = self._keys[-1]
+        header = {"alg": alg, "typ": "JWT", "kid": kid or str(signing_key.kid)}
+        header = _claims.merge(header, headers or {})
+        return _keys.sign(header, claims, key if key is not None else signing_key)
+
+    def make_id_token_claims(
+        self,
+        user: str,
+        *,
+        nonce: str | None = None,
+        scope: str = "openid profile email",
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The claims of a fresh ID token for ``user``; ``overrides`` (None removes) last."""
+        now = int(self.clock())
+        claims = self._id_token_claims(user, scope.split(), now, nonce=nonce)
+        return _claims.merge(claims, overrides)
+
+    def user_claims(self, user: str) -> dict[str, Any]:
+        """All claims of ``user``, with :attr:`users` overrides applied."""
+        return _claims.profile(user, self.users.get(user))
+
+    def authorize(self, url: str, login: str | None = None) -> str:
+        """Run an authorization request URL in-process; return the redirect ``Location``.
+
+        Signs in as ``login`` (else :attr:`auto_login`); raises if no redirect results.
+        """
+        target = httpx.URL(url)
+        if login is not None:
+            target = target.copy_merge_params({"login": login})
+        with self.httpx_client() as client:
+            response = client.get(target)
+        location = response.headers.get("location")
+        if response.status_code != 302 or location is None:
+            raise AssertionError(f"no redirect from {url}: {response.status_code} {response.text}")
+        return str(location)
+
+    # ---------------------------------------------------------------- dispatch
+
+    def handle(self, request: FakeRequest) -> Reply:
+        """Answer one request (the core both adapters share)."""
+        if not request.path.startswith(self._base_path):
+            return self._not_found(request)
+        route = ENDPOINTS.get(request.path[len(self._base_path) :].rstrip("/") or "/")
+        if route is None:
+            return self._not_found(request)
+        name, methods = route
+        with self._lock:
+            self.requests.append((request.method, request.path, request.params))
+            key = f"token:{request.form.get('grant_type', '')}" if name == "token" else name
+            self.counts[key] += 1
+            status = self._injected_failure(key)
+            if status is None and key != name:
+                status = self._injected_failure(name)
+            if status is not None:
+                body = {"error": "server_error", "error_description": f"{name} is unavailable"}
+                return json_reply(body, status, NO_STORE)
+            if request.method not in methods:
+                return OAuthError("invalid_request", "method not allowed", 405).reply()
+            try:
+                return self._handlers[name](request)
+            except OAuthError as error:
+                return error.reply()
+
+    def _injected_failure(self, key: str) -> int | None:
+        if key in self.outage:
+            return 503
+        queue = self._failures.get(key)
+        return queue.popleft() if queue else None
+
+    def _not_found(self, request: FakeRequest) -> Reply:
+        if request.method == "GET" and request.path in ("", "/"):
+            return html_reply(pages.index_page(self.issuer, self.client_id))
+        return OAuthError("invalid_request", f"unrecognized route {request.path}", 404).reply()
+
+    # ---------------------------------------------------------------- metadata
+
+    def _discovery(self, request: FakeRequest) -> Reply:
+        claims = {c for claims in _claims.SCOPE_CLAIMS.values() for c in claims}
+        document: dict[str, Any] = {
+            "issuer": self.issuer,
+            "authorization_endpoint": self.url("/auth"),
+            "token_endpoint": self.url("/token"),
+            "userinfo_endpoint": self.url("/me"),
+            "jwks_uri": self.url("/jwks"),
+            "end_session_endpoint": self.url("/session/end"),
+            "revocation_endpoint": self.url("/token/revocation"),
+            "scopes_supported": list(_claims.SUPPORTED_SCOPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [_keys.ALG],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": [
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            "code_challenge_methods_supported": ["S256"],
+            "claims_supported": sorted(claims | set(_claims.PROTOCOL_CLAIMS)),
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+            "authorization_response_iss_parameter_supported": True,
+        }
+        return json_reply(_claims.merge(document, self.discovery_overrides))
+
+    def _jwks(self, request: FakeRequest) -> Reply:
+        body: Any = self.jwks_override if self.jwks_override is not None else self.jwks()
+        return json_reply(body, content_type="application/jwk-set+json")
+
+    # ----------------------------------------------------------- authorization
+
+    def _authorize(self, request: FakeRequest) -> Reply:
+        params = request.params
+        if request.duplicates:
+            return self._error_page(
+                f"duplicate parameters: {', '.join(sorted(request.duplicates))}"
+            )
+        if params.get("client_id") != self.client_id:
+            return self._error_page("unknown or missing client_id")
+        redirect_uri = params.get("redirect_uri", "")
+        if not self._redirect_uri_ok(redirect_uri):
+            return self._error_page("redirect_uri did not match any of the registered ones")
+        try:
+            return self._authorize_checked(request, redirect_uri)
+        except _AuthError as error:
+            return redirect_reply(
+                redirect_uri,
+                {
+                    "error": error.error,
+                    "error_description": error.description,
+                    "state": params.get("state"),
+                    "iss": self.issuer,
+                },
+            )
+
+    def _authorize_checked(self, request: FakeRequest, redirect_uri: str) -> Reply:
+        params = request.params
+        prompt = self._validate_authorization(params)
+        action, login = params.get("action"), params.get("login")
+        if action == "cancel" or login == "deny":
+            raise _AuthError("access_denied", "End-User aborted interaction")
+        session = self._pick_session(request, prompt)
+        if session is None:
+            if "none" in prompt:
+                raise _AuthError("login_required", "End-User authentication is required")
+            error = "Enter a user name." if action == "login" else None
+            if login is not None and not _claims.valid_user_name(login):
+                error = "User names use letters, digits, '.', '_' and '-'."
+            return self._login_page(params, error)
+        scopes = [
+            s for s in dict.fromkeys(params["scope"].split()) if s in _claims.SUPPORTED_SCOPES
+        ]
+        if "consent" not in prompt:
+            scopes = [s for s in scopes if s != "offline_access"]
+        grant = Grant(
+            random_token(),
+            session.user,
+            self.client_id,
+            tuple(scopes),
+            session.sid,
+            session.auth_time,
+        )
+        code = random_token()
+        self._grants[grant.grant_id] = grant
+        self._codes[code] = AuthCode(
+            grant.grant_id,
+            redirect_uri,
+            params["code_challenge"],
+            params.get("nonce"),
+            self.clock() + CODE_TTL,
+        )
+        return redirect_reply(
+            redirect_uri,
+            {"code": code, "state": params.get("state"), "iss": self.issuer},
+            [self._session_cookie(session.sid)],
+        )
+
+    def _validate_authorization(self, params: dict[str, str]) -> set[str]:
+        """Check the request parameters; return the ``prompt`` values."""
+        response_type = params.get("response_type")
+        if response_type is None:
+            raise _AuthError("invalid_request", "missing required parameter 'response_type'")
+        if response_type != "code":
+            raise _AuthError("unsupported_response_type", "only response_type=code is supported")
+        if params.get("response_mode", "query") != "query":
+            raise _AuthError("invalid_request", "only response_mode=query is supported")
+        if "openid" not in params.get("scope", "").split():
+            raise _AuthError("invalid_scope", "openid scope must be requested")
+        challenge = params.get("code_challenge")
+        if challenge is None:
+            raise _AuthError("invalid_request", "missing required parameter 'code_challenge'")
+        if params.get("code_challenge_method") != "S256":
+            raise _AuthError("invalid_request", "code_challenge_method must be S256")
+        if not 43 <= len(challenge) <= 128 or not set(challenge) <= _PKCE_CHARS:
+            raise _AuthError("invalid_request", "code_challenge is not a valid S256 challenge")
+        prompt = set(params.get("prompt", "").split())
+        if prompt - {"none", "login", "consent"}:
+            raise _AuthError("invalid_request", "unsupported prompt value requested")
+        if "none" in prompt and len(prompt) > 1:
+            raise _AuthError("invalid_request", "prompt none must only be used alone")
+        return prompt
+
+    def _pick_session(self, request: FakeRequest, prompt: set[str]) -> Session | None:
+        """Who signs in: ``login``, else :attr:`auto_login`, else the cookie's session."""
+        login = request.params.get("login") or self.auto_login
+        if login is not None:
+            if not _claims.valid_user_name(login):
+                return None
+            fresh = Session(random_token(), login, int(self.clock()))
+            self._sessions[fresh.sid] = fresh
+            return fresh
+        session = self._sessions.get(request.cookie(SESSION_COOKIE) or "")
+        if session is None or not session.active or "login" in prompt:
+            return None
+        return session
+
+    def _login_page(self, params: dict[str, str], error: str | None) -> Reply:
+        hidden = {k: v for k, v in params.items() if k not in ("login", "action")}
+        html = pages.login_page(
+            self.url("/auth"),
+            hidden,
+            login_hint=params.get("login", params.get("login_hint", "")),
+            direct_sign_in=params.get("direct_sign_in"),
+            error=error,
+        )
+        return html_reply(html)
+
+    def _redirect_uri_ok(self, uri: str) -> bool:
+        if self.redirect_uris is not None:
+            return uri in self.redirect_uris
+        parts = urlsplit(uri)
+        return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
+
+    def _session_cookie(self, sid: str, *, clear: bool = False) -> tuple[str, str]:
+        value = f"{SESSION_COOKIE}={'' if clear else sid}; Path={self._base_path or '/'}"
+        value += "; HttpOnly; SameSite=Lax" + ("; Max-Age=0" if clear else "")
+        return ("set-cookie", value)
+
+    def _error_page(self, message: str, status: int = 400) -> Reply:
+        return html_reply(pages.error_page("Invalid request", message), status)
+
+    # ------------------------------------------------------------------- tokens
+
+    def _token(self, request: FakeRequest) -> Reply:
+        if request.duplicates:
+            raise OAuthError("invalid_request", "parameters must not be provided twice")
+        self._authenticate_client(request)
+        grant_type = request.form.get("grant_type")
+        if grant_type is None:
+            raise OAuthError("invalid_request", "missing required parameter 'grant_type'")
+        if grant_type == "authorization_code":
+            body = self._code_grant(request.form)
+        elif grant_type == "refresh_token":
+            body = self._refresh_grant(request.form)
+        else:
+            raise OAuthError("unsupported_grant_type", f"unsupported grant_type {grant_type!r}")
+        hook = self.token_response_hook
+        if hook is not None:
+            result = hook(body)
+            if isinstance(result, httpx.Response):
+                return Reply(result.status_code, list(result.headers.multi_items()), result.read())
+            if result is not None:
+                body = result
+        return json_reply(body, headers=NO_STORE)
+
+    def _authenticate_client(self, request: FakeRequest) -> None:
+        """Check client_secret_basic or client_secret_post (exactly one of them)."""
+        authorization = request.headers.get("authorization")
+        form_id, form_secret = request.form.get("client_id"), request.form.get("client_secret")
+        challenge: list[tuple[str, str]] = []
+        if authorization is not None:
+            if form_secret is not None:
+                raise OAuthError(
+                    "invalid_request",
+                    "client authentication must only be provided using one mechanism",
+                )
+            client_id, secret = _parse_basic(authorization)
+            if form_id is not None and form_id != client_id:
+                raise OAuthError("invalid_request", "mismatch in body and authorization client ids")
+            challenge = [("www-authenticate", f'Basic realm="{self.issuer}"')]
+        elif form_id is not None and form_secret is not None:
+            client_id, secret = form_id, form_secret
+        else:
+            raise OAuthError("invalid_client", "no client authentication mechanism provided", 401)
+        if client_id != self.client_id:
+            raise OAuthError("invalid_client", "client authentication failed", 401, challenge)
+        if not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
+            raise OAuthError("invalid_client", "invalid secret provided", 401, challenge)
+
+    def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
+        code_value, redirect_uri = form.get("code"), form.get("redirect_uri")
+        if code_value is None or redirect_uri is None:
+            raise OAuthError(
+                "invalid_request", "missing required parameter 'code' or 'redirect_uri'"
+            )
+        code = self._codes.get(code_value)
+        if code is None:
+            raise OAuthError("invalid_grant", "authorization code not found")
+        if self.clock() >= code.expires_at:
+            raise OAuthError("invalid_grant", "authorization code is expired")
+        grant = self._live_grant(code.grant_id)
+        verifier = form.get("code_verifier", "")
+        digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+        challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        if not verifier or not hmac.compare_digest(challenge, code.code_challenge):
+            raise OAuthError("invalid_grant", "PKCE verification failed")
+        if redirect_uri != code.redirect_uri:
+            raise OAuthError("invalid_grant", "authorization code redirect_uri mismatch")
+        if code.used:
+            grant.revoked = True
+            raise OAuthError("invalid_grant", "authorization code already consumed")
+        code.used = True
+        refresh = self._new_refresh_token(grant) if grant.offline else None
+        return self._token_body(grant, grant.scopes, nonce=code.nonce, refresh_token=refresh)
+
+    def _refresh_grant(self, form: dict[str, str]) -> dict[str, Any]:
+        value = form.get("refresh_token")
+        if value is None:
+            raise OAuthError("invalid_request", "missing required parameter 'refresh_token'")
+        token = self._refresh_tokens.get(value)
+        if token is None:
+            raise OAuthError("invalid_grant", "refresh token not found")
+        now = self.clock()
+        if now >= token.expires_at:
+            raise OAuthError("invalid_grant", "refresh token is expired")
+        grant = self._live_grant(token.grant_id)
+        requested = form.get("scope", "").split() or list(grant.scopes)
+        missing = [s for s in requested if s not in grant.scopes]
+        if missing:
+            raise OAuthError("invalid_scope", f"refresh token missing requested scope {missing}")
+        if token.consumed:
+            grant.revoked = True
+            raise OAuthError("invalid_grant", "refresh token already used")
+        mode = self.rotate_refresh_token
+        if mode == "always" or (mode == "logto" and token.aged(now, ROTATE_AFTER)):
+            token.consumed = True
+            value = self._new_refresh_token(grant)
+        return self._token_body(grant, tuple(requested), nonce=None, refresh_token=value)
+
+    def _live_grant(self, grant_id: str) -> Grant:
+        grant = self._grants.get(grant_id)
+        if grant is None or grant.revoked:
+            raise OAuthError("invalid_grant", "grant has been revoked")
+        return grant
+
+    def _new_refresh_token(self, grant: Grant) -> str:
+        value, now = random_token(), self.clock()
+        self._refresh_tokens[value] = RefreshToken(
+            grant.grant_id, now, now + self.refresh_token_ttl
+        )
+        return value
+
+    def _token_body(
+        self, grant: Grant, scopes: tuple[str, ...], *, nonce: str | None, refresh_token: str | None
+    ) -> dict[str, Any]:
+        now = self.clock()
+        access_token = random_token()
+        self._access_tokens[access_token] = AccessToken(
+            grant.grant_id, scopes, now + self.access_token_ttl
+        )
+        body: dict[str, Any] = {
+            "access_token": access_token,
+            "expires_in": self.access_token_ttl,
+            "token_type": "Bearer",
+            "scope": " ".join(scopes),
+        }
+        if "openid" in scopes:
+            claims = self._id_token_claims(
+                grant.user,
+                scopes,
+                grant.auth_time,
+                nonce=nonce,
+                sid=grant.sid,
+                at_hash=_keys.at_hash(access_token),
+            )
+            body["id_token"] = self.sign_id_token(claims)
+        if refresh_token is not None:
+            body["refresh_token"] = refresh_token
+        return body
+
+    def _id_token_claims(
+        self,
+        user: str,
+        scopes: Iterable[str],
+        auth_time: int,
+        *,
+        nonce: str | None = None,
+        sid: str | None = None,
+        at_hash: str | None = None,
+    ) -> dict[str, Any]:
+        now = int(self.clock())
+        protocol = {
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "exp": now + ID_TOKEN_TTL,
+            "iat": now,
+            "auth_time": auth_time,
+            "nonce": nonce,
+            "at_hash": at_hash,
+            "sid": sid,
+        }
+        released = _claims.release(self.user_claims(user), scopes, id_token=True)
+        return _claims.merge(released, protocol)
+
+    # ------------------------------------------------------ userinfo & sign-out
+
+    def _userinfo(self, request: FakeRequest) -> Reply:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        presented = value.strip() if scheme.lower() == "bearer" else None
+        presented = presented or request.form.get("access_token")
+        token = self._access_tokens.get(presented or "")
+        grant = self._grants.get(token.grant_id) if token else None
+        if token is None or grant is None or grant.revoked or self.clock() >= token.expires_at:
+            description = "invalid token provided" if presented else "no access token provided"
+            challenge = (
+                f'Bearer realm="{self.issuer}", error="invalid_token", '
+                f'error_description="{description}"'
+            )
+            raise OAuthError("invalid_token", description, 401, [("www-authenticate", challenge)])
+        if "openid" not in token.scopes:
+            raise OAuthError("insufficient_scope", "access token missing 'openid' scope", 403)
+        claims = _claims.release(self.user_claims(grant.user), token.scopes, id_token=False)
+        return json_reply(claims, headers=NO_STORE)
+
+    def _end_session(self, request: FakeRequest) -> Reply:
+        params = request.params
+        client_id, hint = params.get("client_id"), params.get("id_token_hint")
+        target = params.get("post_logout_redirect_uri")
+        sids = {request.cookie(SESSION_COOKIE) or ""}
+        if hint is not None:
+            claims = _keys.verify(hint, list(self._keys))
+            if claims is None:
+                return self._error_page("id_token_hint could not be validated")
+            audience = claims.get("aud")
+            if audience != self.client_id and self.client_id not in (audience or []):
+                return self._error_page("id_token_hint was not issued for this client")
+            sids.add(str(claims.get("sid", "")))
+        if client_id is not None and client_id != self.client_id:
+            return self._error_page("unknown client_id")
+        if target is not None:
+            if hint is None and client_id is None:
+                return self._error_page("post_logout_redirect_uri needs id_token_hint or client_id")
+            allowed = self.post_logout_redirect_uris
+            if allowed is not None and target not in allowed:
+                return self._error_page("post_logout_redirect_uri not registered")
+        for sid in sids:
+            self._end_provider_session(sid)
+        cookie = self._session_cookie("", clear=True)
+        if target is None:
+            return html_reply(pages.signed_out_page(), headers=[cookie])
+        return redirect_reply(target, {"state": params.get("state")}, [cookie])
+
+    def _end_provider_session(self, sid: str) -> None:
+        """Sign the session out and revoke its grants, except offline ones (like Logto)."""
+        session = self._sessions.get(sid)
+        if session is None:
+            return
+        session.active = False
+        for grant in self._grants.values():
+            if grant.sid == sid and not grant.offline:
+                grant.revoked = True
+
+    def _revocation(self, request: FakeRequest) -> Reply:
+        if request.duplicates:
+            raise OAuthError("invalid_request", "parameters must not be provided twice")
+        self._authenticate_client(request)
+        value = request.form.get("token")
+        if value is None:
+            raise OAuthError("invalid_request", "missing required parameter 'token'")
+        refresh = self._refresh_tokens.pop(value, None)
+        if refresh is not None:
+            self._grants[refresh.grant_id].revoked = True
+        self._access_tokens.pop(value, None)
+        return Reply(200, list(NO_STORE))
+
+
+def _parse_basic(authorization: str) -> tuple[str, str]:
+    """Decode RFC 6749 §2.3.1 Basic credentials (each part form-urlencoded)."""
+    scheme, _, encoded = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        raise OAuthError("invalid_request", "only Basic authorization is supported")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except ValueError as error:
+        raise OAuthError("invalid_request", "invalid authorization header value format") from error
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id:
+        raise OAuthError("invalid_request", "invalid authorization header value format")
+    return unquote_plus(client_id), unquote_plus(secret)

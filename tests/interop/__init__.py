@@ -1,0 +1,1 @@
+"""Interop tests against a real oidc-provider (see provider.py)."""

@@ -1,0 +1,685 @@
+"""Tests for ``logto_middleware.testing.FakeLogto``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import subprocess
+import sys
+import types
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet
+from starlette.testclient import TestClient
+
+from logto_middleware.testing import FakeLogto, main
+from logto_middleware.testing.provider import RotationMode
+
+ISSUER = "http://127.0.0.1:3001/oidc"
+REDIRECT = "http://app.test/callback"
+SECRET = "fake#secret:with:colons"
+AUTH = ("fake-client", SECRET)
+ES384 = ["ES384"]
+
+
+class Clock:
+    """A settable clock for ``FakeLogto(clock=...)``."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def auth_params(challenge: str, **extra: str) -> dict[str, str]:
+    params = {
+        "client_id": "fake-client",
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "openid profile email offline_access",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "state": "st4te",
+        "nonce": "n0nce",
+    }
+    params.update(extra)
+    return params
+
+
+def get_code(client: httpx.Client, login: str = "alice", **extra: str) -> tuple[str, str]:
+    """Authorize as ``login``; return (code, verifier)."""
+    verifier, challenge = pkce()
+    params = auth_params(challenge, login=login, **extra)
+    response = client.get(f"{ISSUER}/auth", params=params)
+    assert response.status_code == 302, response.text
+    query = httpx.URL(response.headers["location"]).params
+    return query["code"], verifier
+
+
+def exchange(client: httpx.Client, code: str, verifier: str) -> httpx.Response:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    return client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+
+
+def sign_in(client: httpx.Client, **extra: str) -> dict[str, Any]:
+    """Full code flow (with prompt=consent unless overridden); return the token JSON."""
+    extra.setdefault("prompt", "consent")
+    code, verifier = get_code(client, **extra)
+    response = exchange(client, code, verifier)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def refresh(client: httpx.Client, token: str) -> httpx.Response:
+    data = {"grant_type": "refresh_token", "refresh_token": token}
+    return client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+
+
+def userinfo(client: httpx.Client, access_token: str) -> httpx.Response:
+    return client.get(f"{ISSUER}/me", headers={"Authorization": f"Bearer {access_token}"})
+
+
+def verify(fake: FakeLogto, client: httpx.Client, id_token: str) -> dict[str, Any]:
+    keys = KeySet.import_key_set(client.get(f"{ISSUER}/jwks").json())
+    return dict(jwt.decode(id_token, keys, algorithms=ES384).claims)
+
+
+@pytest.fixture
+def fake() -> FakeLogto:
+    return FakeLogto()
+
+
+@pytest.fixture
+def client(fake: FakeLogto) -> httpx.Client:
+    return httpx.Client(transport=fake.transport())
+
+
+# --------------------------------------------------------------------- metadata
+
+
+def test_discovery_document(fake: FakeLogto) -> None:
+    doc = TestClient(fake.app).get("/oidc/.well-known/openid-configuration").json()
+    assert doc["issuer"] == ISSUER
+    assert doc["authorization_endpoint"] == f"{ISSUER}/auth"
+    assert doc["token_endpoint"] == f"{ISSUER}/token"
+    assert doc["userinfo_endpoint"] == f"{ISSUER}/me"
+    assert doc["jwks_uri"] == f"{ISSUER}/jwks"
+    assert doc["end_session_endpoint"] == f"{ISSUER}/session/end"
+    assert doc["revocation_endpoint"] == f"{ISSUER}/token/revocation"
+    assert doc["id_token_signing_alg_values_supported"] == ["ES384"]
+    assert doc["code_challenge_methods_supported"] == ["S256"]
+    assert doc["authorization_response_iss_parameter_supported"] is True
+    assert doc["response_types_supported"] == ["code"]
+    assert {"authorization_code", "refresh_token"} <= set(doc["grant_types_supported"])
+    assert doc["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    assert {"openid", "offline_access", "profile", "email"} <= set(doc["scopes_supported"])
+    assert {"sub", "name", "username", "email", "picture"} <= set(doc["claims_supported"])
+
+
+def test_discovery_overrides_and_jwks_override(fake: FakeLogto, client: httpx.Client) -> None:
+    fake.discovery_overrides = {"issuer": "https://evil.test/oidc", "userinfo_endpoint": None}
+    fake.jwks_override = {"keys": []}
+    doc = client.get(f"{ISSUER}/.well-known/openid-configuration").json()
+    assert doc["issuer"] == "https://evil.test/oidc"
+    assert "userinfo_endpoint" not in doc
+    assert client.get(f"{ISSUER}/jwks").json() == {"keys": []}
+
+
+def test_jwks_publishes_ec_p384_keys(fake: FakeLogto, client: httpx.Client) -> None:
+    response = client.get(f"{ISSUER}/jwks")
+    assert response.headers["content-type"].startswith("application/jwk-set+json")
+    (key,) = response.json()["keys"]
+    assert key["kty"] == "EC" and key["crv"] == "P-384"
+    assert key["alg"] == "ES384" and key["use"] == "sig"
+    assert key["kid"] == fake.current_kid
+    assert "d" not in key
+
+
+def test_rotate_keys(fake: FakeLogto, client: httpx.Client) -> None:
+    old = fake.current_kid
+    new = fake.rotate_keys()
+    assert new != old and fake.current_kid == new
+    kids = [k["kid"] for k in client.get(f"{ISSUER}/jwks").json()["keys"]]
+    assert kids == [old, new]
+    id_token = sign_in(client)["id_token"]
+    assert (
+        jwt.decode(id_token, KeySet.import_key_set(fake.jwks()), algorithms=ES384).header["kid"]
+        == new
+    )
+    newest = fake.rotate_keys(drop_old=True)
+    assert [k["kid"] for k in fake.jwks()["keys"]] == [newest]
+
+
+# -------------------------------------------------------------------- code flow
+
+
+def test_full_code_flow_with_pkce_through_asgi(fake: FakeLogto) -> None:
+    web = TestClient(fake.app, base_url="http://127.0.0.1:3001", follow_redirects=False)
+    verifier, challenge = pkce()
+    page = web.get("/oidc/auth", params=auth_params(challenge, direct_sign_in="social:wechat"))
+    assert page.status_code == 200
+    assert "development only, never use in production" in page.text
+    assert "social:wechat" in page.text
+    assert "name='login'" in page.text
+
+    form = auth_params(challenge, direct_sign_in="social:wechat", login="alice", action="login")
+    redirect = web.post("/oidc/auth", data=form)
+    assert redirect.status_code == 302
+    location = httpx.URL(redirect.headers["location"])
+    assert str(location.copy_with(query=None)) == REDIRECT
+    assert location.params["state"] == "st4te"
+    assert location.params["iss"] == ISSUER
+
+    token = web.post(
+        "/oidc/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": location.params["code"],
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        auth=AUTH,
+    )
+    assert token.status_code == 200, token.text
+    assert token.headers["cache-control"] == "no-store"
+    body = token.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert len(body["access_token"]) == 43
+    assert body["scope"] == "openid profile email"  # offline_access needs prompt=consent
+    assert "refresh_token" not in body
+    claims = jwt.decode(
+        body["id_token"], KeySet.import_key_set(fake.jwks()), algorithms=ES384
+    ).claims
+    assert claims["username"] == "alice"
+
+    me = web.get("/oidc/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.json()["sub"] == claims["sub"]
+
+
+def test_id_token_claims_verify_with_jwks(fake: FakeLogto, client: httpx.Client) -> None:
+    body = sign_in(client, login="alice")
+    claims = verify(fake, client, body["id_token"])
+    assert claims["iss"] == ISSUER
+    assert claims["aud"] == "fake-client"
+    assert claims["nonce"] == "n0nce"
+    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["auth_time"] <= claims["iat"]
+    assert claims["sid"]
+    digest = hashlib.sha384(body["access_token"].encode()).digest()[:24]
+    assert claims["at_hash"] == base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    assert claims["name"] == "Alice"
+    assert claims["username"] == "alice"
+    assert claims["email"] == "alice@example.com"
+    assert claims["email_verified"] is True
+    assert claims["picture"]
+    assert len(claims["sub"]) == 12
+
+
+def test_subject_is_stable_per_user(client: httpx.Client, fake: FakeLogto) -> None:
+    first = verify(fake, client, sign_in(client, login="alice")["id_token"])
+    second = verify(fake, client, sign_in(client, login="alice")["id_token"])
+    other = verify(fake, client, sign_in(client, login="bob")["id_token"])
+    assert first["sub"] == second["sub"] != other["sub"]
+    assert first["sid"] != second["sid"]
+
+
+def test_scopes_limit_released_claims(fake: FakeLogto, client: httpx.Client) -> None:
+    body = sign_in(client, scope="openid")
+    claims = verify(fake, client, body["id_token"])
+    assert "email" not in claims and "name" not in claims
+    assert set(userinfo(client, body["access_token"]).json()) == {"sub"}
+
+
+def test_user_overrides(fake: FakeLogto, client: httpx.Client) -> None:
+    fake.users["alice"] = {"name": None, "roles": ["admin"], "email": "a@corp.test"}
+    body = sign_in(client, scope="openid profile email roles")
+    claims = verify(fake, client, body["id_token"])
+    assert "name" not in claims
+    assert claims["username"] == "alice"
+    assert claims["email"] == "a@corp.test"
+    assert claims["roles"] == ["admin"]
+
+
+def test_auto_login() -> None:
+    fake = FakeLogto(auto_login="carol")
+    web = httpx.Client(transport=fake.transport())
+    _, challenge = pkce()
+    response = web.get(f"{ISSUER}/auth", params=auth_params(challenge))
+    assert response.status_code == 302
+    assert "code" in httpx.URL(response.headers["location"]).params
+
+
+def test_authorize_helper(fake: FakeLogto) -> None:
+    _, challenge = pkce()
+    url = str(httpx.URL(f"{ISSUER}/auth", params=auth_params(challenge)))
+    location = httpx.URL(fake.authorize(url, login="dave"))
+    assert location.params["state"] == "st4te" and location.params["code"]
+
+
+def test_provider_session_is_reused(fake: FakeLogto) -> None:
+    web = httpx.Client(transport=fake.transport())
+    get_code(web, login="alice")
+    _, challenge = pkce()
+    again = web.get(f"{ISSUER}/auth", params=auth_params(challenge, prompt="none"))
+    assert "code" in httpx.URL(again.headers["location"]).params
+    forced = web.get(f"{ISSUER}/auth", params=auth_params(challenge, prompt="login"))
+    assert forced.status_code == 200 and "Sign in" in forced.text
+
+
+def test_prompt_none_without_session(client: httpx.Client) -> None:
+    _, challenge = pkce()
+    response = client.get(f"{ISSUER}/auth", params=auth_params(challenge, prompt="none"))
+    assert httpx.URL(response.headers["location"]).params["error"] == "login_required"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"code_challenge": ""}, "invalid_request"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": "short"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"scope": "profile"}, "invalid_scope"),
+        ({"login": "deny"}, "access_denied"),
+        ({"action": "cancel"}, "access_denied"),
+    ],
+)
+def test_authorize_errors_redirect(
+    client: httpx.Client, change: dict[str, str], error: str
+) -> None:
+    _, challenge = pkce()
+    params = {k: v for k, v in {**auth_params(challenge), **change}.items() if v}
+    response = client.get(f"{ISSUER}/auth", params=params)
+    assert response.status_code == 302
+    query = httpx.URL(response.headers["location"]).params
+    assert query["error"] == error
+    assert query["error_description"]
+    assert query["state"] == "st4te"
+    assert query["iss"] == ISSUER
+    assert "code" not in query
+
+
+def test_authorize_errors_without_safe_redirect() -> None:
+    fake = FakeLogto(redirect_uris=[REDIRECT])
+    web = httpx.Client(transport=fake.transport())
+    _, challenge = pkce()
+    for change in ({"redirect_uri": "https://evil.test/cb"}, {"client_id": "other"}):
+        response = web.get(f"{ISSUER}/auth", params={**auth_params(challenge), **change})
+        assert response.status_code == 400
+        assert "location" not in response.headers
+    assert web.get(f"{ISSUER}/auth", params=auth_params(challenge, login="x")).status_code == 302
+
+
+def test_invalid_user_name_shows_form_again(client: httpx.Client) -> None:
+    _, challenge = pkce()
+    response = client.post(
+        f"{ISSUER}/auth", data=auth_params(challenge, login="<b>", action="login")
+    )
+    assert response.status_code == 200
+    assert "User names use" in response.text and "<b>" not in response.text
+
+
+# ------------------------------------------------------------------ token endpoint
+
+
+def test_client_secret_basic_rfc6749_encoding(client: httpx.Client) -> None:
+    code, verifier = get_code(client)
+    raw = f"{quote('fake-client', safe='')}:{quote(SECRET, safe='')}"
+    assert "%23" in raw and "%3A" in raw
+    basic = base64.b64encode(raw.encode()).decode()
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    response = client.post(
+        f"{ISSUER}/token", data=data, headers={"Authorization": f"Basic {basic}"}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_client_authentication_variants(client: httpx.Client) -> None:
+    code, verifier = get_code(client)
+    base = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    wrong = client.post(f"{ISSUER}/token", data=base, auth=("fake-client", "nope"))
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert "www-authenticate" in wrong.headers
+    anonymous = client.post(f"{ISSUER}/token", data=base)
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
+    both = client.post(f"{ISSUER}/token", data={**base, "client_secret": SECRET}, auth=AUTH)
+    assert both.status_code == 400 and both.json()["error"] == "invalid_request"
+    post = {**base, "client_id": "fake-client", "client_secret": SECRET}
+    assert client.post(f"{ISSUER}/token", data=post).status_code == 200
+
+
+def test_pkce_and_redirect_uri_checked(client: httpx.Client) -> None:
+    code, verifier = get_code(client)
+    bad = exchange(client, code, pkce()[0])
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_grant"
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": "http://app.test/other",
+        "code_verifier": verifier,
+    }
+    mismatch = client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+    assert mismatch.json()["error"] == "invalid_grant"
+    assert exchange(client, code, verifier).status_code == 200  # failures did not consume it
+
+
+def test_code_reuse_rejected_and_tokens_revoked(client: httpx.Client) -> None:
+    code, verifier = get_code(client, prompt="consent")
+    first = exchange(client, code, verifier).json()
+    again = exchange(client, code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert userinfo(client, first["access_token"]).status_code == 401
+    assert refresh(client, first["refresh_token"]).json()["error"] == "invalid_grant"
+
+
+def test_code_expires() -> None:
+    clock = Clock()
+    fake = FakeLogto(clock=clock)
+    web = httpx.Client(transport=fake.transport())
+    code, verifier = get_code(web)
+    clock.now += 61
+    assert exchange(web, code, verifier).json()["error"] == "invalid_grant"
+
+
+def test_refresh_token_only_with_prompt_consent(client: httpx.Client) -> None:
+    assert "refresh_token" in sign_in(client, prompt="consent")
+    without_consent = sign_in(client, prompt="login")
+    assert "refresh_token" not in without_consent
+    assert "offline_access" not in without_consent["scope"].split()
+    no_offline = sign_in(client, prompt="consent", scope="openid profile")
+    assert "refresh_token" not in no_offline
+
+
+def test_unsupported_grant_type(client: httpx.Client) -> None:
+    data = {"grant_type": "password"}
+    response = client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+    assert response.json()["error"] == "unsupported_grant_type"
+
+
+# ------------------------------------------------------------------ refresh tokens
+
+
+def make_refreshable(mode: RotationMode) -> tuple[FakeLogto, Clock, httpx.Client, dict[str, Any]]:
+    clock = Clock()
+    fake = FakeLogto(clock=clock, rotate_refresh_token=mode, refresh_token_ttl=1000)
+    web = httpx.Client(transport=fake.transport())
+    return fake, clock, web, sign_in(web)
+
+
+def test_refresh_logto_rotation() -> None:
+    fake, clock, web, tokens = make_refreshable("logto")
+    first = tokens["refresh_token"]
+    clock.now += 600  # 60% of the lifetime: the same token comes back
+    young = refresh(web, first).json()
+    assert young["refresh_token"] == first
+    assert young["token_type"] == "Bearer" and young["expires_in"] == 3600
+    assert young["access_token"] != tokens["access_token"]
+    assert young["scope"] == tokens["scope"]
+    claims = verify(fake, web, young["id_token"])
+    assert "nonce" not in claims
+    clock.now += 101  # past 70%: rotated
+    rotated = refresh(web, first).json()["refresh_token"]
+    assert rotated != first
+    assert refresh(web, rotated).json()["refresh_token"] == rotated  # fresh again
+    assert fake.counts["token:refresh_token"] == 3
+
+
+def test_refresh_always_rotates() -> None:
+    _, _, web, tokens = make_refreshable("always")
+    second = refresh(web, tokens["refresh_token"]).json()["refresh_token"]
+    third = refresh(web, second).json()["refresh_token"]
+    assert len({tokens["refresh_token"], second, third}) == 3
+
+
+def test_refresh_never_rotates() -> None:
+    _, clock, web, tokens = make_refreshable("never")
+    clock.now += 990
+    assert refresh(web, tokens["refresh_token"]).json()["refresh_token"] == tokens["refresh_token"]
+    clock.now += 10
+    expired = refresh(web, tokens["refresh_token"])
+    assert expired.status_code == 400 and expired.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("mode", ["logto", "always"])
+def test_reused_rotated_refresh_token_revokes_grant(mode: RotationMode) -> None:
+    _, clock, web, tokens = make_refreshable(mode)
+    clock.now += 800
+    rotated = refresh(web, tokens["refresh_token"]).json()
+    assert rotated["refresh_token"] != tokens["refresh_token"]
+    reuse = refresh(web, tokens["refresh_token"])
+    assert reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant"
+    assert refresh(web, rotated["refresh_token"]).json()["error"] == "invalid_grant"
+    assert userinfo(web, rotated["access_token"]).status_code == 401
+
+
+def test_refresh_scope_narrowing(client: httpx.Client) -> None:
+    tokens = sign_in(client)
+    data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    narrow = client.post(f"{ISSUER}/token", data={**data, "scope": "openid"}, auth=AUTH).json()
+    assert narrow["scope"] == "openid"
+    wider = client.post(f"{ISSUER}/token", data={**data, "scope": "openid phone"}, auth=AUTH)
+    assert wider.json()["error"] == "invalid_scope"
+
+
+# ------------------------------------------------------------- userinfo & sign-out
+
+
+def test_userinfo(fake: FakeLogto, client: httpx.Client) -> None:
+    tokens = sign_in(client)
+    claims = userinfo(client, tokens["access_token"]).json()
+    assert claims["username"] == "alice" and claims["email"] == "alice@example.com"
+    posted = client.post(
+        f"{ISSUER}/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}
+    )
+    assert posted.json() == claims
+    missing = client.get(f"{ISSUER}/me")
+    assert missing.status_code == 401 and "www-authenticate" in missing.headers
+    assert userinfo(client, "bogus").status_code == 401
+
+
+def test_userinfo_token_expires() -> None:
+    clock = Clock()
+    fake = FakeLogto(clock=clock, access_token_ttl=60)
+    web = httpx.Client(transport=fake.transport())
+    tokens = sign_in(web)
+    assert tokens["expires_in"] == 60
+    clock.now += 60
+    assert userinfo(web, tokens["access_token"]).status_code == 401
+
+
+def test_end_session_redirect() -> None:
+    fake = FakeLogto(post_logout_redirect_uris=["http://app.test/bye"])
+    web = httpx.Client(transport=fake.transport())
+    online = sign_in(web, prompt="login")
+    offline = sign_in(web)
+    params = {
+        "id_token_hint": online["id_token"],
+        "post_logout_redirect_uri": "http://app.test/bye",
+        "state": "xyz",
+    }
+    response = web.get(f"{ISSUER}/session/end", params=params)
+    assert response.status_code == 302
+    assert response.headers["location"] == "http://app.test/bye?state=xyz"
+    assert userinfo(web, online["access_token"]).status_code == 401
+    assert refresh(web, offline["refresh_token"]).status_code == 200  # offline survives
+    _, challenge = pkce()
+    again = web.get(f"{ISSUER}/auth", params=auth_params(challenge, prompt="none"))
+    assert httpx.URL(again.headers["location"]).params["error"] == "login_required"
+    assert fake.counts["end_session"] == 1
+
+
+def test_end_session_rejects_unregistered_redirect_and_shows_page() -> None:
+    fake = FakeLogto(post_logout_redirect_uris=["http://app.test/bye"])
+    web = httpx.Client(transport=fake.transport())
+    evil = {"client_id": "fake-client", "post_logout_redirect_uri": "https://evil.test/"}
+    assert web.get(f"{ISSUER}/session/end", params=evil).status_code == 400
+    forged = {"id_token_hint": "not.a.jwt", "client_id": "fake-client"}
+    assert web.get(f"{ISSUER}/session/end", params=forged).status_code == 400
+    page = web.get(f"{ISSUER}/session/end", params={"client_id": "fake-client"})
+    assert page.status_code == 200 and "Signed out" in page.text
+
+
+def test_revocation(client: httpx.Client) -> None:
+    tokens = sign_in(client)
+    url = f"{ISSUER}/token/revocation"
+    assert client.post(url, data={"token": tokens["access_token"]}).status_code == 401
+    response = client.post(url, data={"token": tokens["access_token"]}, auth=AUTH)
+    assert response.status_code == 200
+    assert userinfo(client, tokens["access_token"]).status_code == 401
+    renewed = refresh(client, tokens["refresh_token"]).json()
+    assert client.post(url, data={"token": tokens["refresh_token"]}, auth=AUTH).status_code == 200
+    assert refresh(client, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+    assert userinfo(client, renewed["access_token"]).status_code == 401
+    assert client.post(url, data={"token": "unknown"}, auth=AUTH).status_code == 200
+
+
+# ------------------------------------------------------------------ hostile knobs
+
+
+def test_outage_and_fail_next(fake: FakeLogto, client: httpx.Client) -> None:
+    discovery = f"{ISSUER}/.well-known/openid-configuration"
+    fake.outage.add("discovery")
+    assert client.get(discovery).status_code == 503
+    fake.outage.clear()
+    assert client.get(discovery).status_code == 200
+    fake.fail_next("jwks", status=500, times=2)
+    assert [client.get(f"{ISSUER}/jwks").status_code for _ in range(3)] == [500, 500, 200]
+    assert fake.counts["jwks"] == 3
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        fake.fail_next("nope")
+
+
+def test_token_response_hook(fake: FakeLogto, client: httpx.Client) -> None:
+    def rewrite(body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "token_type": "mac"}
+
+    fake.token_response_hook = rewrite
+    assert sign_in(client)["token_type"] == "mac"
+    fake.token_response_hook = lambda body: httpx.Response(502, text="bad gateway")
+    code, verifier = get_code(client)
+    response = exchange(client, code, verifier)
+    assert response.status_code == 502 and response.text == "bad gateway"
+
+
+def test_sign_id_token_forgeries(fake: FakeLogto) -> None:
+    claims = fake.make_id_token_claims("mallory", nonce="n", aud="other", email=None)
+    assert claims["aud"] == "other" and claims["nonce"] == "n" and "email" not in claims
+    keys = KeySet.import_key_set(fake.jwks())
+    genuine = fake.sign_id_token(claims)
+    assert jwt.decode(genuine, keys, algorithms=ES384).claims["sub"] == claims["sub"]
+
+    foreign = ECKey.generate_key("P-384")
+    forged = fake.sign_id_token(claims, key=foreign)
+    assert jwt.decode(forged, foreign, algorithms=ES384).header["kid"] == fake.current_kid
+    with pytest.raises(JoseError):
+        jwt.decode(forged, keys, algorithms=ES384)
+
+    unsigned = fake.sign_id_token(claims, alg="none", headers={"kid": None})
+    header = unsigned.split(".")[0]
+    assert unsigned.endswith(".")
+    assert b'"none"' in base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
+
+
+# --------------------------------------------------------------- transports & CLI
+
+
+def test_async_client(fake: FakeLogto) -> None:
+    async def run() -> int:
+        async with fake.async_httpx_client() as web:
+            response = await web.get("/oidc/jwks")
+            return response.status_code
+
+    assert asyncio.run(run()) == 200
+
+
+def test_transport_only_serves_the_issuer_origin(client: httpx.Client) -> None:
+    with pytest.raises(httpx.ConnectError):
+        client.get("http://localhost:3001/oidc/jwks")
+
+
+def test_requests_are_recorded(fake: FakeLogto) -> None:
+    with fake.httpx_client() as web:
+        web.get("/oidc/jwks", params={"x": "1"})
+        sign_in(web)
+    assert fake.requests[0] == ("GET", "/oidc/jwks", {"x": "1"})
+    assert fake.counts["authorize"] == 1
+    assert fake.counts["token:authorization_code"] == 1
+    method, path, params = fake.requests[-1]
+    assert (method, path, params["grant_type"]) == ("POST", "/oidc/token", "authorization_code")
+
+
+def test_concurrent_use_from_threads(fake: FakeLogto) -> None:
+    transport = fake.transport()
+
+    def flow(_: int) -> str:
+        with httpx.Client(transport=transport) as web:
+            tokens = sign_in(web)
+            return str(refresh(web, tokens["refresh_token"]).json()["access_token"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        access_tokens = list(pool.map(flow, range(32)))
+    assert len(set(access_tokens)) == 32
+    assert fake.counts["token:refresh_token"] == 32
+
+
+def test_cli_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "logto_middleware.testing", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--client-secret" in result.stdout and "--redirect-uri" in result.stdout
+
+
+def test_main_serves_with_uvicorn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served: dict[str, Any] = {}
+
+    def run(app: Any, host: str, port: int) -> None:
+        served.update(app=app, host=host, port=port)
+
+    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=run))
+    main(["--port", "3999", "--client-id", "demo"])
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:3999/oidc" in out and "demo" in out
+    assert "DEVELOPMENT ONLY" in out
+    assert served["port"] == 3999
+    doc = TestClient(served["app"]).get("/oidc/.well-known/openid-configuration").json()
+    assert doc["issuer"] == "http://127.0.0.1:3999/oidc"

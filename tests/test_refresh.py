@@ -1,0 +1,226 @@
+"""Refresh on each request: success, invalid_grant, outages, and concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Clock, Harness, wsgi_echo_app
+from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware.testing import FakeLogto
+
+from conftest import SECRET, asgi_echo_app
+
+
+def expire_access_token(harness: Harness) -> None:
+    harness.clock.advance(harness.fake.access_token_ttl - 30)  # inside the 60 s leeway
+
+
+def test_refresh_before_expiry_writes_new_cookie(harness: Harness) -> None:
+    harness.sign_in("alice")
+    first = harness.me()["access_token"]
+    expire_access_token(harness)
+    response = harness.client.get("/")
+    assert response.json()["access_token"] != first
+    assert any(c.startswith("logto.session-token=") for c in response.headers.get_list("set-cookie"))
+    assert harness.fake.counts["token:refresh_token"] == 1
+    # The new cookie carries the new token: no second refresh.
+    assert harness.me()["access_token"] == response.json()["access_token"]
+    assert harness.fake.counts["token:refresh_token"] == 1
+
+
+def test_no_refresh_while_token_is_fresh(harness: Harness) -> None:
+    harness.sign_in("alice")
+    for _ in range(3):
+        harness.me()
+    assert harness.fake.counts["token:refresh_token"] == 0
+
+
+def test_logto_returns_same_refresh_token_later_refresh_still_reaches_provider(harness: Harness) -> None:
+    # Logto keeps the refresh token while it is young: keyed by the refresh token alone, the second
+    # refresh would be served the first result, with an expired access token.
+    harness.sign_in("alice")
+    tokens = []
+    for _ in range(3):
+        expire_access_token(harness)
+        tokens.append(harness.me()["access_token"])
+        harness.clock.advance(31)
+    assert len(set(tokens)) == 3
+    assert harness.fake.counts["token:refresh_token"] == 3
+
+
+def test_invalid_grant_ends_the_session(harness: Harness) -> None:
+    harness.sign_in("alice")
+    harness.fake.token_response_hook = lambda body: httpx.Response(400, json={"error": "invalid_grant"})
+    expire_access_token(harness)
+    response = harness.client.get("/")
+    assert response.json()["authenticated"] is False
+    assert any(c.startswith("logto.session-token=;") and "Max-Age=0" in c
+               for c in response.headers.get_list("set-cookie"))
+    assert harness.me()["authenticated"] is False
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_provider_5xx_keeps_the_session(harness: Harness, status: int) -> None:
+    harness.sign_in("alice")
+    before = harness.me()["access_token"]
+    harness.fake.fail_next("token", status=status)
+    expire_access_token(harness)
+    body = harness.me()
+    assert body["authenticated"] is True
+    assert body["access_token"] == before
+    assert body["error"] == "RefreshAccessTokenError"
+    harness.clock.advance(10)  # past the back-off: the next request tries again and succeeds
+    body = harness.me()
+    assert body["authenticated"] is True and body["error"] is None
+    assert body["access_token"] != before
+
+
+def test_provider_non_json_keeps_the_session(harness: Harness) -> None:
+    harness.sign_in("alice")
+    harness.fake.token_response_hook = lambda body: httpx.Response(200, text="<html>oops</html>")
+    expire_access_token(harness)
+    body = harness.me()
+    assert body["authenticated"] is True and body["error"] == "RefreshAccessTokenError"
+
+
+class TimeoutTransport(httpx.MockTransport):
+    """The fake, except that the token endpoint times out while `hang` is set."""
+
+    def __init__(self, fake: FakeLogto) -> None:
+        self.hang = False
+        inner = fake.transport()
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            if self.hang and request.url.path.endswith("/token"):
+                raise httpx.ReadTimeout("timed out", request=request)
+            return inner.handle_request(request)
+
+        super().__init__(handler)
+
+
+def make_pair(kind: str, fake: FakeLogto, clock: Clock, transport: httpx.MockTransport) -> Harness:
+    harness = Harness(kind, fake, clock)
+    if kind == "asgi":
+        middleware = LogtoASGIMiddleware(asgi_echo_app(), harness.config,
+                                         http_client=httpx.AsyncClient(transport=transport), clock=clock)
+        from starlette.testclient import TestClient
+        harness.middleware = middleware
+        harness.client = TestClient(middleware, base_url="http://localhost:3000", follow_redirects=False)
+    else:
+        wsgi = LogtoWSGIMiddleware(wsgi_echo_app, harness.config, http_client=httpx.Client(transport=transport),
+                                   clock=clock)
+        harness.middleware = wsgi
+        harness.client = httpx.Client(transport=httpx.WSGITransport(app=wsgi), base_url="http://localhost:3000",
+                                      follow_redirects=False)
+    return harness
+
+
+def test_provider_timeout_keeps_the_session(kind: str, fake: FakeLogto, clock: Clock) -> None:
+    transport = TimeoutTransport(fake)
+    harness = make_pair(kind, fake, clock, transport)
+    harness.sign_in("alice")
+    transport.hang = True
+    expire_access_token(harness)
+    body = harness.me()
+    assert body["authenticated"] is True and body["error"] == "RefreshAccessTokenError"
+    transport.hang = False
+    clock.advance(10)
+    assert harness.me()["error"] is None
+
+
+def test_request_with_just_rotated_tokens_gets_the_new_ones(kind: str, fake: FakeLogto, clock: Clock) -> None:
+    fake.rotate_refresh_token = "always"
+    harness = Harness(kind, fake, clock)
+    harness.sign_in("alice")
+    old_cookies = dict(harness.client.cookies)
+    expire_access_token(harness)
+    refreshed = harness.me()["access_token"]
+    # A parallel request that left before the new cookie arrived still carries the old one.
+    harness.client.cookies.clear()
+    for name, value in old_cookies.items():
+        harness.client.cookies.set(name, value)
+    body = harness.me()
+    assert body["authenticated"] is True
+    assert body["access_token"] == refreshed
+    assert fake.counts["token:refresh_token"] == 1
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def signed_in_cookie(fake: FakeLogto, clock: Clock, config: LogtoConfig) -> str:
+    harness = Harness("wsgi", fake, clock, secret=config.secrets[0])
+    harness.sign_in("alice")
+    return "; ".join(f"{k}={v}" for k, v in harness.client.cookies.items())
+
+
+def test_concurrent_asgi_requests_refresh_once(fake: FakeLogto, clock: Clock) -> None:
+    fake.rotate_refresh_token = "always"
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    inner = fake.transport()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # the grant takes a while: every request arrives during it
+        return inner.handle_request(request)
+
+    middleware = LogtoASGIMiddleware(asgi_echo_app(), config,
+                                     http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow)), clock=clock)
+
+    async def one() -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:3000") as client:
+            response = await client.get("/", headers={"cookie": cookie})
+            return response.json()  # type: ignore[no-any-return]
+
+    async def many() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(one() for _ in range(50)))
+
+    results = asyncio.run(many())
+    assert all(r["authenticated"] and r["error"] is None for r in results)
+    assert len({r["access_token"] for r in results}) == 1
+    assert fake.counts["token:refresh_token"] == 1
+
+
+def test_concurrent_wsgi_threads_refresh_once(fake: FakeLogto, clock: Clock) -> None:
+    fake.rotate_refresh_token = "always"
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    inner = fake.transport()
+    gate = threading.Barrier(20, timeout=5)
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            threading.Event().wait(0.05)
+        return inner.handle_request(request)
+
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=httpx.Client(transport=httpx.MockTransport(slow)),
+                                     clock=clock)
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
+        gate.wait()
+        body = client.get("/", headers={"cookie": cookie}).json()
+        with lock:
+            results.append(body)
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 20
+    assert all(r["authenticated"] and r["error"] is None for r in results)
+    assert len({r["access_token"] for r in results}) == 1
+    assert fake.counts["token:refresh_token"] == 1
