@@ -19,7 +19,7 @@ import httpx
 
 from .errors import ProviderUnavailable
 
-__all__ = ["AsyncDriver", "Flow", "Shared", "SyncDriver"]
+__all__ = ["AsyncDriver", "Flow", "Shared", "SyncDriver", "run_without_io"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,15 @@ def _step(flow: Flow[T], value: Any, error: BaseException | None) -> tuple[bool,
     except StopIteration as stop:
         return False, stop.value
     return True, effect
+
+
+def run_without_io(flow: Flow[T]) -> T:
+    """Run a flow that needs no I/O (e.g. the cookie store's); any effect is a programming error."""
+    running, result = _step(flow, None, None)
+    if running:
+        flow.close()
+        raise RuntimeError("this flow needs a driver: it asked for I/O")
+    return result  # type: ignore[no-any-return]
 
 
 def _unavailable(exc: httpx.HTTPError, request: httpx.Request) -> ProviderUnavailable:

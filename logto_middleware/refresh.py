@@ -17,7 +17,7 @@ from .errors import LogtoError
 from .flow import Flow, Shared
 from .oauth import token_grant
 from .provider import ProviderCache
-from .session import SessionData
+from .session import SessionData, session_claims
 from .tokens import verify_id_token
 
 __all__ = ["Refresher", "refresh_key"]
@@ -81,10 +81,11 @@ class Refresher:
             now = self._clock()
             changes: dict[str, Any] = {}
             if tokens.id_token:
-                changes["claims"] = yield from verify_id_token(
+                claims = yield from verify_id_token(
                     tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
                     algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,
                     access_token=tokens.access_token, subject=str(data.claims.get("sub")))
+                changes["claims"] = session_claims(claims)
                 changes["id_token"] = tokens.id_token
         except LogtoError as exc:
             with self._lock:

@@ -22,7 +22,7 @@ from .messages import Request, Response
 from .oauth import revoke, token_grant
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import safe_redirect
-from .session import Session
+from .session import Session, session_claims
 from .tokens import verify_id_token
 
 if TYPE_CHECKING:
@@ -37,7 +37,6 @@ CSRF_COOKIE = "logto.csrf-token"
 TRANSACTION_MAX_AGE = 15 * 60
 # Logto's own sign-in parameters, passed through to the authorization request when given.
 PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "prompt", "ui_locales")
-_DROP_CLAIMS = ("nonce", "at_hash", "c_hash")
 
 
 class Routes:
@@ -242,7 +241,7 @@ class Routes:
             return self._provider_failure(request, exc)
         now = int(self.core.clock())
         data = self.core.new_session(
-            {k: v for k, v in claims.items() if k not in _DROP_CLAIMS},
+            session_claims(claims),
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -11,7 +12,9 @@ from starlette.authentication import BaseUser
 
 from .config import ProfileMapper
 
-__all__ = ["AnonymousUser", "LogtoUser", "Session", "SessionData"]
+__all__ = ["AnonymousUser", "LogtoUser", "Session", "SessionData", "session_claims"]
+
+_TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 
 
 class LogtoUser(BaseUser):
@@ -76,6 +79,21 @@ def _default_profile(claims: Mapping[str, Any]) -> dict[str, Any]:
             "email": claims.get("email"), "image": claims.get("picture")}
 
 
+def session_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The ID token claims kept in a session (request-specific ones such as the nonce dropped)."""
+    return {k: v for k, v in claims.items() if k not in _TRANSIENT_CLAIMS}
+
+
+def _payload(id_token: str) -> dict[str, Any] | None:
+    # Only called on data that was authenticated (decrypted) and verified when stored.
+    try:
+        segment = id_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (IndexError, ValueError):
+        return None
+    return session_claims(claims) if isinstance(claims, dict) else None
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -97,6 +115,9 @@ class SessionData:
 
     def to_json(self) -> bytes:
         data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
+        if self.id_token is not None:
+            # The claims are the ID token's: storing both would double the cookie.
+            data.pop("claims", None)
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -108,6 +129,8 @@ class SessionData:
             return None
         if not isinstance(data, dict):
             return None
+        if "claims" not in data and isinstance(data.get("id_token"), str):
+            data["claims"] = _payload(data["id_token"])
         claims = data.get("claims")
         if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
             return None

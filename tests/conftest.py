@@ -126,7 +126,7 @@ class Harness:
         return response.json()  # type: ignore[no-any-return]
 
     def session_cookie_names(self) -> list[str]:
-        return [name for name in self.client.cookies.keys() if name.startswith("logto.session-token")]
+        return [name for name in self.client.cookies if name.startswith("logto.session-token")]
 
 
 @pytest.fixture

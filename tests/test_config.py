@@ -66,7 +66,7 @@ def test_missing_values_name_their_variable(missing: str, named: str) -> None:
 
 
 def test_short_secret_is_refused() -> None:
-    with pytest.raises(LogtoConfigError, match="AUTH_SECRET.*32"):
+    with pytest.raises(LogtoConfigError, match=r"AUTH_SECRET.*32"):
         LogtoConfig.from_env({**GOOD, "AUTH_SECRET": "short"})
     with pytest.raises(LogtoConfigError, match="AUTH_SECRET"):
         LogtoConfig.from_env({**GOOD, "AUTH_SECRET": "s" * 32, "AUTH_SECRET_1": "short"})

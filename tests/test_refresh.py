@@ -8,12 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import SECRET, Clock, Harness, asgi_echo_app, wsgi_echo_app
 
-from conftest import Clock, Harness, wsgi_echo_app
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware.testing import FakeLogto
-
-from conftest import SECRET, asgi_echo_app
 
 
 def expire_access_token(harness: Harness) -> None:
@@ -203,8 +201,8 @@ def test_concurrent_wsgi_threads_refresh_once(fake: FakeLogto, clock: Clock) -> 
             threading.Event().wait(0.05)
         return inner.handle_request(request)
 
-    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=httpx.Client(transport=httpx.MockTransport(slow)),
-                                     clock=clock)
+    client = httpx.Client(transport=httpx.MockTransport(slow))
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=client, clock=clock)
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 

@@ -6,5 +6,6 @@
 
 from .cli import main
 from .provider import FakeLogto
+from .session_cookie import make_session_cookie
 
-__all__ = ["FakeLogto", "main"]
+__all__ = ["FakeLogto", "main", "make_session_cookie"]

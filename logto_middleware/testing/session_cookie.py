@@ -1,0 +1,40 @@
+"""`make_session_cookie`: a signed-in session for an app's own tests, with no provider at all."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..config import LogtoConfig
+from ..cookies import write_chunked
+from ..core import SESSION_COOKIE
+from ..flow import run_without_io
+from ..session import SessionData
+from ..stores import CookieStore
+
+__all__ = ["make_session_cookie"]
+
+DEFAULT_CLAIMS: dict[str, Any] = {
+    "sub": "test-user", "name": "Test User", "username": "test", "email": "test@example.com",
+    "picture": "https://example.com/avatar/test.png",
+}
+
+
+def make_session_cookie(config: LogtoConfig, claims: Mapping[str, Any] | None = None, *,
+                        access_token: str | None = "test-access-token",  # noqa: S107 - a test value refresh_token: str | None = None,
+                        expires_in: int = 3600, scope: str | None = None, id_token: str | None = None,
+                        secure: bool = False, clock: Callable[[], float] = time.time) -> str:
+    """The `Cookie` header value of a signed-in session, sealed with `config.secret`, like
+    Django's `force_login`. `expires_in` is the access token's lifetime; the session itself
+    lasts `config.session_max_age`. Use `secure=True` for an app served over https."""
+    now = int(clock())
+    data = SessionData(
+        claims={**DEFAULT_CLAIMS, **(claims or {})}, expires_at=now + config.session_max_age, updated_at=now,
+        id_token=id_token, access_token=access_token,
+        access_token_expires_at=now + expires_in if access_token else None,
+        refresh_token=refresh_token, scope=scope if scope is not None else config.scope)
+    value = run_without_io(CookieStore(config.secrets).save(data, None))
+    name = ("__Secure-" if secure else "") + SESSION_COOKIE
+    set_cookies = write_chunked(name, value, max_age=config.session_max_age, secure=secure)
+    return "; ".join(header.split(";", 1)[0] for header in set_cookies)
