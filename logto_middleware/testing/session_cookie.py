@@ -21,10 +21,18 @@ DEFAULT_CLAIMS: dict[str, Any] = {
 }
 
 
-def make_session_cookie(config: LogtoConfig, claims: Mapping[str, Any] | None = None, *,
-                        access_token: str | None = "test-access-token",  # noqa: S107 - a test value refresh_token: str | None = None,
-                        expires_in: int = 3600, scope: str | None = None, id_token: str | None = None,
-                        secure: bool = False, clock: Callable[[], float] = time.time) -> str:
+def make_session_cookie(
+    config: LogtoConfig,
+    claims: Mapping[str, Any] | None = None,
+    *,
+    access_token: str | None = "test-access-token",  # noqa: S107 - a test value, not a secret
+    refresh_token: str | None = None,
+    expires_in: int = 3600,
+    scope: str | None = None,
+    id_token: str | None = None,
+    secure: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> str:
     """The `Cookie` header value of a signed-in session, sealed with `config.secret`, like
     Django's `force_login`. `expires_in` is the access token's lifetime; the session itself
     lasts `config.session_max_age`. Use `secure=True` for an app served over https."""
