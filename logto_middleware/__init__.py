@@ -7,9 +7,16 @@
 
 from .asgi import LogtoASGIMiddleware
 from .config import LogtoConfig, LogtoConfigError
-from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
+from .errors import (
+    LogtoError,
+    OAuthError,
+    ProviderError,
+    ProviderUnavailable,
+    StoreUnavailable,
+    TokenValidationError,
+)
 from .session import AnonymousUser, LogtoUser, Session
-from .stores import CookieStore
+from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
 
 __all__ = [
@@ -21,10 +28,14 @@ __all__ = [
     "LogtoError",
     "LogtoUser",
     "LogtoWSGIMiddleware",
+    "MemoryStore",
     "OAuthError",
     "ProviderError",
     "ProviderUnavailable",
+    "RedisStore",
     "Session",
+    "SessionStore",
+    "StoreUnavailable",
     "TokenValidationError",
 ]
 

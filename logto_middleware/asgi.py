@@ -14,7 +14,7 @@ from .config import LogtoConfig
 from .core import LogtoCore, Passage
 from .flow import AsyncDriver
 from .messages import Request, Response
-from .stores import CookieStore
+from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoASGIMiddleware"]
 
@@ -36,7 +36,7 @@ class LogtoASGIMiddleware:
     does, so `request.user` and `@requires("authenticated")` work."""
 
     def __init__(self, app: ASGIApp, config: LogtoConfig | None = None, *,
-                 http_client: httpx.AsyncClient | None = None, store: CookieStore | None = None,
+                 http_client: httpx.AsyncClient | None = None, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()

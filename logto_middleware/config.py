@@ -55,6 +55,7 @@ class LogtoConfig:
     prompt: str | None = "consent"
     http_timeout: float = 5.0
     clock_skew: int = 60
+    session_store: str = "cookie"
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
 
@@ -91,6 +92,11 @@ class LogtoConfig:
                 raise _fail(name, None, "must not be negative")
         if self.session_max_age <= 0:
             raise _fail("session_max_age", None, "must be positive")
+        store = self.session_store.strip()
+        if store not in ("cookie", "memory") and not store.startswith(("redis://", "rediss://", "unix://")):
+            raise _fail("session_store", "AUTH_SESSION_STORE",
+                        f"must be cookie, memory or a redis:// URL, not {store!r}")
+        set_(self, "session_store", store)
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")
 
@@ -122,6 +128,8 @@ class LogtoConfig:
         if trust not in _TRUE | _FALSE:
             raise _fail("trust_host", "AUTH_TRUST_HOST", f"must be true or false, not {trust!r}")
         values["trust_host"] = trust in _TRUE
+        if env.get("AUTH_SESSION_STORE", "").strip():
+            values["session_store"] = env["AUTH_SESSION_STORE"].strip()
         values.update(overrides)
         return cls(**values)
 

@@ -11,18 +11,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from .config import LogtoConfig
 from .cookies import delete_cookie, read_chunked, write_chunked
-from .errors import OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
+from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from .flow import Flow
 from .messages import Request, Response
+from .pages import unavailable_page
 from .provider import ProviderCache
 from .redirects import request_origin
 from .refresh import Refresher
 from .routes import Routes
 from .session import AnonymousUser, LogtoUser, Session, SessionData
-from .stores import CookieStore
+from .stores import CookieStore, ServerSessions, SessionStore, store_from_setting
 
 __all__ = ["LogtoCore", "Passage", "Request", "Response"]
 
@@ -41,7 +43,8 @@ class SessionState:
     cookie_value: str | None = None
     present: list[str] = field(default_factory=list)
     data: SessionData | None = None
-    dirty: bool = False
+    dirty: bool = False  # the data changed: store it
+    rolled: bool = False  # the expiry moved: send the cookie again
     cleared: bool = False
 
 
@@ -74,11 +77,17 @@ class Passage:
 class LogtoCore:
     """Routes under `config.base_path`, and the session of every other request."""
 
-    def __init__(self, config: LogtoConfig, *, store: CookieStore | None = None,
+    def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.store = store if store is not None else CookieStore(config.secrets)
+        if store is None:
+            store = store_from_setting(config.session_store)
+        self.sessions: CookieStore | ServerSessions
+        if store is None or isinstance(store, CookieStore):
+            self.sessions = store if store is not None else CookieStore(config.secrets)
+        else:
+            self.sessions = ServerSessions(store, config.secrets, clock=clock)
         self.provider = ProviderCache(config, clock=clock)
         self.refresher = Refresher(config, self.provider, clock=clock)
         self.routes = Routes(self)
@@ -91,12 +100,25 @@ class LogtoCore:
         return path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/")
 
     def handle(self, request: Request, *, websocket: bool = False) -> Flow[Response | Passage]:
-        if not websocket and self.is_route(request.path):
-            return (yield from self.routes.dispatch(request, request.path[len(self._base):].strip("/")))
-        state = yield from self.read_session(request, refresh=not websocket)
+        try:
+            if not websocket and self.is_route(request.path):
+                return (yield from self.routes.dispatch(request, request.path[len(self._base):].strip("/")))
+            state = yield from self.read_session(request, refresh=not websocket)
+        except StoreUnavailable as exc:
+            # Nothing is logged out or lost: the browser keeps its cookie and retries.
+            log.error("session store unavailable: %s", exc)
+            return self.store_unavailable(request)
         if websocket:
-            state.dirty = state.cleared = False
+            state.dirty = state.rolled = state.cleared = False
         return Passage(self, state if state.present else None)
+
+    def store_unavailable(self, request: Request) -> Response:
+        if request.wants_json():
+            response = Response.json({"error": "SessionStoreUnavailable"}, 503)
+        else:
+            response = Response.html(unavailable_page(), 503)
+        response.headers.append(("retry-after", "5"))
+        return response
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -116,25 +138,31 @@ class LogtoCore:
         state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)
         if value is None:
             return state
-        data = yield from self.store.load(value)
+        data = yield from self.sessions.load(value)
         now = self.clock()
         if data is None or data.expires_at <= now:
-            log.info("session cookie rejected (invalid or expired); clearing it")
+            log.info("session cookie rejected (unknown, invalid or expired); clearing it")
             state.cleared = True
             return state
         if refresh and self.refresher.needs_refresh(data, now):
             data = yield from self._refresh(state, data)
             if data is None:
                 return state
-        if now - data.updated_at >= self.config.session_update_age and not state.dirty:
+        if now - data.updated_at >= self.config.session_update_age:
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
-            state.dirty = True
+            state.dirty = state.rolled = True
         state.data = data
         return state
 
     def _refresh(self, state: SessionState, data: SessionData) -> Flow[SessionData | None]:
         try:
-            refreshed: SessionData = yield from self.refresher.refresh(data)
+            if isinstance(self.sessions, ServerSessions) and state.cookie_value is not None:
+                # Stored inside the cross-process lock already.
+                refreshed = yield from self.refresher.refresh(
+                    data, around=partial(self.sessions.refresh_once, state.cookie_value))
+            else:
+                refreshed = yield from self.refresher.refresh(data)
+                state.dirty = True
         except (OAuthError, TokenValidationError) as exc:
             # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
             # this session cannot be trusted or continued.
@@ -143,9 +171,10 @@ class LogtoCore:
             return None
         except (ProviderUnavailable, ProviderError) as exc:
             log.warning("refresh failed, keeping the session and retrying later: %s", exc)
-            # Not written to the cookie: the next request simply tries again.
+            # Not stored: the next request simply tries again.
             return data.with_changes(error="RefreshAccessTokenError")
-        state.dirty = True
+        if refreshed is None:
+            state.cleared = True
         return refreshed
 
     def write_session(self, state: SessionState) -> Flow[list[str]]:
@@ -153,8 +182,15 @@ class LogtoCore:
             return self.clear_session(state)
         if not state.dirty or state.data is None:
             return []
-        value = yield from self.store.save(state.data, state.cookie_value)
+        try:
+            value = yield from self.sessions.save(state.data, state.cookie_value)
+        except StoreUnavailable as exc:
+            # The response is already under way: keep the stored session as it was.
+            log.error("session store unavailable, session not updated: %s", exc)
+            return []
         state.dirty = False
+        if value == state.cookie_value and not state.rolled:
+            return []  # a server-side session whose id did not change
         max_age = max(0, state.data.expires_at - int(self.clock()))
         return write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
                              present=state.present)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "TokenValidationError"]
+__all__ = ["LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "StoreUnavailable",
+           "TokenValidationError"]
 
 
 class LogtoError(Exception):
@@ -28,3 +29,7 @@ class OAuthError(LogtoError):
 
 class TokenValidationError(LogtoError):
     """A token failed verification (signature, issuer, audience, expiry, nonce...)."""
+
+
+class StoreUnavailable(LogtoError):
+    """The session store (e.g. Redis) could not be reached: answer 503 and lose nothing."""

@@ -1,9 +1,16 @@
 """Sans-I/O flows and their two drivers.
 
 A flow is a generator, as in httpx's `Auth.auth_flow`: it yields an effect and receives its
-result. Two effects exist: an `httpx.Request` (the driver sends it and sends back the
-`httpx.Response`) and `Shared` (the driver runs the inner flow once for all concurrent callers
-with the same key). Transport failures are thrown into the flow as `ProviderUnavailable`.
+result. The effects:
+
+- an `httpx.Request`: the driver sends it and sends back the `httpx.Response`; transport
+  failures are thrown into the flow as `ProviderUnavailable`;
+- `Shared(key, make_flow)`: the driver runs the inner flow once for all concurrent callers
+  with the same key (single-flight);
+- `Call(sync, async_, args)`: a store's I/O; the sync driver calls `sync(*args)`, the async
+  driver awaits `async_(*args)`; exceptions are thrown back into the flow;
+- `Sleep(seconds)`: wait without blocking the event loop.
+
 `SyncDriver` and `AsyncDriver` differ only in how they wait.
 """
 
@@ -11,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Generator, Hashable
+import time
+from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,7 +27,7 @@ import httpx
 
 from .errors import ProviderUnavailable
 
-__all__ = ["AsyncDriver", "Flow", "Shared", "SyncDriver", "run_without_io"]
+__all__ = ["AsyncDriver", "Call", "Flow", "Shared", "Sleep", "SyncDriver", "returns", "run_without_io"]
 
 T = TypeVar("T")
 
@@ -32,7 +40,21 @@ class Shared:
     make_flow: Callable[[], Flow[Any]]
 
 
-Effect = httpx.Request | Shared
+@dataclass(frozen=True)
+class Call:
+    """I/O outside HTTP (a store's): `sync(*args)` in WSGI, `await async_(*args)` in ASGI."""
+
+    sync: Callable[..., Any]
+    async_: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Effect = httpx.Request | Shared | Call | Sleep
 Flow = Generator[Effect, Any, T]
 
 
@@ -52,6 +74,12 @@ def run_without_io(flow: Flow[T]) -> T:
         flow.close()
         raise RuntimeError("this flow needs a driver: it asked for I/O")
     return result  # type: ignore[no-any-return]
+
+
+def returns(value: T) -> Flow[T]:
+    """A flow that does no I/O and returns `value` (for stores that live in memory)."""
+    return value
+    yield  # makes this a generator
 
 
 def _unavailable(exc: httpx.HTTPError, request: httpx.Request) -> ProviderUnavailable:
@@ -81,15 +109,22 @@ class SyncDriver:
                 return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                if isinstance(effect, httpx.Request):
-                    try:
-                        value = self.client.send(effect)
-                    except httpx.HTTPError as exc:
-                        error = _unavailable(exc, effect)
-                else:
-                    value = self._shared(effect)
+                value = self._perform(effect)
             except Exception as exc:
                 error = exc
+
+    def _perform(self, effect: Effect) -> Any:
+        if isinstance(effect, httpx.Request):
+            try:
+                return self.client.send(effect)
+            except httpx.HTTPError as exc:
+                raise _unavailable(exc, effect) from None
+        if isinstance(effect, Call):
+            return effect.sync(*effect.args)
+        if isinstance(effect, Sleep):
+            time.sleep(effect.seconds)
+            return None
+        return self._shared(effect)
 
     def _shared(self, effect: Shared) -> Any:
         with self._lock:
@@ -139,15 +174,22 @@ class AsyncDriver:
                 return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                if isinstance(effect, httpx.Request):
-                    try:
-                        value = await self.client.send(effect)
-                    except httpx.HTTPError as exc:
-                        error = _unavailable(exc, effect)
-                else:
-                    value = await self._shared(effect)
+                value = await self._perform(effect)
             except Exception as exc:
                 error = exc
+
+    async def _perform(self, effect: Effect) -> Any:
+        if isinstance(effect, httpx.Request):
+            try:
+                return await self.client.send(effect)
+            except httpx.HTTPError as exc:
+                raise _unavailable(exc, effect) from None
+        if isinstance(effect, Call):
+            return await effect.async_(*effect.args)
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        return await self._shared(effect)
 
     async def _shared(self, effect: Shared) -> Any:
         flight = self._flights.get(effect.key)
@@ -167,4 +209,3 @@ class AsyncDriver:
         finally:
             if self._flights.get(effect.key) is flight:
                 del self._flights[effect.key]
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-__all__ = ["ERRORS", "error_page", "error_status", "signout_page"]
+__all__ = ["ERRORS", "error_page", "error_status", "signout_page", "unavailable_page"]
 
 # Auth.js's error names, so front-end code written for Auth.js understands them.
 ERRORS: dict[str, tuple[int, str]] = {
@@ -47,3 +47,8 @@ def signout_page(action: str, csrf_token: str) -> bytes:
                  f"<form method=\"post\" action=\"{escape(action)}\">"
                  f"<input type=\"hidden\" name=\"csrfToken\" value=\"{escape(csrf_token)}\">"
                  "<button type=\"submit\">Sign out</button></form>")
+
+
+def unavailable_page() -> bytes:
+    return _page("Temporarily unavailable", "<h1>Temporarily unavailable</h1>"
+                 "<p>Sessions cannot be read right now. You are still signed in: please try again in a moment.</p>")

@@ -20,7 +20,10 @@ from .provider import ProviderCache
 from .session import SessionData, session_claims
 from .tokens import verify_id_token
 
-__all__ = ["Refresher", "refresh_key"]
+__all__ = ["Guard", "Refresher", "refresh_key"]
+
+Grant = Callable[[SessionData], "Flow[SessionData]"]
+Guard = Callable[[SessionData, Grant], "Flow[SessionData | None]"]
 
 
 def refresh_key(data: SessionData) -> str:
@@ -52,9 +55,10 @@ class Refresher:
         return (data.refresh_token is not None and data.access_token_expires_at is not None
                 and data.access_token_expires_at - self._config.refresh_leeway <= now)
 
-    def refresh(self, data: SessionData) -> Flow[SessionData]:
+    def refresh(self, data: SessionData, around: Guard | None = None) -> Flow[SessionData | None]:
         """New tokens for `data`; raises `OAuthError`, `TokenValidationError`, `ProviderError` or
-        `ProviderUnavailable` like the grant does."""
+        `ProviderUnavailable` like the grant does. `around` wraps the grant (a server-side store
+        uses it to refresh once across processes); it may return None for a vanished session."""
         for _ in range(2):
             key = refresh_key(data)
             with self._lock:
@@ -65,11 +69,16 @@ class Refresher:
             elif failure is not None:
                 raise failure
             else:
-                refreshed: SessionData = yield Shared(("refresh", key), partial(self._grant, data, key))
+                refreshed: SessionData | None = yield Shared(("refresh", key), partial(self._run, data, key, around))
                 return refreshed
             if not self.needs_refresh(data, self._clock()):
                 return data
         return data
+
+    def _run(self, data: SessionData, key: str, around: Guard | None) -> Flow[SessionData | None]:
+        if around is None:
+            return (yield from self._grant(data, key))
+        return (yield from around(data, partial(self._grant, key=key)))
 
     def _grant(self, data: SessionData, key: str) -> Flow[SessionData]:
         config = self._config

@@ -23,7 +23,8 @@ from .oauth import revoke, token_grant
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import safe_redirect
 from .session import Session, session_claims
-from .tokens import verify_id_token
+from .stores import ServerSessions
+from .tokens import verify_id_token, verify_logout_token
 
 if TYPE_CHECKING:
     from .core import LogtoCore
@@ -59,6 +60,7 @@ class Routes:
             "csrf": (("GET",), self.csrf),
             "providers": (("GET",), self.providers),
             "error": (("GET",), self.error),
+            "backchannel-logout": (("POST",), self.backchannel_logout),
         }
 
     def dispatch(self, request: Request, route: str) -> Flow[Response]:
@@ -246,7 +248,11 @@ class Routes:
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
         state_obj = yield from self.core.read_session(request, refresh=False)
-        state_obj.data, state_obj.dirty, state_obj.cleared = data, True, False
+        if state_obj.cookie_value is not None:
+            # A new sign-in always gets a new session id (no session fixation).
+            yield from self.core.sessions.delete(state_obj.cookie_value)
+        state_obj.cookie_value = None
+        state_obj.data, state_obj.dirty, state_obj.rolled, state_obj.cleared = data, True, True, False
         cookies += yield from self.core.write_session(state_obj)
         log.info("signed in")
         return self._redirect(request, transaction["target"], cookies)
@@ -264,7 +270,11 @@ class Routes:
         data = state.data
         cookies = self.core.clear_session(state) if state.present else []
         if state.cookie_value is not None:
-            yield from self.core.store.delete(state.cookie_value)
+            yield from self.core.sessions.delete(state.cookie_value)
+        everywhere = (request.form.get("everywhere") or request.query.get("everywhere")) == "1"
+        if everywhere and data is not None and isinstance(self.core.sessions, ServerSessions):
+            count = yield from self.core.sessions.delete_user(str(data.claims.get("sub")))
+            log.info("signed out everywhere: %d sessions ended", count)
         origin = self.core.origin(request)
         target = self._default_target(request, self.config.post_logout_redirect)
         local_target = safe_redirect(request.form.get("callbackUrl") or request.query.get("callbackUrl"),
@@ -288,6 +298,34 @@ class Routes:
         separator = "&" if "?" in metadata.end_session_endpoint else "?"
         log.info("signed out")
         return self._redirect(request, metadata.end_session_endpoint + separator + urlencode(query), cookies)
+
+    # -- back-channel logout (OpenID Connect Back-Channel Logout 1.0) ------------------------
+
+    def backchannel_logout(self, request: Request) -> Flow[Response]:
+        sessions = self.core.sessions
+        if not isinstance(sessions, ServerSessions):
+            return Response.json({"error": "not_implemented", "error_description":
+                                  "back-channel logout needs a server-side session store (memory or redis): "
+                                  "a cookie session cannot be ended from the server"}, 501)
+        token = request.form.get("logout_token", "")
+        try:
+            claims = yield from verify_logout_token(
+                token, provider=self.core.provider, issuer=self.config.issuer, client_id=self.config.client_id,
+                algorithms=self.config.id_token_algorithms, now=self.core.clock(), leeway=self.config.clock_skew)
+            if (yield from sessions.seen_before("jti:" + claims["jti"], 3600)):
+                raise TokenValidationError("logout token replayed")
+        except TokenValidationError as exc:
+            log.warning("back-channel logout token rejected: %s", exc)
+            return Response.json({"error": "invalid_request", "error_description": str(exc)}, 400)
+        except (ProviderUnavailable, ProviderError) as exc:
+            log.warning("back-channel logout: provider keys unavailable: %s", exc)
+            return Response.json({"error": "temporarily_unavailable"}, 503)
+        if isinstance(claims.get("sid"), str):
+            count = yield from sessions.delete_logto_session(claims["sid"])
+        else:
+            count = yield from sessions.delete_user(str(claims["sub"]))
+        log.info("back-channel logout ended %d sessions", count)
+        return Response.json({}, 200)
 
     # -- JSON endpoints ----------------------------------------------------------------------
 

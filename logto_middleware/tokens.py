@@ -17,7 +17,9 @@ from .errors import TokenValidationError
 from .flow import Flow
 from .provider import ProviderCache
 
-__all__ = ["at_hash", "decode_unverified", "verify_id_token"]
+__all__ = ["at_hash", "decode_unverified", "verify_id_token", "verify_logout_token"]
+
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 MAX_TOKEN_LENGTH = 16 * 1024
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
@@ -117,6 +119,24 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
         header = _json_segment(token.split(".")[0])
         if not hmac.compare_digest(str(claims["at_hash"]), at_hash(access_token, str(header["alg"]))):
             raise TokenValidationError("token at_hash does not match the access token")
+    return claims
+
+
+def verify_logout_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
+                        algorithms: Collection[str], now: float, leeway: int) -> Flow[dict[str, Any]]:
+    """Verify a back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6)."""
+    claims = yield from verify_signed_jwt(token, provider, algorithms)
+    if not isinstance(claims.get("sub"), str) and not isinstance(claims.get("sid"), str):
+        raise TokenValidationError("logout token has neither sub nor sid")
+    check_standard_claims({"sub": claims.get("sub") or claims.get("sid"), "exp": now, **claims},
+                          issuer=issuer, audience=client_id, now=now, leeway=leeway)
+    events = claims.get("events")
+    if not isinstance(events, dict) or not isinstance(events.get(BACKCHANNEL_LOGOUT_EVENT), dict):
+        raise TokenValidationError("logout token lacks the back-channel logout event")
+    if "nonce" in claims:
+        raise TokenValidationError("logout token must not carry a nonce")
+    if not isinstance(claims.get("jti"), str) or not claims["jti"]:
+        raise TokenValidationError("logout token has no jti")
     return claims
 
 

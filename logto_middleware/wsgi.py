@@ -15,7 +15,7 @@ from .config import LogtoConfig
 from .core import LogtoCore, Passage
 from .flow import SyncDriver
 from .messages import Request, Response
-from .stores import CookieStore
+from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoWSGIMiddleware"]
 
@@ -33,7 +33,7 @@ class LogtoWSGIMiddleware:
     session on every request as `environ["logto.user"]` and `environ["logto.session"]`."""
 
     def __init__(self, app: WSGIApp, config: LogtoConfig | None = None, *,
-                 http_client: httpx.Client | None = None, store: CookieStore | None = None,
+                 http_client: httpx.Client | None = None, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from cachetools import LRUCache
 
 from ..crypto import Cipher
-from ..flow import Flow
+from ..flow import Flow, returns
 from ..session import SessionData
 
 __all__ = ["CookieStore"]
@@ -35,24 +35,21 @@ class CookieStore:
         with self._lock:
             cached = self._cache.get(cookie_value)
         if cached is not None:
-            return cached
+            return returns(cached)
         plaintext = self._cipher.decrypt(cookie_value, _AAD)
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
             with self._lock:
                 self._cache[cookie_value] = data
-        return data
-        yield  # a flow like the server-side stores' (they do I/O here)
+        return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None) -> Flow[str]:
         value = self._cipher.encrypt(data.to_json(), _AAD)
         with self._lock:
             self._cache[value] = data
-        return value
-        yield
+        return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:
         with self._lock:
             self._cache.pop(cookie_value, None)
-        return None
-        yield
+        return returns(None)

@@ -1,0 +1,98 @@
+"""`RedisStore`: sessions in Redis, shared by every worker and machine of an app.
+
+Needs the `redis` package: `pip install 'logto-middleware[redis]'`. Each operation is one
+round trip (a command or a short Lua script), written once: it yields a `Call` that the sync
+driver runs on `redis.Redis` and the async driver on `redis.asyncio.Redis`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import StoreUnavailable
+from ..flow import Call, Flow
+
+__all__ = ["RedisStore"]
+
+try:
+    import redis
+    import redis.asyncio as aioredis
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
+
+# Store the value and file its key under each tag; a tag set lives as long as its longest entry.
+_SET = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+for i = 3, #ARGV do
+  local tag = ARGV[i]
+  redis.call('SADD', tag, KEYS[1])
+  if redis.call('TTL', tag) < tonumber(ARGV[2]) then redis.call('EXPIRE', tag, ARGV[2]) end
+end
+return 1
+"""
+# Delete every key filed under a tag, and the tag set itself.
+_DELETE_TAGGED = """
+local keys = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, key in ipairs(keys) do n = n + redis.call('DEL', key) end
+redis.call('DEL', KEYS[1])
+return n
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisStore:
+    """Sessions in Redis under `prefix`, with a TTL equal to the session's expiry and an index
+    per user (`sub`) and per Logto session (`sid`) for sign-out everywhere and back-channel
+    logout. One connection pool per flavour; nothing connects until the first request."""
+
+    def __init__(self, url: str = "redis://localhost:6379/0", *, prefix: str = "logto:",
+                 timeout: float = 2.0, **options: Any) -> None:
+        if redis is None:
+            raise ImportError("RedisStore needs the redis package: pip install 'logto-middleware[redis]'")
+        self.prefix = prefix
+        settings = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **options}
+        self._sync = redis.Redis.from_url(url, **settings)
+        self._async = aioredis.Redis.from_url(url, **settings)
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisStore:
+        """A store for `redis://` or `rediss://` URL `url`."""
+        return cls(url, **options)
+
+    def _command(self, *args: Any) -> Flow[Any]:
+        try:
+            return (yield Call(self._sync.execute_command, self._async.execute_command, args))
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
+
+    def get(self, key: str) -> Flow[bytes | None]:
+        value = yield from self._command("GET", self.prefix + key)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes, ttl: int, tags: Sequence[str] = ()) -> Flow[None]:
+        yield from self._command("EVAL", _SET, 1, self.prefix + key, value, max(1, int(ttl)),
+                                 *(self.prefix + "tag:" + tag for tag in tags))
+
+    def delete(self, key: str) -> Flow[None]:
+        yield from self._command("DEL", self.prefix + key)
+
+    def delete_tagged(self, tag: str) -> Flow[int]:
+        deleted = yield from self._command("EVAL", _DELETE_TAGGED, 1, self.prefix + "tag:" + tag)
+        return int(deleted)
+
+    def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:
+        taken = yield from self._command("SET", self.prefix + "lock:" + name, owner, "NX", "PX",
+                                         max(1, int(ttl * 1000)))
+        return bool(taken)
+
+    def release_lock(self, name: str, owner: str) -> Flow[None]:
+        yield from self._command("EVAL", _RELEASE, 1, self.prefix + "lock:" + name, owner)
+
+    def close(self) -> None:
+        """Close the sync pool (the async pool closes with its event loop)."""
+        self._sync.close()

@@ -1,0 +1,110 @@
+"""Server-side sessions on any `SessionStore`: the cookie holds only an encrypted session id."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+
+from ..crypto import Cipher
+from ..errors import ProviderUnavailable
+from ..flow import Flow, Sleep
+from ..refresh import refresh_key
+from ..session import SessionData
+from .base import SessionStore
+
+__all__ = ["ServerSessions"]
+
+_ID_AAD = b"logto.session-id"
+
+
+class ServerSessions:
+    """Keeps `SessionData` in a store, encrypted with the app's secret (a read of the database
+    hands out no token), keyed by a random session id that the cookie carries encrypted."""
+
+    server_side = True
+
+    def __init__(self, store: SessionStore, secrets_: Sequence[str], *, clock: Callable[[], float] = time.time,
+                 lock_ttl: float = 10.0, lock_wait: float = 8.0, poll: float = 0.05) -> None:
+        self.store = store
+        self._ids = Cipher(secrets_, "session id")
+        self._data = Cipher(secrets_, "session data")
+        self._clock = clock
+        self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
+
+    def session_id(self, cookie_value: str | None) -> str | None:
+        plaintext = self._ids.decrypt(cookie_value, _ID_AAD) if cookie_value else None
+        return plaintext.decode("ascii", "replace") if plaintext else None
+
+    def load(self, cookie_value: str) -> Flow[SessionData | None]:
+        sid = self.session_id(cookie_value)
+        if sid is None:
+            return None
+        key = "session:" + sid
+        raw = yield from self.store.get(key)
+        if raw is None:
+            return None
+        plaintext = self._data.decrypt(raw.decode("ascii", "replace"), key.encode())
+        return SessionData.from_json(plaintext) if plaintext is not None else None
+
+    def save(self, data: SessionData, cookie_value: str | None) -> Flow[str]:
+        """Store `data`; the cookie value is unchanged for an existing session id."""
+        sid = self.session_id(cookie_value)
+        if sid is None:
+            sid, cookie_value = secrets.token_urlsafe(32), None
+        key = "session:" + sid
+        blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
+        tags = ["sub:" + str(data.claims.get("sub"))]
+        if isinstance(data.claims.get("sid"), str):
+            tags.append("sid:" + data.claims["sid"])
+        ttl = max(1, data.expires_at - int(self._clock()))
+        yield from self.store.set(key, blob, ttl, tags)
+        return cookie_value if cookie_value is not None else self._ids.encrypt(sid.encode("ascii"), _ID_AAD)
+
+    def delete(self, cookie_value: str) -> Flow[None]:
+        sid = self.session_id(cookie_value)
+        if sid is not None:
+            yield from self.store.delete("session:" + sid)
+
+    def delete_user(self, sub: str) -> Flow[int]:
+        return (yield from self.store.delete_tagged("sub:" + sub))
+
+    def delete_logto_session(self, sid: str) -> Flow[int]:
+        return (yield from self.store.delete_tagged("sid:" + sid))
+
+    def seen_before(self, name: str, ttl: float) -> Flow[bool]:
+        """True if `name` was marked within `ttl` (e.g. a logout token's jti); marks it."""
+        taken = yield from self.store.acquire_lock("seen:" + name, "1", ttl)
+        return not taken
+
+    def refresh_once(self, cookie_value: str, data: SessionData,
+                     grant: Callable[[SessionData], Flow[SessionData]]) -> Flow[SessionData | None]:
+        """Refresh across processes: whoever takes the store's lock runs `grant` and stores the
+        result; the others poll the store until the tokens change. A dead holder's lock expires.
+        Returns None when the session vanished meanwhile (signed out elsewhere)."""
+        sid = self.session_id(cookie_value)
+        if sid is None:
+            return None
+        lock, owner, before = "refresh:" + sid, secrets.token_hex(8), refresh_key(data)
+        deadline = self._clock() + self._lock_wait
+        while True:
+            if (yield from self.store.acquire_lock(lock, owner, self._lock_ttl)):
+                try:
+                    current = yield from self.load(cookie_value)
+                    if current is None or refresh_key(current) != before:
+                        return current  # refreshed (or ended) just before we got the lock
+                    refreshed = yield from grant(current)
+                    yield from self.save(refreshed, cookie_value)
+                except BaseException:
+                    yield from self.store.release_lock(lock, owner)
+                    raise
+                yield from self.store.release_lock(lock, owner)
+                return refreshed
+            yield Sleep(self._poll)
+            current = yield from self.load(cookie_value)
+            if current is None or refresh_key(current) != before:
+                return current
+            if self._clock() > deadline:
+                raise ProviderUnavailable("another instance is still refreshing this session")
+
+
