@@ -97,18 +97,26 @@ class Harness:
         self.kind = kind
         self.fake = fake
         self.clock = clock
+        store = settings.pop("store", None)
         self.config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
                                   secret=settings.pop("secret", SECRET), **settings)
         self.middleware: LogtoASGIMiddleware | LogtoWSGIMiddleware
         if kind == "asgi":
-            self.middleware = LogtoASGIMiddleware(asgi_echo_app(), self.config,
+            self.middleware = LogtoASGIMiddleware(asgi_echo_app(), self.config, store=store,
                                                   http_client=fake.async_httpx_client(), clock=clock)
             self.client: httpx.Client = TestClient(self.middleware, base_url=ORIGIN, follow_redirects=False)
         else:
-            self.middleware = LogtoWSGIMiddleware(wsgi_echo_app, self.config, http_client=fake.httpx_client(),
-                                                  clock=clock)
+            self.middleware = LogtoWSGIMiddleware(wsgi_echo_app, self.config, store=store,
+                                                  http_client=fake.httpx_client(), clock=clock)
             self.client = httpx.Client(transport=httpx.WSGITransport(app=self.middleware), base_url=ORIGIN,
                                        follow_redirects=False)
+
+    def browser(self) -> httpx.Client:
+        """Another browser (its own cookie jar) on the same app."""
+        if self.kind == "asgi":
+            return TestClient(self.middleware, base_url=ORIGIN, follow_redirects=False)
+        return httpx.Client(transport=httpx.WSGITransport(app=self.middleware), base_url=ORIGIN,
+                            follow_redirects=False)
 
     def start_sign_in(self, **params: str) -> httpx.Response:
         return self.client.get("/api/auth/signin", params=params)

@@ -7,6 +7,8 @@ driver runs on `redis.Redis` and the async driver on `redis.asyncio.Redis`.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,18 +57,28 @@ class RedisStore:
         if redis is None:
             raise ImportError("RedisStore needs the redis package: pip install 'logto-middleware[redis]'")
         self.prefix = prefix
-        settings = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **options}
-        self._sync = redis.Redis.from_url(url, **settings)
-        self._async = aioredis.Redis.from_url(url, **settings)
+        self._url = url
+        self._settings = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **options}
+        self._sync = redis.Redis.from_url(url, **self._settings)
+        # asyncio connections belong to one event loop: one client per loop.
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary())
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisStore:
         """A store for `redis://` or `rediss://` URL `url`."""
         return cls(url, **options)
 
+    async def _execute_async(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = self._async[loop] = aioredis.Redis.from_url(self._url, **self._settings)
+        return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+
     def _command(self, *args: Any) -> Flow[Any]:
         try:
-            return (yield Call(self._sync.execute_command, self._async.execute_command, args))
+            return (yield Call(self._sync.execute_command, self._execute_async, args))
         except redis.RedisError as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from None
 
@@ -94,5 +106,5 @@ class RedisStore:
         yield from self._command("EVAL", _RELEASE, 1, self.prefix + "lock:" + name, owner)
 
     def close(self) -> None:
-        """Close the sync pool (the async pool closes with its event loop)."""
+        """Close the sync pool (the asyncio pools close with their event loops)."""
         self._sync.close()

@@ -1,0 +1,180 @@
+"""Server-side sessions through both middlewares: memory and a real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
+from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware.stores import MemoryStore, RedisStore, SessionStore
+from logto_middleware.testing import FakeLogto
+from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
+    if request.param == "memory":
+        shared = MemoryStore()
+        return lambda: shared  # one process: one store object
+    url = request.getfixturevalue("redis_url")
+    return lambda: RedisStore.from_url(url)  # each "process" with its own client
+
+
+@pytest.fixture
+def server_harness(kind: str, fake: FakeLogto, clock: Clock, make_store: Callable[[], SessionStore]) -> Harness:
+    return Harness(kind, fake, clock, store=make_store())
+
+
+def test_cookie_holds_only_an_opaque_session_id(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    cookie = server_harness.client.cookies["logto.session-token"]
+    assert len(cookie) < 120
+    body = server_harness.me()
+    assert body["authenticated"] is True and body["access_token"]
+    assert body["access_token"] not in cookie
+
+
+def test_signout_kills_a_copied_cookie(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    copied = server_harness.client.cookies["logto.session-token"]
+    server_harness.client.post("/api/auth/signout", headers={"origin": ORIGIN})
+    response = server_harness.client.get("/", headers={"cookie": f"logto.session-token={copied}"})
+    assert response.json()["authenticated"] is False
+    assert any("Max-Age=0" in c for c in response.headers.get_list("set-cookie"))
+
+
+def test_sign_in_again_gets_a_new_session_id(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    first = server_harness.client.cookies["logto.session-token"]
+    server_harness.sign_in("alice")
+    assert server_harness.client.cookies["logto.session-token"] != first
+    response = server_harness.client.get("/", headers={"cookie": f"logto.session-token={first}"})
+    assert response.json()["authenticated"] is False  # the old id is gone (no fixation)
+
+
+def test_signout_everywhere_ends_every_session_of_the_user(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    laptop = server_harness.client
+    phone = server_harness.browser()
+    server_harness.client = phone
+    server_harness.sign_in("alice")
+    server_harness.client = server_harness.browser()
+    server_harness.sign_in("bob")
+    bob = server_harness.client
+    assert phone.get("/").json()["authenticated"] is True
+    laptop.post("/api/auth/signout", data={"everywhere": "1"}, headers={"origin": ORIGIN})
+    assert phone.get("/").json()["authenticated"] is False
+    assert bob.get("/").json()["authenticated"] is True
+
+
+def test_refresh_updates_the_store_without_resending_the_cookie(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    before = server_harness.me()["access_token"]
+    server_harness.clock.advance(server_harness.fake.access_token_ttl - 30)
+    response = server_harness.client.get("/")
+    assert response.json()["access_token"] != before
+    assert [c for c in response.headers.get_list("set-cookie") if c.startswith("logto.session-token")] == []
+    assert server_harness.me()["access_token"] == response.json()["access_token"]
+    assert server_harness.fake.counts["token:refresh_token"] == 1
+
+
+def logout_token(fake: FakeLogto, clock: Clock, **claims: Any) -> str:
+    body = {"iss": fake.issuer, "aud": fake.client_id, "iat": int(clock()), "exp": int(clock()) + 120,
+            "jti": uuid.uuid4().hex, "events": {BACKCHANNEL_LOGOUT_EVENT: {}}, **claims}
+    return fake.sign_id_token({k: v for k, v in body.items() if v is not None}, headers={"typ": "logout+jwt"})
+
+
+def test_backchannel_logout_ends_sessions_of_the_sub(server_harness: Harness) -> None:
+    server_harness.sign_in("alice")
+    sub = server_harness.fake.user_claims("alice")["sub"]
+    token = logout_token(server_harness.fake, server_harness.clock, sub=sub)
+    response = server_harness.browser().post("/api/auth/backchannel-logout", data={"logout_token": token})
+    assert response.status_code == 200
+    assert server_harness.me()["authenticated"] is False
+    replay = server_harness.browser().post("/api/auth/backchannel-logout", data={"logout_token": token})
+    assert replay.status_code == 400 and "replayed" in replay.json()["error_description"]
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"events": None}, "event"), ({"nonce": "n"}, "nonce"), ({"aud": "other-client"}, "audience"),
+    ({"iss": "https://evil.example/oidc"}, "issuer"), ({"jti": None}, "jti"), ({"sub": None}, "sub"),
+])
+def test_backchannel_logout_rejects_bad_tokens(server_harness: Harness, change: dict[str, Any], reason: str) -> None:
+    server_harness.sign_in("alice")
+    claims = {"sub": server_harness.fake.user_claims("alice")["sub"], **change}
+    token = logout_token(server_harness.fake, server_harness.clock, **claims)
+    response = server_harness.browser().post("/api/auth/backchannel-logout", data={"logout_token": token})
+    assert response.status_code == 400
+    assert reason in response.json()["error_description"]
+    assert server_harness.me()["authenticated"] is True
+
+
+def test_backchannel_logout_needs_a_server_side_store(harness: Harness) -> None:
+    token = logout_token(harness.fake, harness.clock, sub="x")
+    response = harness.client.post("/api/auth/backchannel-logout", data={"logout_token": token})
+    assert response.status_code == 501
+    assert "server-side session store" in response.json()["error_description"]
+
+
+def test_two_processes_refresh_once(fake: FakeLogto, clock: Clock, make_store: Callable[[], SessionStore]) -> None:
+    """Two middleware instances (as two processes would) share one store; 40 concurrent
+    requests with an expired access token cause exactly one refresh grant."""
+    fake.rotate_refresh_token = "always"
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    inner = fake.transport()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            time.sleep(0.1)
+        return inner.handle_request(request)
+
+    apps = [LogtoWSGIMiddleware(wsgi_echo_app, config, store=make_store(), clock=clock,
+                                http_client=httpx.Client(transport=httpx.MockTransport(slow))) for _ in range(2)]
+    first = httpx.Client(transport=httpx.WSGITransport(app=apps[0]), base_url=ORIGIN)
+    start = first.get("/api/auth/signin", follow_redirects=False)
+    first.get(fake.authorize(start.headers["location"], login="alice"), follow_redirects=False)
+    cookie = f"logto.session-token={first.cookies['logto.session-token']}"
+    clock.advance(fake.access_token_ttl)
+    results: list[dict[str, Any]] = []
+    gate = threading.Barrier(40, timeout=10)
+
+    def one(index: int) -> None:
+        client = httpx.Client(transport=httpx.WSGITransport(app=apps[index % 2]), base_url=ORIGIN)
+        gate.wait()
+        results.append(client.get("/", headers={"cookie": cookie}).json())
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 40
+    assert all(r["authenticated"] and r["error"] is None for r in results)
+    assert len({r["access_token"] for r in results}) == 1
+    assert fake.counts["token:refresh_token"] == 1
+
+
+def test_redis_outage_is_503_and_recovers_with_the_session(kind: str, fake: FakeLogto, clock: Clock,
+                                                          redis_url: str, redis_server: Any) -> None:
+    harness = Harness(kind, fake, clock, store=RedisStore.from_url(redis_url, timeout=0.5))
+    harness.sign_in("alice")
+    redis_server.shutdown_keeping_data()
+    try:
+        page = harness.client.get("/")
+        assert page.status_code == 503 and page.headers["retry-after"] == "5"
+        assert "still signed in" in page.text
+        api = harness.client.get("/", headers={"accept": "application/json"})
+        assert api.status_code == 503 and api.json() == {"error": "SessionStoreUnavailable"}
+        assert not any("Max-Age=0" in c for c in page.headers.get_list("set-cookie"))
+        assert harness.client.get("/api/auth/session").status_code == 503
+    finally:
+        redis_server.start()
+    assert harness.me()["authenticated"] is True
