@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
+
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware.stores import MemoryStore, RedisStore, SessionStore
 from logto_middleware.testing import FakeLogto
