@@ -14,6 +14,7 @@ from .config import LogtoConfig
 from .core import LogtoCore, Passage
 from .flow import AsyncDriver
 from .messages import Request, Response
+from .session import AsyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoASGIMiddleware"]
@@ -40,9 +41,10 @@ class LogtoASGIMiddleware:
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.core = LogtoCore(self.config, store=store, clock=clock)
-        client = http_client or httpx.AsyncClient(timeout=self.config.http_timeout)
-        self.driver = AsyncDriver(client)
+        self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout))
+        profile, run = self.config.profile, self.driver.run
+        self.core = LogtoCore(self.config, store=store, clock=clock,
+                              session_factory=lambda data, tokens: AsyncSession(data, profile, tokens, run))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):

@@ -56,6 +56,7 @@ class LogtoConfig:
     http_timeout: float = 5.0
     clock_skew: int = 60
     session_store: str = "cookie"
+    resources: Sequence[str] = ()
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
 
@@ -92,6 +93,14 @@ class LogtoConfig:
                 raise _fail(name, None, "must not be negative")
         if self.session_max_age <= 0:
             raise _fail("session_max_age", None, "must be positive")
+        resources = tuple(r.strip() for r in ([self.resources] if isinstance(self.resources, str) else self.resources)
+                          if r.strip())
+        for resource in resources:
+            parts = urlsplit(resource)
+            if not parts.scheme or parts.fragment:
+                raise _fail("resources", "AUTH_LOGTO_RESOURCES",
+                            f"must be absolute URIs (API indicators), not {resource!r}")
+        set_(self, "resources", resources)
         store = self.session_store.strip()
         if store not in ("cookie", "memory") and not store.startswith(("redis://", "rediss://", "unix://")):
             raise _fail("session_store", "AUTH_SESSION_STORE",
@@ -128,6 +137,8 @@ class LogtoConfig:
         if trust not in _TRUE | _FALSE:
             raise _fail("trust_host", "AUTH_TRUST_HOST", f"must be true or false, not {trust!r}")
         values["trust_host"] = trust in _TRUE
+        if env.get("AUTH_LOGTO_RESOURCES", "").strip():
+            values["resources"] = env["AUTH_LOGTO_RESOURCES"].split(",")
         if env.get("AUTH_SESSION_STORE", "").strip():
             values["session_store"] = env["AUTH_SESSION_STORE"].strip()
         values.update(overrides)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from .config import LogtoConfig
+from .access import SessionTokens
+from .config import LogtoConfig, ProfileMapper
 from .cookies import delete_cookie, read_chunked, write_chunked
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from .flow import Flow
@@ -21,7 +22,7 @@ from .messages import Request, Response
 from .pages import unavailable_page
 from .provider import ProviderCache
 from .redirects import request_origin
-from .refresh import Refresher
+from .refresh import Refresher, Target
 from .routes import Routes
 from .session import AnonymousUser, LogtoUser, Session, SessionData
 from .stores import CookieStore, ServerSessions, SessionStore, store_from_setting
@@ -57,12 +58,11 @@ class Passage:
         self._core = core
         self._state = state
         self._cookies: list[str] | None = None
-        data = state.data if state is not None else None
-        if data is None:
+        if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            self.session = Session(data, core.config.profile)
+            self.session = core.session_factory(state.data, SessionTokens(core, state))
             self.user = self.session.user
 
     def finish(self) -> Flow[list[str]]:
@@ -74,13 +74,19 @@ class Passage:
         return self._cookies
 
 
+def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens) -> Session:
+    return Session(data, profile, tokens)
+
+
 class LogtoCore:
     """Routes under `config.base_path`, and the session of every other request."""
 
     def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 session_factory: Callable[[SessionData, SessionTokens], Session] | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.session_factory = session_factory or partial(_plain_session, config.profile)
         if store is None:
             store = store_from_setting(config.session_store)
         self.sessions: CookieStore | ServerSessions
@@ -156,13 +162,7 @@ class LogtoCore:
 
     def _refresh(self, state: SessionState, data: SessionData) -> Flow[SessionData | None]:
         try:
-            if isinstance(self.sessions, ServerSessions) and state.cookie_value is not None:
-                # Stored inside the cross-process lock already.
-                refreshed = yield from self.refresher.refresh(
-                    data, around=partial(self.sessions.refresh_once, state.cookie_value))
-            else:
-                refreshed = yield from self.refresher.refresh(data)
-                state.dirty = True
+            return (yield from self.refresh_tokens(state, data))
         except (OAuthError, TokenValidationError) as exc:
             # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
             # this session cannot be trusted or continued.
@@ -173,8 +173,21 @@ class LogtoCore:
             log.warning("refresh failed, keeping the session and retrying later: %s", exc)
             # Not stored: the next request simply tries again.
             return data.with_changes(error="RefreshAccessTokenError")
+
+    def refresh_tokens(self, state: SessionState, data: SessionData,
+                       target: Target | None = None) -> Flow[SessionData | None]:
+        """Refresh the session's tokens (or get one for `target`) and record the result in
+        `state`; None (and the session cleared) when it vanished from a server-side store."""
+        if isinstance(self.sessions, ServerSessions) and state.cookie_value is not None:
+            # Stored inside the cross-process lock already.
+            refreshed = yield from self.refresher.refresh(
+                data, around=partial(self.sessions.refresh_once, state.cookie_value), target=target)
+        else:
+            refreshed = yield from self.refresher.refresh(data, target=target)
+            state.dirty = True
         if refreshed is None:
             state.cleared = True
+        state.data = refreshed
         return refreshed
 
     def write_session(self, state: SessionState) -> Flow[list[str]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "StoreUnavailable",
+__all__ = ["AccessTokenError", "LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "StoreUnavailable",
            "TokenValidationError"]
 
 
@@ -29,6 +29,10 @@ class OAuthError(LogtoError):
 
 class TokenValidationError(LogtoError):
     """A token failed verification (signature, issuer, audience, expiry, nonce...)."""
+
+
+class AccessTokenError(LogtoError):
+    """No access token can be had: not signed in, the resource was not granted, or the grant failed."""
 
 
 class StoreUnavailable(LogtoError):

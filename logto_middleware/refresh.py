@@ -1,5 +1,6 @@
-"""Refreshing a session's tokens: single-flight, a grace window for just-rotated tokens, and
-a short back-off after an outage."""
+"""Refresh-token grants: for the session's own access token and for API resources and Logto
+organizations. Single-flight, a grace window for just-rotated tokens, a short back-off after
+an outage."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,25 +22,45 @@ from .provider import ProviderCache
 from .session import SessionData, session_claims
 from .tokens import verify_id_token
 
-__all__ = ["Guard", "Refresher", "refresh_key"]
+__all__ = ["Guard", "Refresher", "Target", "refresh_key"]
 
 Grant = Callable[[SessionData], "Flow[SessionData]"]
-Guard = Callable[[SessionData, Grant], "Flow[SessionData | None]"]
+Settled = Callable[[SessionData], bool]
+Guard = Callable[[SessionData, Grant, Settled], "Flow[SessionData | None]"]
 
 
-def refresh_key(data: SessionData) -> str:
-    """Key of one refresh: the refresh token *and* the access token it replaces.
+@dataclass(frozen=True)
+class Target:
+    """An access token for an API resource (RFC 8707 `resource`) or a Logto organization."""
+
+    resource: str | None = None
+    organization_id: str | None = None
+
+    @property
+    def audience(self) -> str:
+        return self.resource if self.resource is not None else f"urn:logto:organization:{self.organization_id}"
+
+    def form(self) -> dict[str, str]:
+        if self.resource is not None:
+            return {"resource": self.resource}
+        return {"organization_id": str(self.organization_id)}
+
+
+def refresh_key(data: SessionData, target: Target | None = None) -> str:
+    """Key of one refresh: the refresh token *and* the access token it replaces (and the
+    target's audience).
 
     Logto returns the same refresh token while it is young, so the refresh token alone would
     map a later, genuinely needed refresh onto an old result; the access token changes on
     every refresh, so the pair names exactly one refresh.
     """
-    material = f"{data.refresh_token}\x00{data.access_token}".encode()
+    audience = target.audience if target is not None else ""
+    material = f"{data.refresh_token}\x00{data.access_token}\x00{audience}".encode()
     return hashlib.sha256(material).hexdigest()
 
 
 class Refresher:
-    """Runs refresh-token grants for sessions whose access token is about to expire."""
+    """Runs refresh-token grants when a token is about to expire."""
 
     def __init__(self, config: LogtoConfig, provider: ProviderCache, *,
                  clock: Callable[[], float] = time.time, grace: float = 60.0, backoff: float = 5.0) -> None:
@@ -51,16 +73,22 @@ class Refresher:
         # Recent outages: no new grant for the same tokens until the back-off ends.
         self._failed: TTLCache[str, LogtoError] = TTLCache(maxsize=4096, ttl=backoff, timer=clock)
 
-    def needs_refresh(self, data: SessionData, now: float) -> bool:
+    def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
+        leeway = self._config.refresh_leeway
+        if target is not None:
+            token = data.resource_token(target.audience)
+            return token is None or token[1] - leeway <= now
         return (data.refresh_token is not None and data.access_token_expires_at is not None
-                and data.access_token_expires_at - self._config.refresh_leeway <= now)
+                and data.access_token_expires_at - leeway <= now)
 
-    def refresh(self, data: SessionData, around: Guard | None = None) -> Flow[SessionData | None]:
-        """New tokens for `data`; raises `OAuthError`, `TokenValidationError`, `ProviderError` or
-        `ProviderUnavailable` like the grant does. `around` wraps the grant (a server-side store
-        uses it to refresh once across processes); it may return None for a vanished session."""
+    def refresh(self, data: SessionData, around: Guard | None = None,
+                target: Target | None = None) -> Flow[SessionData | None]:
+        """New tokens for `data` (or a token for `target`); raises `OAuthError`,
+        `TokenValidationError`, `ProviderError` or `ProviderUnavailable` like the grant does.
+        `around` wraps the grant (a server-side store uses it to refresh once across processes);
+        it may return None for a vanished session."""
         for _ in range(2):
-            key = refresh_key(data)
+            key = refresh_key(data, target)
             with self._lock:
                 recent = self._recent.get(key)
                 failure = self._failed.get(key)
@@ -69,27 +97,40 @@ class Refresher:
             elif failure is not None:
                 raise failure
             else:
-                refreshed: SessionData | None = yield Shared(("refresh", key), partial(self._run, data, key, around))
+                refreshed: SessionData | None = yield Shared(
+                    ("refresh", key), partial(self._run, data, key, around, target))
                 return refreshed
-            if not self.needs_refresh(data, self._clock()):
+            if not self.needs_refresh(data, self._clock(), target):
                 return data
         return data
 
-    def _run(self, data: SessionData, key: str, around: Guard | None) -> Flow[SessionData | None]:
+    def _run(self, data: SessionData, key: str, around: Guard | None,
+             target: Target | None) -> Flow[SessionData | None]:
+        grant = partial(self._grant, key=key, target=target)
         if around is None:
-            return (yield from self._grant(data, key))
-        return (yield from around(data, partial(self._grant, key=key)))
+            return (yield from grant(data))
 
-    def _grant(self, data: SessionData, key: str) -> Flow[SessionData]:
+        def settled(current: SessionData) -> bool:
+            # Another process did the work while we waited for the lock.
+            if target is not None:
+                return not self.needs_refresh(current, self._clock(), target)
+            return refresh_key(current) != refresh_key(data)
+
+        return (yield from around(data, grant, settled))
+
+    def _grant(self, data: SessionData, key: str, target: Target | None) -> Flow[SessionData]:
         config = self._config
-        assert data.refresh_token is not None
+        if data.refresh_token is None:
+            raise LogtoError("the session has no refresh token")
+        form = {"grant_type": "refresh_token", "refresh_token": data.refresh_token}
+        if target is not None:
+            form.update(target.form())
         try:
             metadata = yield from self._provider.metadata()
-            tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret,
-                                            {"grant_type": "refresh_token", "refresh_token": data.refresh_token})
+            tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret, form)
             now = self._clock()
             changes: dict[str, Any] = {}
-            if tokens.id_token:
+            if tokens.id_token and target is None:
                 claims = yield from verify_id_token(
                     tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
                     algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,
@@ -100,12 +141,16 @@ class Refresher:
             with self._lock:
                 self._failed[key] = exc
             raise
-        refreshed = data.with_changes(
-            access_token=tokens.access_token,
-            access_token_expires_at=int(now) + tokens.expires_in if tokens.expires_in is not None else None,
-            refresh_token=tokens.refresh_token or data.refresh_token,
-            scope=tokens.scope if tokens.scope is not None else data.scope,
-            error=None, **changes)
+        expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None
+        refresh_token = tokens.refresh_token or data.refresh_token
+        if target is not None:
+            refreshed = data.with_resource_token(target.audience, tokens.access_token,
+                                                 expires_at if expires_at is not None else int(now) + 3600,
+                                                 tokens.scope or "").with_changes(refresh_token=refresh_token)
+        else:
+            refreshed = data.with_changes(
+                access_token=tokens.access_token, access_token_expires_at=expires_at, refresh_token=refresh_token,
+                scope=tokens.scope if tokens.scope is not None else data.scope, error=None, **changes)
         with self._lock:
             self._recent[key] = refreshed
         return refreshed

@@ -156,6 +156,7 @@ class Routes:
         if self.config.prompt and "prompt" not in extras:
             extras["prompt"] = self.config.prompt
         query += sorted(extras.items())
+        query += [("resource", resource) for resource in self.config.resources]
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         location = metadata.authorization_endpoint + separator + urlencode(query)
         transaction = json.dumps({"state": state, "nonce": nonce, "verifier": verifier,

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.authentication import BaseUser
 
 from .config import ProfileMapper
+from .flow import Flow
 
-__all__ = ["AnonymousUser", "LogtoUser", "Session", "SessionData", "session_claims"]
+if TYPE_CHECKING:
+    from .access import SessionTokens
+
+__all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 
@@ -151,47 +155,125 @@ class SessionData:
     def with_changes(self, **changes: Any) -> SessionData:
         return replace(self, **changes)
 
+    def resource_token(self, audience: str) -> tuple[str, int, str] | None:
+        """The cached access token for an API resource or organization: (token, expiry, scope)."""
+        entry = self.extra.get("tokens", {}).get(audience)
+        if not isinstance(entry, dict) or not isinstance(entry.get("token"), str):
+            return None
+        expires_at = entry.get("expires_at")
+        return entry["token"], expires_at if isinstance(expires_at, int) else 0, str(entry.get("scope", ""))
+
+    def with_resource_token(self, audience: str, token: str, expires_at: int, scope: str) -> SessionData:
+        tokens = dict(self.extra.get("tokens", {}))
+        tokens[audience] = {"token": token, "expires_at": expires_at, "scope": scope}
+        return replace(self, extra={**self.extra, "tokens": tokens})
+
 
 class Session:
-    """The signed-in session of a request (`scope["auth"]` on ASGI, `environ["logto.session"]`
-    on WSGI). `scopes` holds "authenticated" and the granted OAuth scopes, so Starlette's
-    `requires(...)` works with it."""
+    """The signed-in session of a request. `scopes` holds "authenticated" and the granted OAuth
+    scopes, so Starlette's `requires(...)` works with it. The middlewares hand out the flavour
+    of their world: `AsyncSession` (ASGI, `scope["auth"]`) or `SyncSession` (WSGI,
+    `environ["logto.session"]`); both get tokens through one implementation."""
 
-    __slots__ = ("_data", "user")
+    __slots__ = ("_data_", "_tokens", "user")
 
-    def __init__(self, data: SessionData, profile: ProfileMapper | None = None) -> None:
-        self._data = data
+    def __init__(self, data: SessionData, profile: ProfileMapper | None = None,
+                 tokens: SessionTokens | None = None) -> None:
+        self._tokens = tokens
         self.user = LogtoUser(data.claims, profile)
+        self._data_ = data
 
     @property
     def data(self) -> SessionData:
-        return self._data
+        state_data = self._tokens.data if self._tokens is not None else None
+        return state_data if state_data is not None else self._data_
 
     @property
     def access_token(self) -> str | None:
-        return self._data.access_token
+        return self.data.access_token
 
     @property
     def access_token_expires_at(self) -> int | None:
         """Expiry of the access token, in seconds since the epoch."""
-        return self._data.access_token_expires_at
+        return self.data.access_token_expires_at
 
     @property
     def id_token_claims(self) -> dict[str, Any]:
-        return self._data.claims
+        return self.data.claims
 
     @property
     def expires_at(self) -> int:
         """Expiry of the session, in seconds since the epoch."""
-        return self._data.expires_at
+        return self.data.expires_at
 
     @property
     def scopes(self) -> list[str]:
-        return ["authenticated", *self._data.scope.split()]
+        return ["authenticated", *self.data.scope.split()]
 
     @property
     def error(self) -> str | None:
-        return self._data.error
+        return self.data.error
+
+    def _bound(self) -> SessionTokens:
+        if self._tokens is None:
+            raise RuntimeError("this session is not bound to a request")
+        return self._tokens
 
     def __repr__(self) -> str:
-        return f"Session(user={self.user!r}, expires_at={self.expires_at})"
+        return f"{type(self).__name__}(user={self.user!r}, expires_at={self.expires_at})"
+
+
+class AsyncSession(Session):
+    """The session on ASGI requests: token methods are coroutines."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
+                 run: Callable[[Flow[Any]], Awaitable[Any]]) -> None:
+        super().__init__(data, profile, tokens)
+        self._run = run
+
+    async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
+        """A valid access token (the session's own, or for an API resource or organization),
+        refreshed when needed; raises `AccessTokenError`."""
+        return str(await self._run(self._bound().access_token(resource, organization_id)))
+
+    async def get_access_token_claims(self, resource: str | None = None) -> dict[str, Any]:
+        """The claims of the access token for `resource`, decoded without verification."""
+        return dict(await self._run(self._bound().token_claims(resource)))
+
+    async def get_organization_token_claims(self, organization_id: str) -> dict[str, Any]:
+        """The claims of the organization token, decoded without verification."""
+        return dict(await self._run(self._bound().token_claims(None, organization_id)))
+
+    async def fetch_user_info(self) -> dict[str, Any]:
+        """The userinfo endpoint's claims (custom_data, identities... when granted)."""
+        return dict(await self._run(self._bound().user_info()))
+
+
+class SyncSession(Session):
+    """The session on WSGI requests: token methods are plain calls."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
+                 run: Callable[[Flow[Any]], Any]) -> None:
+        super().__init__(data, profile, tokens)
+        self._run = run
+
+    def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
+        """A valid access token (the session's own, or for an API resource or organization),
+        refreshed when needed; raises `AccessTokenError`."""
+        return str(self._run(self._bound().access_token(resource, organization_id)))
+
+    def get_access_token_claims(self, resource: str | None = None) -> dict[str, Any]:
+        """The claims of the access token for `resource`, decoded without verification."""
+        return dict(self._run(self._bound().token_claims(resource)))
+
+    def get_organization_token_claims(self, organization_id: str) -> dict[str, Any]:
+        """The claims of the organization token, decoded without verification."""
+        return dict(self._run(self._bound().token_claims(None, organization_id)))
+
+    def fetch_user_info(self) -> dict[str, Any]:
+        """The userinfo endpoint's claims (custom_data, identities... when granted)."""
+        return dict(self._run(self._bound().user_info()))

@@ -15,6 +15,7 @@ from .config import LogtoConfig
 from .core import LogtoCore, Passage
 from .flow import SyncDriver
 from .messages import Request, Response
+from .session import SyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoWSGIMiddleware"]
@@ -37,8 +38,10 @@ class LogtoWSGIMiddleware:
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.core = LogtoCore(self.config, store=store, clock=clock)
         self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout))
+        profile, run = self.config.profile, self.driver.run
+        self.core = LogtoCore(self.config, store=store, clock=clock,
+                              session_factory=lambda data, tokens: SyncSession(data, profile, tokens, run))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ)

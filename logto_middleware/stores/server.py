@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from ..crypto import Cipher
 from ..errors import ProviderUnavailable
 from ..flow import Flow, Sleep
-from ..refresh import refresh_key
 from ..session import SessionData
 from .base import SessionStore
 
@@ -77,21 +76,21 @@ class ServerSessions:
         taken = yield from self.store.acquire_lock("seen:" + name, "1", ttl)
         return not taken
 
-    def refresh_once(self, cookie_value: str, data: SessionData,
-                     grant: Callable[[SessionData], Flow[SessionData]]) -> Flow[SessionData | None]:
+    def refresh_once(self, cookie_value: str, data: SessionData, grant: Callable[[SessionData], Flow[SessionData]],
+                     settled: Callable[[SessionData], bool]) -> Flow[SessionData | None]:
         """Refresh across processes: whoever takes the store's lock runs `grant` and stores the
-        result; the others poll the store until the tokens change. A dead holder's lock expires.
-        Returns None when the session vanished meanwhile (signed out elsewhere)."""
+        result; the others poll the store until `settled` says another process did the work. A
+        dead holder's lock expires. Returns None when the session vanished (signed out elsewhere)."""
         sid = self.session_id(cookie_value)
         if sid is None:
             return None
-        lock, owner, before = "refresh:" + sid, secrets.token_hex(8), refresh_key(data)
+        lock, owner = "refresh:" + sid, secrets.token_hex(8)
         deadline = self._clock() + self._lock_wait
         while True:
             if (yield from self.store.acquire_lock(lock, owner, self._lock_ttl)):
                 try:
                     current = yield from self.load(cookie_value)
-                    if current is None or refresh_key(current) != before:
+                    if current is None or settled(current):
                         return current  # refreshed (or ended) just before we got the lock
                     refreshed = yield from grant(current)
                     yield from self.save(refreshed, cookie_value)
@@ -102,7 +101,7 @@ class ServerSessions:
                 return refreshed
             yield Sleep(self._poll)
             current = yield from self.load(cookie_value)
-            if current is None or refresh_key(current) != before:
+            if current is None or settled(current):
                 return current
             if self._clock() > deadline:
                 raise ProviderUnavailable("another instance is still refreshing this session")

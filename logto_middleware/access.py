@@ -1,0 +1,97 @@
+"""Access tokens for the signed-in user: the session's own, API resources', organizations',
+and the userinfo call. One implementation, run by the ASGI or the WSGI driver."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
+from .flow import Flow
+from .provider import read_json
+from .refresh import Target
+from .session import SessionData
+from .tokens import decode_unverified
+
+if TYPE_CHECKING:
+    from .core import LogtoCore, SessionState
+
+__all__ = ["SessionTokens"]
+
+log = logging.getLogger("logto_middleware")
+
+
+class SessionTokens:
+    """Binds a request's session to the core, so the session can get tokens on demand; the
+    refreshed session is written back on the app's response."""
+
+    __slots__ = ("_core", "_state")
+
+    def __init__(self, core: LogtoCore, state: SessionState) -> None:
+        self._core = core
+        self._state = state
+
+    @property
+    def data(self) -> SessionData | None:
+        """The request's current session data (it changes when tokens are refreshed)."""
+        return self._state.data
+
+    def access_token(self, resource: str | None = None, organization_id: str | None = None) -> Flow[str]:
+        """A valid access token: the session's own, or one for an API resource or organization."""
+        data = self._state.data
+        if data is None:
+            raise AccessTokenError("not signed in")
+        target = None if resource is None and organization_id is None else Target(resource, organization_id)
+        if target is not None and data.refresh_token is None:
+            raise AccessTokenError("the session has no refresh token: sign in with offline_access and prompt=consent")
+        if self._core.refresher.needs_refresh(data, self._core.clock(), target):
+            try:
+                refreshed = yield from self._core.refresh_tokens(self._state, data, target)
+            except LogtoError as exc:
+                error = getattr(exc, "error", None) or type(exc).__name__
+                log.info("access token for %s refused: %s", target.audience if target else "the session", error)
+                raise AccessTokenError(f"could not get an access token: {error}") from None
+            if refreshed is None:
+                raise AccessTokenError("the session ended")
+            data = refreshed
+        if target is None:
+            if data.access_token is None:
+                raise AccessTokenError("the session has no access token")
+            return data.access_token
+        token = data.resource_token(target.audience)
+        if token is None:
+            raise AccessTokenError(f"no access token was granted for {target.audience}")
+        return token[0]
+
+    def token_claims(self, resource: str | None = None, organization_id: str | None = None) -> Flow[dict[str, Any]]:
+        """The claims of a JWT access token, decoded *without* verification: for display only."""
+        token = yield from self.access_token(resource, organization_id)
+        try:
+            return decode_unverified(token)[1]
+        except TokenValidationError:
+            raise AccessTokenError("the access token is opaque, not a JWT (request it for an API resource)") from None
+
+    def user_info(self) -> Flow[dict[str, Any]]:
+        """The userinfo endpoint's claims for the signed-in user (refreshing the token first)."""
+        token = yield from self.access_token()
+        metadata = yield from self._core.provider.metadata()
+        if metadata.userinfo_endpoint is None:
+            raise ProviderError("the provider has no userinfo endpoint")
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        response: httpx.Response = yield httpx.Request("GET", metadata.userinfo_endpoint, headers=headers)
+        if response.status_code in (401, 403):
+            raise AccessTokenError("the provider refused the access token at userinfo")
+        body = read_json(response, "userinfo")
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise ProviderError(f"userinfo answered {response.status_code}")
+        if body.get("sub") != data_sub(self._state):
+            raise ProviderError("userinfo answered for another subject")
+        return body
+
+
+def data_sub(state: SessionState) -> Any:
+    return state.data.claims.get("sub") if state.data is not None else None
+
+
