@@ -6,8 +6,18 @@
 """
 
 from .asgi import LogtoASGIMiddleware
+from .bearer import (
+    AccessTokenUser,
+    BearerASGIMiddleware,
+    BearerAuthBackend,
+    BearerError,
+    BearerValidator,
+    BearerWSGIMiddleware,
+    requires_bearer,
+)
 from .config import LogtoConfig, LogtoConfigError
 from .errors import (
+    AccessTokenError,
     LogtoError,
     OAuthError,
     ProviderError,
@@ -15,12 +25,21 @@ from .errors import (
     StoreUnavailable,
     TokenValidationError,
 )
-from .session import AnonymousUser, LogtoUser, Session
+from .helpers import signin_url, signout_form
+from .session import AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
 from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
 
 __all__ = [
+    "AccessTokenError",
+    "AccessTokenUser",
     "AnonymousUser",
+    "AsyncSession",
+    "BearerASGIMiddleware",
+    "BearerAuthBackend",
+    "BearerError",
+    "BearerValidator",
+    "BearerWSGIMiddleware",
     "CookieStore",
     "LogtoASGIMiddleware",
     "LogtoConfig",
@@ -36,7 +55,11 @@ __all__ = [
     "Session",
     "SessionStore",
     "StoreUnavailable",
+    "SyncSession",
     "TokenValidationError",
+    "requires_bearer",
+    "signin_url",
+    "signout_form",
 ]
 
 __version__ = "0.1.0"

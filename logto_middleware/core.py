@@ -94,7 +94,7 @@ class LogtoCore:
             self.sessions = store if store is not None else CookieStore(config.secrets)
         else:
             self.sessions = ServerSessions(store, config.secrets, clock=clock)
-        self.provider = ProviderCache(config, clock=clock)
+        self.provider = ProviderCache(config.issuer, clock=clock)
         self.refresher = Refresher(config, self.provider, clock=clock)
         self.routes = Routes(self)
         self._base = config.base_path

@@ -15,7 +15,6 @@ from cachetools import TTLCache
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, import_key
 
-from .config import LogtoConfig
 from .errors import ProviderError, ProviderUnavailable
 from .flow import Flow, Shared
 
@@ -86,9 +85,9 @@ class ProviderCache:
     per `refetch_interval`; a failed fetch keeps serving the last good copy.
     """
 
-    def __init__(self, config: LogtoConfig, *, ttl: float = 3600.0, refetch_interval: float = 30.0,
+    def __init__(self, issuer: str, *, ttl: float = 3600.0, refetch_interval: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self._config = config
+        self.issuer = issuer
         self._clock = clock
         self._refetch_interval = refetch_interval
         self._lock = threading.Lock()
@@ -144,11 +143,11 @@ class ProviderCache:
             return stale
 
     def _fetch_metadata(self) -> Flow[ProviderMetadata]:
-        response = yield httpx.Request("GET", self._config.discovery_url)
+        response = yield httpx.Request("GET", self.issuer + "/.well-known/openid-configuration")
         document = read_json(response, "discovery")
         if response.status_code != 200 or not isinstance(document, dict):
             raise ProviderError(f"discovery answered {response.status_code}")
-        metadata = ProviderMetadata.parse(document, self._config.issuer)
+        metadata = ProviderMetadata.parse(document, self.issuer)
         self._store("metadata", metadata)
         return metadata
 

@@ -63,6 +63,7 @@ class LogtoWSGIMiddleware:
             return _respond(start_response, outcome)
         environ["logto.user"] = outcome.user
         environ["logto.session"] = outcome.session
+        environ["logto.base_path"] = self.config.base_path
         passage = outcome
 
         def start_response_with_cookies(status: str, headers: list[tuple[str, str]],

@@ -35,11 +35,17 @@ class FakeRequest:
     form: dict[str, str]
     headers: dict[str, str]
     duplicates: frozenset[str] = frozenset()
+    multi: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Every value of every query and form parameter, query values first."""
 
     @property
     def params(self) -> dict[str, str]:
         """Query and form parameters merged (form wins)."""
         return {**self.query, **self.form}
+
+    def values(self, name: str) -> tuple[str, ...]:
+        """All values of parameter ``name`` (query, then form); empty if absent."""
+        return self.multi.get(name, ())
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name``, if sent."""
@@ -68,14 +74,19 @@ class Reply:
 Handler = Callable[[FakeRequest], Reply]
 
 
-def _parse(text: str) -> tuple[dict[str, str], set[str]]:
-    """Parse urlencoded text; empty values count as absent (RFC 6749 §3.1)."""
+def _parse(text: str, multi: dict[str, tuple[str, ...]]) -> tuple[dict[str, str], set[str]]:
+    """Parse urlencoded text; empty values count as absent (RFC 6749 §3.1).
+
+    Returns the first value of each parameter and the repeated names; every value is
+    also appended to ``multi``.
+    """
     values: dict[str, str] = {}
     dupes: set[str] = set()
     for key, value in parse_qsl(text, keep_blank_values=False):
         if key in values:
             dupes.add(key)
         values.setdefault(key, value)
+        multi[key] = (*multi.get(key, ()), value)
     return values, dupes
 
 
@@ -88,12 +99,13 @@ def make_request(
         key = name.lower()
         sep = "; " if key == "cookie" else ", "
         merged[key] = f"{merged[key]}{sep}{value}" if key in merged else value
-    query, dupes = _parse(raw_query)
+    multi: dict[str, tuple[str, ...]] = {}
+    query, dupes = _parse(raw_query, multi)
     form: dict[str, str] = {}
     if merged.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form, form_dupes = _parse(body.decode("utf-8", "replace"))
+        form, form_dupes = _parse(body.decode("utf-8", "replace"), multi)
         dupes |= form_dupes | (form.keys() & query.keys())
-    return FakeRequest(method.upper(), path, query, form, merged, frozenset(dupes))
+    return FakeRequest(method.upper(), path, query, form, merged, frozenset(dupes), multi)
 
 
 def json_reply(

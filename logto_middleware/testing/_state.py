@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 def random_token() -> str:
@@ -32,11 +32,21 @@ class Grant:
     sid: str
     auth_time: int
     revoked: bool = False
+    resources: tuple[str, ...] = ()
+    """The API resource indicators (RFC 8707 ``resource``) of the authorization request."""
+    resource_scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per granted resource, the requested scopes that resource defined at authorization."""
 
     @property
     def offline(self) -> bool:
         """Whether refresh tokens were granted (they survive sign-out)."""
         return "offline_access" in self.scopes
+
+    @property
+    def all_scopes(self) -> tuple[str, ...]:
+        """OIDC and resource scopes, like oidc-provider's refresh-token ``scope``."""
+        extra = (s for scopes in self.resource_scopes.values() for s in scopes)
+        return tuple(dict.fromkeys((*self.scopes, *extra)))
 
 
 @dataclass

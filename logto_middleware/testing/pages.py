@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from html import escape
 
 BANNER = "Fake Logto \u2014 development only, never use in production"
@@ -37,15 +37,17 @@ def _layout(title: str, content: str) -> str:
 
 def login_page(
     action: str,
-    params: Mapping[str, str],
+    params: Mapping[str, str] | Iterable[tuple[str, str]],
     *,
     login_hint: str = "",
     direct_sign_in: str | None = None,
     error: str | None = None,
 ) -> str:
-    """The sign-in form; ``params`` are the authorization request, kept as hidden fields."""
+    """The sign-in form; ``params`` are the authorization request, kept as hidden fields
+    (pairs may repeat a name, e.g. several ``resource`` values)."""
+    pairs = params.items() if isinstance(params, Mapping) else params
     hidden = "".join(
-        f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in params.items()
+        f"<input type='hidden' name='{escape(k)}' value='{escape(v)}'>" for k, v in pairs
     )
     parts = ["<h1>Sign in</h1>"]
     if error:

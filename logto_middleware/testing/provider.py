@@ -2,7 +2,9 @@
 
 It behaves like Logto where a relying party can tell: discovery, ES384 ID tokens,
 PKCE-only code flow, ``iss`` in authorization responses, refresh-token rotation and
-reuse detection, sign-out.  It is NOT a security product.
+reuse detection, sign-out, and API access tokens: RFC 8707 ``resource`` indicators and
+Logto organization tokens (ES384 ``at+jwt`` JWTs from the refresh-token grant).
+It is NOT a security product.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import hmac
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
@@ -55,6 +58,25 @@ DEFAULT_CLIENT_ID = "fake-client"
 DEFAULT_CLIENT_SECRET = "fake#secret:with:colons"
 DEFAULT_ROTATION: RotationMode = "logto"
 _PKCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+ACCESS_TOKEN_TYP = "at+jwt"
+ORGANIZATIONS_SCOPE = "urn:logto:scope:organizations"
+ORGANIZATION_RESOURCE = "urn:logto:resource:organizations"
+"""Logto's reserved API resource whose scopes are the organization template's scopes."""
+UNKNOWN_TARGET = "resource indicator is missing, or unknown"
+
+
+def organization_audience(organization_id: str) -> str:
+    """The ``aud`` of a Logto organization token: ``urn:logto:organization:<id>``."""
+    return f"urn:logto:organization:{organization_id}"
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What a JWT access token is for: an API resource and/or an organization."""
+
+    audience: str
+    scopes: tuple[str, ...]
+    organization_id: str | None = None
 
 
 class OAuthError(Exception):
@@ -92,6 +114,10 @@ class FakeLogto:
     :attr:`requests` / :attr:`counts`, and misbehave on purpose with
     :attr:`token_response_hook`, :attr:`discovery_overrides`, :attr:`jwks_override`,
     :attr:`outage` and :meth:`fail_next`.
+
+    API resources (:attr:`resources`), organization memberships (:attr:`organizations`),
+    organization scopes (:attr:`organization_scopes`) and per-user scope limits
+    (:attr:`grantable_scopes`) drive the JWT access tokens of the refresh-token grant.
     """
 
     def __init__(
@@ -106,6 +132,10 @@ class FakeLogto:
         rotate_refresh_token: RotationMode = DEFAULT_ROTATION,
         auto_login: str | None = None,
         clock: Callable[[], float] = time.time,
+        resources: Mapping[str, Iterable[str]] | None = None,
+        organizations: Mapping[str, Iterable[str]] | None = None,
+        organization_scopes: Iterable[str] = (),
+        grantable_scopes: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         parts = urlsplit(self.issuer)
@@ -138,6 +168,23 @@ class FakeLogto:
         """Served instead of the real JWK Set when set."""
         self.outage: set[str] = set()
         """Endpoint names (or ``token:<grant_type>``) that answer 503 until removed."""
+        self.resources: dict[str, list[str]] = {
+            indicator: list(scopes) for indicator, scopes in (resources or {}).items()
+        }
+        """API resources: indicator -> the scopes it defines, e.g.
+        ``{"https://api.example.com": ["read:items", "write:items"]}``."""
+        self.organizations: dict[str, list[str]] = {
+            user: list(ids) for user, ids in (organizations or {}).items()
+        }
+        """User name -> the ids of the organizations the user is a member of."""
+        self.organization_scopes: list[str] = list(organization_scopes)
+        """The organization template's scopes (granted through the reserved resource
+        ``urn:logto:resource:organizations``, issued in organization tokens)."""
+        self.grantable_scopes: dict[str, list[str]] = {
+            user: list(scopes) for user, scopes in (grantable_scopes or {}).items()
+        }
+        """User name -> the only resource and organization scopes the user may get (like
+        Logto roles); users not listed get every scope they request."""
 
         self._lock = threading.RLock()
         self._failures: dict[str, deque[int]] = {}
@@ -234,6 +281,44 @@ class FakeLogto:
         header = _claims.merge(header, headers or {})
         return _keys.sign(header, claims, key if key is not None else signing_key)
 
+    def sign_access_token(
+        self,
+        claims: dict[str, Any],
+        *,
+        alg: str = _keys.ALG,
+        kid: str | None = None,
+        key: Key | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """Sign arbitrary access-token ``claims`` (header ``typ: at+jwt``), like
+        :meth:`sign_id_token`; see :meth:`make_access_token_claims`."""
+        typ = {"typ": ACCESS_TOKEN_TYP}
+        return self.sign_id_token(claims, alg=alg, kid=kid, key=key, headers={**typ, **(headers or {})})
+
+    def make_access_token_claims(
+        self,
+        user: str,
+        audience: str,
+        *,
+        scope: str = "",
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The claims of a fresh JWT access token for ``user`` and ``audience`` (an API
+        resource indicator, or :func:`organization_audience`); ``overrides`` (None removes)
+        last. An empty ``scope`` is left out, like Logto does."""
+        now = int(self.clock())
+        claims = {
+            "jti": random_token(),
+            "sub": self._subject(user),
+            "iat": now,
+            "exp": now + self.access_token_ttl,
+            "scope": scope or None,
+            "client_id": self.client_id,
+            "iss": self.issuer,
+            "aud": audience,
+        }
+        return _claims.merge(claims, overrides)
+
     def make_id_token_claims(
         self,
         user: str,
@@ -248,8 +333,20 @@ class FakeLogto:
         return _claims.merge(claims, overrides)
 
     def user_claims(self, user: str) -> dict[str, Any]:
-        """All claims of ``user``, with :attr:`users` overrides applied."""
-        return _claims.profile(user, self.users.get(user))
+        """All claims of ``user``, with :attr:`users` overrides applied.
+
+        Besides the profile, Logto's scope-gated claims get defaults: ``custom_data``
+        and ``identities`` ``{}``, ``sso_identities`` and ``organization_roles`` ``[]``,
+        ``organizations`` from :attr:`organizations`.
+        """
+        defaults = {
+            "custom_data": {},
+            "identities": {},
+            "sso_identities": [],
+            "organizations": list(self.organizations.get(user, [])),
+            "organization_roles": [],
+        }
+        return _claims.merge({**_claims.profile(user), **defaults}, self.users.get(user) or {})
 
     def authorize(self, url: str, login: str | None = None) -> str:
         """Run an authorization request URL in-process; return the redirect ``Location``.
@@ -344,10 +441,9 @@ class FakeLogto:
 
     def _authorize(self, request: FakeRequest) -> Reply:
         params = request.params
-        if request.duplicates:
-            return self._error_page(
-                f"duplicate parameters: {', '.join(sorted(request.duplicates))}"
-            )
+        duplicates = request.duplicates - {"resource"}  # RFC 8707: resource may repeat
+        if duplicates:
+            return self._error_page(f"duplicate parameters: {', '.join(sorted(duplicates))}")
         if params.get("client_id") != self.client_id:
             return self._error_page("unknown or missing client_id")
         redirect_uri = params.get("redirect_uri", "")
@@ -369,6 +465,7 @@ class FakeLogto:
     def _authorize_checked(self, request: FakeRequest, redirect_uri: str) -> Reply:
         params = request.params
         prompt = self._validate_authorization(params)
+        resources = self._requested_resources(request)
         action, login = params.get("action"), params.get("login")
         if action == "cancel" or login == "deny":
             raise _AuthError("access_denied", "End-User aborted interaction")
@@ -379,10 +476,9 @@ class FakeLogto:
             error = "Enter a user name." if action == "login" else None
             if login is not None and not _claims.valid_user_name(login):
                 error = "User names use letters, digits, '.', '_' and '-'."
-            return self._login_page(params, error)
-        scopes = [
-            s for s in dict.fromkeys(params["scope"].split()) if s in _claims.SUPPORTED_SCOPES
-        ]
+            return self._login_page(request, error)
+        requested = list(dict.fromkeys(params["scope"].split()))
+        scopes = [s for s in requested if s in _claims.SUPPORTED_SCOPES]
         if "consent" not in prompt:
             scopes = [s for s in scopes if s != "offline_access"]
         grant = Grant(
@@ -392,6 +488,10 @@ class FakeLogto:
             tuple(scopes),
             session.sid,
             session.auth_time,
+            resources=resources,
+            resource_scopes={
+                r: self._grantable(session.user, r, requested) for r in resources
+            },
         )
         code = random_token()
         self._grants[grant.grant_id] = grant
@@ -433,6 +533,38 @@ class FakeLogto:
             raise _AuthError("invalid_request", "prompt none must only be used alone")
         return prompt
 
+    def _requested_resources(self, request: FakeRequest) -> tuple[str, ...]:
+        """The ``resource`` values (repeatable; comma-separated lists are split, like Logto);
+        unknown ones are ``invalid_target``."""
+        values = (v.strip() for value in request.values("resource") for v in value.split(","))
+        resources = tuple(dict.fromkeys(v for v in values if v))
+        for indicator in resources:
+            parts = urlsplit(indicator)
+            if not parts.scheme:
+                raise _AuthError("invalid_target", "resource indicator must be an absolute URI")
+            if "#" in indicator:
+                raise _AuthError(
+                    "invalid_target", "resource indicator must not contain a fragment component"
+                )
+            if self._resource_scopes(indicator) is None:
+                raise _AuthError("invalid_target", UNKNOWN_TARGET)
+        return resources
+
+    def _resource_scopes(self, indicator: str) -> list[str] | None:
+        """The scopes an API resource defines; None for an unknown indicator."""
+        if indicator == ORGANIZATION_RESOURCE:
+            return self.organization_scopes
+        return self.resources.get(indicator)
+
+    def _user_may(self, user: str, scope: str) -> bool:
+        allowed = self.grantable_scopes.get(user)
+        return allowed is None or scope in allowed
+
+    def _grantable(self, user: str, indicator: str, requested: Iterable[str]) -> tuple[str, ...]:
+        """The ``requested`` scopes that resource ``indicator`` defines and ``user`` may get."""
+        defined = self._resource_scopes(indicator) or []
+        return tuple(s for s in requested if s in defined and self._user_may(user, s))
+
     def _pick_session(self, request: FakeRequest, prompt: set[str]) -> Session | None:
         """Who signs in: ``login``, else :attr:`auto_login`, else the cookie's session."""
         login = request.params.get("login") or self.auto_login
@@ -447,8 +579,10 @@ class FakeLogto:
             return None
         return session
 
-    def _login_page(self, params: dict[str, str], error: str | None) -> Reply:
-        hidden = {k: v for k, v in params.items() if k not in ("login", "action")}
+    def _login_page(self, request: FakeRequest, error: str | None) -> Reply:
+        params = request.params
+        hidden = [(k, v) for k, v in params.items() if k not in ("login", "action", "resource")]
+        hidden += [("resource", value) for value in request.values("resource")]
         html = pages.login_page(
             self.url("/auth"),
             hidden,
@@ -475,16 +609,17 @@ class FakeLogto:
     # ------------------------------------------------------------------- tokens
 
     def _token(self, request: FakeRequest) -> Reply:
-        if request.duplicates:
+        if request.duplicates - {"resource"}:
             raise OAuthError("invalid_request", "parameters must not be provided twice")
         self._authenticate_client(request)
         grant_type = request.form.get("grant_type")
         if grant_type is None:
             raise OAuthError("invalid_request", "missing required parameter 'grant_type'")
+        resources = request.values("resource")
         if grant_type == "authorization_code":
-            body = self._code_grant(request.form)
+            body = self._code_grant(request.form, resources)
         elif grant_type == "refresh_token":
-            body = self._refresh_grant(request.form)
+            body = self._refresh_grant(request.form, resources)
         else:
             raise OAuthError("unsupported_grant_type", f"unsupported grant_type {grant_type!r}")
         hook = self.token_response_hook
@@ -520,7 +655,7 @@ class FakeLogto:
         if not hmac.compare_digest(secret.encode(), self.client_secret.encode()):
             raise OAuthError("invalid_client", "invalid secret provided", 401, challenge)
 
-    def _code_grant(self, form: dict[str, str]) -> dict[str, Any]:
+    def _code_grant(self, form: dict[str, str], resources: tuple[str, ...]) -> dict[str, Any]:
         code_value, redirect_uri = form.get("code"), form.get("redirect_uri")
         if code_value is None or redirect_uri is None:
             raise OAuthError(
@@ -543,10 +678,12 @@ class FakeLogto:
             grant.revoked = True
             raise OAuthError("invalid_grant", "authorization code already consumed")
         code.used = True
+        scopes = grant.all_scopes
+        target = self._resource_target(grant, resources, scopes, None)  # after consuming the code
         refresh = self._new_refresh_token(grant) if grant.offline else None
-        return self._token_body(grant, grant.scopes, nonce=code.nonce, refresh_token=refresh)
+        return self._token_body(grant, scopes, nonce=code.nonce, refresh_token=refresh, target=target)
 
-    def _refresh_grant(self, form: dict[str, str]) -> dict[str, Any]:
+    def _refresh_grant(self, form: dict[str, str], resources: tuple[str, ...]) -> dict[str, Any]:
         value = form.get("refresh_token")
         if value is None:
             raise OAuthError("invalid_request", "missing required parameter 'refresh_token'")
@@ -557,18 +694,67 @@ class FakeLogto:
         if now >= token.expires_at:
             raise OAuthError("invalid_grant", "refresh token is expired")
         grant = self._live_grant(token.grant_id)
-        requested = form.get("scope", "").split() or list(grant.scopes)
-        missing = [s for s in requested if s not in grant.scopes]
+        granted = grant.all_scopes
+        requested = tuple(dict.fromkeys(form.get("scope", "").split())) or granted
+        missing = [s for s in requested if s not in granted]
         if missing:
             raise OAuthError("invalid_scope", f"refresh token missing requested scope {missing}")
         if token.consumed:
             grant.revoked = True
             raise OAuthError("invalid_grant", "refresh token already used")
+        organization_id = form.get("organization_id")
+        if organization_id is not None:
+            self._check_organization(grant, organization_id)
         mode = self.rotate_refresh_token
         if mode == "always" or (mode == "logto" and token.aged(now, ROTATE_AFTER)):
             token.consumed = True
             value = self._new_refresh_token(grant)
-        return self._token_body(grant, tuple(requested), nonce=None, refresh_token=value)
+        # Like oidc-provider, the resource is resolved after rotation: an invalid_target
+        # answer has already used up a rotated refresh token.
+        if organization_id is not None and not resources:
+            target = self._organization_target(grant, organization_id, requested)
+        else:
+            target = self._resource_target(grant, resources, requested, organization_id)
+        return self._token_body(grant, requested, nonce=None, refresh_token=value, target=target)
+
+    def _check_organization(self, grant: Grant, organization_id: str) -> None:
+        """Logto's organization checks (RFC 0001): membership, then the organizations scope."""
+        memberships = self.user_claims(grant.user).get("organizations") or []
+        if organization_id not in memberships:
+            raise OAuthError("access_denied", "user is not a member of the organization", 403)
+        if ORGANIZATIONS_SCOPE not in grant.scopes:
+            raise OAuthError("insufficient_scope", "refresh token missing required scope", 403)
+
+    def _resource_target(
+        self,
+        grant: Grant,
+        resources: tuple[str, ...],
+        scopes: tuple[str, ...],
+        organization_id: str | None,
+    ) -> _Target | None:
+        """oidc-provider's ``resolveResource`` with Logto's settings (``useGrantedResource``
+        false, no default API resource): None means an opaque token for userinfo."""
+        if len(resources) > 1:
+            return None  # Logto's defaultResource() resolves several values to none
+        if resources:
+            indicator = resources[0]
+        elif "openid" not in scopes and len(grant.resources) == 1:
+            indicator = grant.resources[0]  # no openid: the token cannot be for userinfo
+        else:
+            return None
+        if indicator not in grant.resources or self._resource_scopes(indicator) is None:
+            raise OAuthError("invalid_target", UNKNOWN_TARGET)
+        granted = grant.resource_scopes.get(indicator, ())
+        issued = self._grantable(grant.user, indicator, (s for s in granted if s in scopes))
+        return _Target(indicator, issued, organization_id)
+
+    def _organization_target(
+        self, grant: Grant, organization_id: str, scopes: tuple[str, ...]
+    ) -> _Target:
+        """A Logto organization token: the requested organization scopes the user has."""
+        granted = grant.resource_scopes.get(ORGANIZATION_RESOURCE, ())
+        issued = self._grantable(grant.user, ORGANIZATION_RESOURCE, (s for s in granted if s in scopes))
+        return _Target(organization_audience(organization_id), issued)
 
     def _live_grant(self, grant_id: str) -> Grant:
         grant = self._grants.get(grant_id)
@@ -584,23 +770,41 @@ class FakeLogto:
         return value
 
     def _token_body(
-        self, grant: Grant, scopes: tuple[str, ...], *, nonce: str | None, refresh_token: str | None
+        self,
+        grant: Grant,
+        scopes: tuple[str, ...],
+        *,
+        nonce: str | None,
+        refresh_token: str | None,
+        target: _Target | None = None,
     ) -> dict[str, Any]:
+        """The token response: an opaque access token for userinfo (OIDC scopes only), or a
+        JWT for ``target``; an ID token whenever ``openid`` is among ``scopes`` (Logto
+        issues one with resource and organization tokens too)."""
         now = self.clock()
-        access_token = random_token()
-        self._access_tokens[access_token] = AccessToken(
-            grant.grant_id, scopes, now + self.access_token_ttl
-        )
+        oidc_scopes = tuple(s for s in scopes if s in grant.scopes)
+        if target is None:
+            access_token = random_token()
+            self._access_tokens[access_token] = AccessToken(
+                grant.grant_id, oidc_scopes, now + self.access_token_ttl
+            )
+            scope = " ".join(oidc_scopes)
+        else:
+            scope = " ".join(target.scopes)
+            claims = self.make_access_token_claims(
+                grant.user, target.audience, scope=scope, organization_id=target.organization_id
+            )
+            access_token = self.sign_access_token(claims)
         body: dict[str, Any] = {
             "access_token": access_token,
             "expires_in": self.access_token_ttl,
             "token_type": "Bearer",
-            "scope": " ".join(scopes),
+            "scope": scope,
         }
-        if "openid" in scopes:
+        if "openid" in oidc_scopes:
             claims = self._id_token_claims(
                 grant.user,
-                scopes,
+                oidc_scopes,
                 grant.auth_time,
                 nonce=nonce,
                 sid=grant.sid,
