@@ -57,6 +57,7 @@ class LogtoConfig:
     clock_skew: int = 60
     session_store: str = "cookie"
     resources: Sequence[str] = ()
+    session_format: str = "logto"
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
 
@@ -106,6 +107,12 @@ class LogtoConfig:
             raise _fail("session_store", "AUTH_SESSION_STORE",
                         f"must be cookie, memory or a redis:// URL, not {store!r}")
         set_(self, "session_store", store)
+        if self.session_format not in ("logto", "authjs"):
+            raise _fail("session_format", "AUTH_SESSION_FORMAT",
+                        f"must be logto or authjs, not {self.session_format!r}")
+        if self.session_format == "authjs" and store != "cookie":
+            raise _fail("session_format", "AUTH_SESSION_FORMAT",
+                        "authjs keeps the session in Auth.js's cookie: it cannot be combined with a server-side store")
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")
 
@@ -139,6 +146,8 @@ class LogtoConfig:
         values["trust_host"] = trust in _TRUE
         if env.get("AUTH_LOGTO_RESOURCES", "").strip():
             values["resources"] = env["AUTH_LOGTO_RESOURCES"].split(",")
+        if env.get("AUTH_SESSION_FORMAT", "").strip():
+            values["session_format"] = env["AUTH_SESSION_FORMAT"].strip().lower()
         if env.get("AUTH_SESSION_STORE", "").strip():
             values["session_store"] = env["AUTH_SESSION_STORE"].strip()
         values.update(overrides)
@@ -146,12 +155,14 @@ class LogtoConfig:
 
 
 def _secrets_from_env(env: Mapping[str, str]) -> list[str]:
-    secrets = [s.strip() for s in env.get("AUTH_SECRET", "").split(",") if s.strip()]
+    """As `@auth/core` orders them: `AUTH_SECRET_N` ... `AUTH_SECRET_1` (the highest number is the
+    newest and encrypts), then `AUTH_SECRET` (which may itself be a comma-separated list)."""
+    numbered: list[str] = []
     index = 1
     while env.get(f"AUTH_SECRET_{index}", "").strip():
-        secrets.append(env[f"AUTH_SECRET_{index}"].strip())
+        numbered.insert(0, env[f"AUTH_SECRET_{index}"].strip())
         index += 1
-    return secrets
+    return numbered + [s.strip() for s in env.get("AUTH_SECRET", "").split(",") if s.strip()]
 
 
 def _normalise_issuer(value: str) -> str:

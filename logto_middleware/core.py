@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from urllib.parse import unquote
 
 from .access import SessionTokens
+from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
 from .config import LogtoConfig, ProfileMapper
 from .cookies import delete_cookie, read_chunked, write_chunked
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
@@ -44,6 +46,7 @@ class SessionState:
     cookie_value: str | None = None
     present: list[str] = field(default_factory=list)
     data: SessionData | None = None
+    writable: bool = True  # False when the session came in an Authorization header
     dirty: bool = False  # the data changed: store it
     rolled: bool = False  # the expiry moved: send the cookie again
     cleared: bool = False
@@ -89,8 +92,12 @@ class LogtoCore:
         self.session_factory = session_factory or partial(_plain_session, config.profile)
         if store is None:
             store = store_from_setting(config.session_store)
-        self.sessions: CookieStore | ServerSessions
-        if store is None or isinstance(store, CookieStore):
+        self.sessions: CookieStore | ServerSessions | AuthJsCookieStore
+        self.session_cookie = SESSION_COOKIE
+        if config.session_format == "authjs":
+            self.sessions = AuthJsCookieStore(config.secrets, max_age=config.session_max_age, clock=clock)
+            self.session_cookie = AUTHJS_SESSION_COOKIE
+        elif store is None or isinstance(store, CookieStore):
             self.sessions = store if store is not None else CookieStore(config.secrets)
         else:
             self.sessions = ServerSessions(store, config.secrets, clock=clock)
@@ -116,7 +123,7 @@ class LogtoCore:
             return self.store_unavailable(request)
         if websocket:
             state.dirty = state.rolled = state.cleared = False
-        return Passage(self, state if state.present else None)
+        return Passage(self, state if state.present or state.data is not None else None)
 
     def store_unavailable(self, request: Request) -> Response:
         if request.wants_json():
@@ -139,12 +146,18 @@ class LogtoCore:
 
     def read_session(self, request: Request, *, refresh: bool) -> Flow[SessionState]:
         secure = self.origin(request).startswith("https:")
-        name = self.cookie_name(SESSION_COOKIE, secure)
+        name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
         state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)
+        if value is None and isinstance(self.sessions, AuthJsCookieStore):
+            # Like Auth.js's getToken(): the same JWE may come as a bearer token (cross-origin API
+            # calls). There is no cookie to write back then.
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme == "Bearer" and token:
+                value, state.cookie_value, state.writable = unquote(token.strip()), None, False
         if value is None:
             return state
-        data = yield from self.sessions.load(value)
+        data = yield from self.sessions.load(value, name)
         now = self.clock()
         if data is None or data.expires_at <= now:
             log.info("session cookie rejected (unknown, invalid or expired); clearing it")
@@ -191,12 +204,14 @@ class LogtoCore:
         return refreshed
 
     def write_session(self, state: SessionState) -> Flow[list[str]]:
+        if not state.writable:
+            return []
         if state.cleared:
             return self.clear_session(state)
         if not state.dirty or state.data is None:
             return []
         try:
-            value = yield from self.sessions.save(state.data, state.cookie_value)
+            value = yield from self.sessions.save(state.data, state.cookie_value, state.cookie_name)
         except StoreUnavailable as exc:
             # The response is already under way: keep the stored session as it was.
             log.error("session store unavailable, session not updated: %s", exc)

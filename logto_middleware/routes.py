@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from cachetools import TTLCache
 
+from .authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .cookies import delete_cookie, set_cookie
 from .crypto import Cipher, Signer, b64encode
 from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -47,7 +48,13 @@ class Routes:
         self.core = core
         self.config = core.config
         self._transactions = Cipher(core.config.secrets, "transaction cookie")
-        self._csrf = Signer(core.config.secrets, "csrf token")
+        if core.config.session_format == "authjs":
+            # Auth.js's own CSRF cookie, so these routes can stand in for an Auth.js app's.
+            self._csrf: Signer | AuthJsCsrfSigner = AuthJsCsrfSigner(core.config.secrets)
+            self._csrf_cookie_name = AUTHJS_CSRF_COOKIE
+        else:
+            self._csrf = Signer(core.config.secrets, "csrf token")
+            self._csrf_cookie_name = CSRF_COOKIE
         # States already redeemed: a replayed callback is refused even with the old cookie.
         self._used_states: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=TRANSACTION_MAX_AGE,
                                                           timer=core.clock)
@@ -110,7 +117,7 @@ class Routes:
     def _csrf_cookie(self, request: Request) -> tuple[str | None, str]:
         """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
         secure = self.core.origin(request).startswith("https:")
-        name = self.core.cookie_name(CSRF_COOKIE, secure, host_only=True)
+        name = self.core.cookie_name(self._csrf_cookie_name, secure, host_only=True)
         token, _, tag = request.cookies.get(name, "").partition("|")
         if token and tag and self._csrf.verify(token, tag):
             return token, name

@@ -37,7 +37,8 @@ def test_well_known_url_is_normalised_to_the_issuer() -> None:
 def test_secret_rotation_from_list_and_numbered_variables() -> None:
     a, b, c = "a" * 32, "b" * 32, "c" * 32
     assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": f"{a},{b}"}).secrets == (a, b)
-    assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": a, "AUTH_SECRET_1": b, "AUTH_SECRET_2": c}).secrets == (a, b, c)
+    # As @auth/core: the highest-numbered secret is the newest and encrypts; AUTH_SECRET comes last.
+    assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": a, "AUTH_SECRET_1": b, "AUTH_SECRET_2": c}).secrets == (c, b, a)
     assert LogtoConfig.from_env(GOOD, secret=[b, a]).secrets == (b, a)
 
 

@@ -31,7 +31,7 @@ class CookieStore:
         self._cache: LRUCache[str, SessionData] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
-    def load(self, cookie_value: str) -> Flow[SessionData | None]:
+    def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         with self._lock:
             cached = self._cache.get(cookie_value)
         if cached is not None:
@@ -43,7 +43,7 @@ class CookieStore:
                 self._cache[cookie_value] = data
         return returns(data)
 
-    def save(self, data: SessionData, cookie_value: str | None) -> Flow[str]:
+    def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
         value = self._cipher.encrypt(data.to_json(), _AAD)
         with self._lock:
             self._cache[value] = data

@@ -35,7 +35,7 @@ class ServerSessions:
         plaintext = self._ids.decrypt(cookie_value, _ID_AAD) if cookie_value else None
         return plaintext.decode("ascii", "replace") if plaintext else None
 
-    def load(self, cookie_value: str) -> Flow[SessionData | None]:
+    def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         sid = self.session_id(cookie_value)
         if sid is None:
             return None
@@ -46,7 +46,7 @@ class ServerSessions:
         plaintext = self._data.decrypt(raw.decode("ascii", "replace"), key.encode())
         return SessionData.from_json(plaintext) if plaintext is not None else None
 
-    def save(self, data: SessionData, cookie_value: str | None) -> Flow[str]:
+    def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
         """Store `data`; the cookie value is unchanged for an existing session id."""
         sid = self.session_id(cookie_value)
         if sid is None:

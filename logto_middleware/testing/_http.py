@@ -37,6 +37,8 @@ class FakeRequest:
     duplicates: frozenset[str] = frozenset()
     multi: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """Every value of every query and form parameter, query values first."""
+    form_multi: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Every value of every form parameter."""
 
     @property
     def params(self) -> dict[str, str]:
@@ -46,6 +48,10 @@ class FakeRequest:
     def values(self, name: str) -> tuple[str, ...]:
         """All values of parameter ``name`` (query, then form); empty if absent."""
         return self.multi.get(name, ())
+
+    def form_values(self, name: str) -> tuple[str, ...]:
+        """All values of form parameter ``name``; empty if absent."""
+        return self.form_multi.get(name, ())
 
     def cookie(self, name: str) -> str | None:
         """The value of cookie ``name``, if sent."""
@@ -78,7 +84,7 @@ def _parse(text: str, multi: dict[str, tuple[str, ...]]) -> tuple[dict[str, str]
     """Parse urlencoded text; empty values count as absent (RFC 6749 §3.1).
 
     Returns the first value of each parameter and the repeated names; every value is
-    also appended to ``multi``.
+    also collected in ``multi``.
     """
     values: dict[str, str] = {}
     dupes: set[str] = set()
@@ -99,13 +105,19 @@ def make_request(
         key = name.lower()
         sep = "; " if key == "cookie" else ", "
         merged[key] = f"{merged[key]}{sep}{value}" if key in merged else value
-    multi: dict[str, tuple[str, ...]] = {}
-    query, dupes = _parse(raw_query, multi)
+    query_multi: dict[str, tuple[str, ...]] = {}
+    form_multi: dict[str, tuple[str, ...]] = {}
+    query, dupes = _parse(raw_query, query_multi)
     form: dict[str, str] = {}
     if merged.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form, form_dupes = _parse(body.decode("utf-8", "replace"), multi)
+        form, form_dupes = _parse(body.decode("utf-8", "replace"), form_multi)
         dupes |= form_dupes | (form.keys() & query.keys())
-    return FakeRequest(method.upper(), path, query, form, merged, frozenset(dupes), multi)
+    multi = dict(query_multi)
+    for key, values in form_multi.items():
+        multi[key] = (*multi.get(key, ()), *values)
+    return FakeRequest(
+        method.upper(), path, query, form, merged, frozenset(dupes), multi, form_multi
+    )
 
 
 def json_reply(

@@ -40,12 +40,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--auto-login", metavar="USER", help="sign in as USER without a form")
     parser.add_argument(
+        "--resource",
+        action="append",
+        dest="resources",
+        type=_assignment,
+        metavar="INDICATOR=SCOPE,...",
+        help="an API resource and its scopes (repeatable), e.g. https://api.example.com=read,write",
+    )
+    parser.add_argument(
+        "--organization",
+        action="append",
+        dest="organizations",
+        type=_assignment,
+        metavar="USER=ORG_ID,...",
+        help="the organizations USER is a member of (repeatable)",
+    )
+    parser.add_argument(
         "--rotate-refresh-token",
         choices=["logto", "always", "never"],
         default="logto",
         help="refresh token rotation (default: %(default)s)",
     )
     return parser
+
+
+def _assignment(value: str) -> tuple[str, list[str]]:
+    """Parse ``NAME=a,b,c`` (the list may be empty)."""
+    name, sep, items = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE,..., got {value!r}")
+    return name, [item for item in items.split(",") if item]
 
 
 def _default_issuer(host: str, port: int) -> str:
@@ -67,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         post_logout_redirect_uris=args.post_logout_redirect_uris,
         rotate_refresh_token=args.rotate_refresh_token,
         auto_login=args.auto_login,
+        resources=dict(args.resources or []),
+        organizations=dict(args.organizations or []),
     )
     try:
         import uvicorn

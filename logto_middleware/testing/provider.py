@@ -348,6 +348,9 @@ class FakeLogto:
         }
         return _claims.merge({**_claims.profile(user), **defaults}, self.users.get(user) or {})
 
+    def _subject(self, user: str) -> str:
+        return str(self.user_claims(user).get("sub") or _claims.subject_for(user))
+
     def authorize(self, url: str, login: str | None = None) -> str:
         """Run an authorization request URL in-process; return the redirect ``Location``.
 
@@ -615,7 +618,7 @@ class FakeLogto:
         grant_type = request.form.get("grant_type")
         if grant_type is None:
             raise OAuthError("invalid_request", "missing required parameter 'grant_type'")
-        resources = request.values("resource")
+        resources = request.form_values("resource")
         if grant_type == "authorization_code":
             body = self._code_grant(request.form, resources)
         elif grant_type == "refresh_token":
@@ -711,6 +714,7 @@ class FakeLogto:
             value = self._new_refresh_token(grant)
         # Like oidc-provider, the resource is resolved after rotation: an invalid_target
         # answer has already used up a rotated refresh token.
+        target: _Target | None
         if organization_id is not None and not resources:
             target = self._organization_target(grant, organization_id, requested)
         else:

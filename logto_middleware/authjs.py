@@ -1,0 +1,219 @@
+"""Auth.js v5 session cookies, so a Python API and an Auth.js front end share one session.
+
+The format, from `@auth/core` (`jwt.ts`, `lib/utils/cookie.ts`): the cookie
+`authjs.session-token` (`__Secure-` on https) holds a JWE compact token, `alg` `dir`, `enc`
+`A256CBC-HS512` (`A256GCM` accepted on read), keyed with HKDF-SHA256(secret, salt = the cookie
+name, info = "Auth.js Generated Encryption Key (<salt>)"), `kid` the key's JWK thumbprint, and
+the claims `iat`, `exp`, `jti`; decoding allows 15 s of clock skew. The CSRF cookie is
+`token|sha256(token + secret)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cachetools import LRUCache
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from joserfc import jwe
+from joserfc.errors import JoseError
+from joserfc.jwk import OctKey
+
+from .crypto import b64encode
+from .flow import Flow, returns
+from .session import SessionData
+
+__all__ = ["AUTHJS_CSRF_COOKIE", "AUTHJS_SESSION_COOKIE", "AuthJsCookieStore", "AuthJsCsrfSigner"]
+
+AUTHJS_SESSION_COOKIE = "authjs.session-token"
+AUTHJS_CSRF_COOKIE = "authjs.csrf-token"
+CLOCK_TOLERANCE = 15
+_ENCRYPT = "A256CBC-HS512"
+_KEY_LENGTHS = {"A256CBC-HS512": 64, "A256GCM": 32}
+_ALGORITHMS = ["dir", "A256CBC-HS512", "A256GCM"]
+_REGISTRY = jwe.JWERegistry(algorithms=_ALGORITHMS)
+# Token fields the session maps itself; everything else an Auth.js app put in its token is kept.
+_OWN = {"sub", "name", "email", "picture", "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
+        "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"}
+
+
+def _derive(secret: str, salt: str, enc: str) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=_KEY_LENGTHS[enc], salt=salt.encode(),
+                info=f"Auth.js Generated Encryption Key ({salt})".encode())
+    return hkdf.derive(secret.encode())
+
+
+def _thumbprint(key: bytes) -> str:
+    # RFC 7638 over {"k","kty"}, with SHA-(key bits), as @auth/core calls calculateJwkThumbprint.
+    member = json.dumps({"k": b64encode(key), "kty": "oct"}, separators=(",", ":"), sort_keys=True).encode()
+    digest = {64: hashlib.sha512, 32: hashlib.sha256}[len(key)](member).digest()
+    return b64encode(digest)
+
+
+class _Keys:
+    """Derived keys for one cookie name (the salt), once per secret and encryption."""
+
+    def __init__(self, secrets: Sequence[str], salt: str) -> None:
+        self.encrypt_key = _derive(secrets[0], salt, _ENCRYPT)
+        self.encrypt_kid = _thumbprint(self.encrypt_key)
+        self.by_kid: dict[str, bytes] = {}
+        self.first: dict[str, bytes] = {}
+        for enc in _KEY_LENGTHS:
+            for index, secret in enumerate(secrets):
+                key = _derive(secret, salt, enc)
+                self.by_kid.setdefault(_thumbprint(key), key)
+                if index == 0:
+                    self.first[enc] = key
+
+
+class AuthJsCookieStore:
+    """Reads and writes the session as Auth.js's encrypted JWT cookie (session_format="authjs")."""
+
+    server_side = False
+
+    def __init__(self, secrets: Sequence[str], *, max_age: int = 30 * 24 * 3600, cache_size: int = 1024,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._secrets = list(secrets)
+        self._max_age = max_age
+        self._clock = clock
+        self._keys: dict[str, _Keys] = {}
+        self._cache: LRUCache[tuple[str, str], SessionData] = LRUCache(maxsize=cache_size)
+        self._lock = threading.Lock()
+
+    def _keys_for(self, salt: str) -> _Keys:
+        with self._lock:
+            keys = self._keys.get(salt)
+        if keys is None:
+            keys = _Keys(self._secrets, salt)
+            with self._lock:
+                self._keys[salt] = keys
+        return keys
+
+    def decode(self, token: str, salt: str) -> dict[str, Any] | None:
+        """The payload of an Auth.js session token, or None for anything invalid or expired."""
+        keys = self._keys_for(salt)
+        try:
+            header = json.loads(_b64(token.split(".", 1)[0]))
+            enc, kid = header.get("enc"), header.get("kid")
+            if header.get("alg") != "dir" or enc not in _KEY_LENGTHS:
+                return None
+            # Like @auth/core: without a kid, the first secret's key is the one tried.
+            key = keys.first[enc] if kid is None else keys.by_kid.get(kid)
+            if key is None:
+                return None
+            plaintext = jwe.decrypt_compact(token, OctKey.import_key(key), registry=_REGISTRY).plaintext
+            payload = json.loads(plaintext or b"")
+        except (JoseError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
+            return None
+        if not isinstance(payload, dict):
+            return None
+        now = self._clock()
+        exp, nbf = payload.get("exp"), payload.get("nbf")
+        if isinstance(exp, (int, float)) and exp + CLOCK_TOLERANCE <= now:
+            return None
+        if isinstance(nbf, (int, float)) and nbf - CLOCK_TOLERANCE > now:
+            return None
+        return payload
+
+    def encode(self, payload: dict[str, Any], salt: str, max_age: int | None = None) -> str:
+        """An Auth.js session token: `iat`, `exp` and `jti` set as `@auth/core`'s `encode` does."""
+        keys = self._keys_for(salt)
+        now = int(self._clock())
+        claims = {**payload, "iat": now, "exp": now + (self._max_age if max_age is None else max_age),
+                  "jti": str(uuid.uuid4())}
+        header = {"alg": "dir", "enc": _ENCRYPT, "kid": keys.encrypt_kid}
+        return jwe.encrypt_compact(header, json.dumps(claims, separators=(",", ":")).encode(),
+                                   OctKey.import_key(keys.encrypt_key), registry=_REGISTRY)
+
+    def load(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[SessionData | None]:
+        with self._lock:
+            cached = self._cache.get((cookie_name, cookie_value))
+        if cached is not None:
+            return returns(cached)
+        payload = self.decode(cookie_value, cookie_name)
+        data = session_from_token(payload) if payload is not None else None
+        if data is not None:
+            with self._lock:
+                self._cache[(cookie_name, cookie_value)] = data
+        return returns(data)
+
+    def save(self, data: SessionData, cookie_value: str | None,
+             cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[str]:
+        value = self.encode(token_from_session(data), cookie_name, max(1, data.expires_at - int(self._clock())))
+        with self._lock:
+            self._cache[(cookie_name, value)] = data
+        return returns(value)
+
+    def delete(self, cookie_value: str) -> Flow[None]:
+        return returns(None)
+
+
+def session_from_token(token: dict[str, Any]) -> SessionData | None:
+    """Map an Auth.js token (the refresh-token-rotation guide's fields, or the camelCase ones of
+    older guides) to a session."""
+    sub = token.get("sub")
+    exp = token.get("exp")
+    if not isinstance(sub, str) or not sub or not isinstance(exp, (int, float)):
+        return None
+    claims = {k: token[k] for k in ("sub", "name", "email", "picture") if token.get(k) is not None}
+    access_token = _first_str(token, "access_token", "accessToken")
+    refresh_token = _first_str(token, "refresh_token", "refreshToken")
+    expires_at = token.get("expires_at", token.get("expiresAt"))
+    if expires_at is None and isinstance(token.get("accessTokenExpires"), (int, float)):
+        expires_at = token["accessTokenExpires"] / 1000  # the old guides stored milliseconds
+    iat = token.get("iat")
+    return SessionData(
+        claims=claims, expires_at=int(exp), updated_at=int(iat) if isinstance(iat, (int, float)) else int(exp),
+        id_token=_first_str(token, "id_token"), access_token=access_token,
+        access_token_expires_at=int(expires_at) if isinstance(expires_at, (int, float)) else None,
+        refresh_token=refresh_token, scope=_first_str(token, "scope") or "", error=_first_str(token, "error"),
+        extra={"authjs": {k: v for k, v in token.items() if k not in _OWN}})
+
+
+def token_from_session(data: SessionData) -> dict[str, Any]:
+    """The Auth.js token for a session: the profile fields, the tokens in the rotation guide's
+    names, and whatever else the Auth.js app had put in its token."""
+    token: dict[str, Any] = dict(data.extra.get("authjs", {}))
+    token.update({k: data.claims[k] for k in ("sub", "name", "email", "picture") if data.claims.get(k) is not None})
+    if "name" not in token and isinstance(data.claims.get("username"), str):
+        token["name"] = data.claims["username"]
+    for field, value in (("access_token", data.access_token), ("expires_at", data.access_token_expires_at),
+                         ("refresh_token", data.refresh_token), ("id_token", data.id_token),
+                         ("scope", data.scope or None), ("error", data.error)):
+        if value is not None:
+            token[field] = value
+    return token
+
+
+def _first_str(token: dict[str, Any], *names: str) -> str | None:
+    for name in names:
+        value = token.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+class AuthJsCsrfSigner:
+    """Auth.js's CSRF cookie hash: sha256 hex of the token followed by the secret (`@auth/core`
+    hashes `${token}${secret}`; with several secrets their comma-joined list)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self._secret = ",".join(secrets)
+
+    def sign(self, token: str) -> str:
+        return hashlib.sha256(f"{token}{self._secret}".encode()).hexdigest()
+
+    def verify(self, token: str, tag: str) -> bool:
+        return hmac.compare_digest(self.sign(token), tag)
