@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,7 @@ class Routes:
         # States already redeemed: a replayed callback is refused even with the old cookie.
         self._used_states: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=TRANSACTION_MAX_AGE,
                                                           timer=core.clock)
+        self._lock = threading.Lock()
         self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Flow[Response]]]] = {
             "signin": (("GET", "POST"), self.signin),
             "signin/logto": (("GET", "POST"), self.signin),
@@ -214,10 +216,12 @@ class Routes:
         if transaction is None or not hmac.compare_digest(transaction["state"].encode(), state.encode()):
             log.info("callback without a matching sign-in transaction")
             return self._error(request, "MissingCSRF", cookies)
-        if state in self._used_states:
+        with self._lock:
+            replayed = state in self._used_states
+            self._used_states[state] = True
+        if replayed:
             log.warning("callback replayed a state that was already used")
             return self._error(request, "MissingCSRF", cookies)
-        self._used_states[state] = True
         try:
             metadata = yield from self.core.provider.metadata()
         except LogtoError as exc:

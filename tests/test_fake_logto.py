@@ -615,6 +615,318 @@ def test_sign_id_token_forgeries(fake: FakeLogto) -> None:
     assert b'"none"' in base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))
 
 
+# ------------------------------------------------------ API resources & organizations
+
+API = "https://api.example.com"
+OTHER_API = "https://other.example.com"
+ORG_RESOURCE = "urn:logto:resource:organizations"
+ORG_SCOPE = "urn:logto:scope:organizations"
+
+
+def resource_fake(**kwargs: Any) -> FakeLogto:
+    kwargs.setdefault("resources", {API: ["read:items", "write:items"], OTHER_API: ["other:read"]})
+    return FakeLogto(**kwargs)
+
+
+def authorize_pairs(client: httpx.Client, pairs: list[tuple[str, str]]) -> httpx.URL:
+    """GET /auth with (possibly repeated) parameters on top of the defaults; the redirect."""
+    verifier, challenge = pkce()
+    defaults = auth_params(challenge, login="alice", prompt="consent")
+    names = {name for name, _ in pairs}
+    query = [(k, v) for k, v in defaults.items() if k not in names] + pairs
+    response = client.get(f"{ISSUER}/auth", params=query)
+    assert response.status_code == 302, response.text
+    location = httpx.URL(response.headers["location"])
+    client.headers["x-verifier"] = verifier  # remembered for exchange_location()
+    return location
+
+
+def exchange_location(client: httpx.Client, location: httpx.URL, **form: str) -> httpx.Response:
+    data = {
+        "grant_type": "authorization_code",
+        "code": location.params["code"],
+        "redirect_uri": REDIRECT,
+        "code_verifier": client.headers["x-verifier"],
+        **form,
+    }
+    return client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+
+
+def sign_in_with(client: httpx.Client, scope: str, *resources: str, login: str = "alice") -> dict[str, Any]:
+    pairs = [("scope", scope), ("login", login), *[("resource", r) for r in resources]]
+    location = authorize_pairs(client, pairs)
+    assert "error" not in location.params, location
+    response = exchange_location(client, location)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def refresh_for(client: httpx.Client, token: str, **extra: str) -> httpx.Response:
+    data = {"grant_type": "refresh_token", "refresh_token": token, **extra}
+    return client.post(f"{ISSUER}/token", data=data, auth=AUTH)
+
+
+def decode_access_token(fake: FakeLogto, token: str) -> jwt.Token:
+    return jwt.decode(token, KeySet.import_key_set(fake.jwks()), algorithms=ES384)
+
+
+def test_resource_token_from_refresh_grant() -> None:
+    clock = Clock()
+    fake = resource_fake(clock=clock, access_token_ttl=300)
+    web = httpx.Client(transport=fake.transport())
+    tokens = sign_in_with(web, "openid profile offline_access read:items", API)
+    # the code exchange without `resource` is for userinfo, like Logto: opaque, OIDC scopes
+    assert len(tokens["access_token"]) == 43 and "." not in tokens["access_token"]
+    assert tokens["scope"] == "openid profile offline_access"
+    assert userinfo(web, tokens["access_token"]).json()["username"] == "alice"
+
+    response = refresh_for(web, tokens["refresh_token"], resource=API)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 300
+    assert body["scope"] == "read:items"
+    assert body["refresh_token"] == tokens["refresh_token"]  # young: Logto keeps it
+    assert verify(fake, web, body["id_token"])["sub"] == fake.user_claims("alice")["sub"]
+
+    token = decode_access_token(fake, body["access_token"])
+    assert token.header == {"alg": "ES384", "typ": "at+jwt", "kid": fake.current_kid}
+    claims = token.claims
+    assert claims["iss"] == ISSUER
+    assert claims["sub"] == fake.user_claims("alice")["sub"]
+    assert claims["aud"] == API
+    assert claims["client_id"] == "fake-client"
+    assert claims["scope"] == "read:items"
+    assert claims["iat"] == int(clock.now) and claims["exp"] == int(clock.now) + 300
+    assert len(claims["jti"]) >= 32
+    assert "organization_id" not in claims
+    assert list(claims) == ["jti", "sub", "iat", "exp", "scope", "client_id", "iss", "aud"]
+
+    # a resource JWT is refused at userinfo, like Logto
+    refused = userinfo(web, body["access_token"])
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_token"
+    # and a refresh without `resource` still gets the session's own opaque token
+    own = refresh(web, tokens["refresh_token"]).json()
+    assert "." not in own["access_token"] and own["scope"] == "openid profile offline_access"
+    assert fake.counts["token:refresh_token"] == 2
+
+
+def test_resource_scopes_requested_and_grantable() -> None:
+    fake = resource_fake(grantable_scopes={"bob": ["read:items", "other:read"]})
+    web = httpx.Client(transport=fake.transport())
+    scope = "openid offline_access read:items write:items other:read unknown:scope"
+    alice = sign_in_with(web, scope, API, OTHER_API)
+    assert alice["scope"] == "openid offline_access"
+    api = refresh_for(web, alice["refresh_token"], resource=API).json()
+    assert api["scope"] == "read:items write:items"
+    other = refresh_for(web, alice["refresh_token"], resource=OTHER_API).json()
+    assert decode_access_token(fake, other["access_token"]).claims["aud"] == OTHER_API
+    assert other["scope"] == "other:read"
+
+    bob = sign_in_with(web, scope, API, login="bob")
+    assert refresh_for(web, bob["refresh_token"], resource=API).json()["scope"] == "read:items"
+    fake.grantable_scopes["bob"] = []  # roles are checked again for every token
+    empty = refresh_for(web, bob["refresh_token"], resource=API).json()
+    assert empty["scope"] == ""
+    assert "scope" not in decode_access_token(fake, empty["access_token"]).claims  # like oidc-provider
+
+    # narrowing: only scopes the refresh token carries; without openid there is no ID token
+    narrow = refresh_for(web, alice["refresh_token"], resource=API, scope="write:items").json()
+    assert narrow["scope"] == "write:items" and "id_token" not in narrow
+    wider = refresh_for(web, bob["refresh_token"], resource=API, scope="write:items")
+    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+
+
+def test_resource_not_granted_is_invalid_target() -> None:
+    fake = resource_fake(rotate_refresh_token="always")
+    web = httpx.Client(transport=fake.transport())
+    tokens = sign_in_with(web, "openid offline_access read:items", API)
+    for target in (OTHER_API, "https://unknown.example.com"):
+        rejected = refresh_for(web, tokens["refresh_token"], resource=target)
+        assert rejected.status_code == 400
+        assert rejected.json() == {
+            "error": "invalid_target",
+            "error_description": "resource indicator is missing, or unknown",
+        }
+        # like oidc-provider, the refresh token was rotated before the resource check:
+        # the presented one is used up, and presenting it again revokes the grant
+        assert refresh(web, tokens["refresh_token"]).json()["error"] == "invalid_grant"
+        tokens = sign_in_with(web, "openid offline_access read:items", API)
+    # a resource dropped from the configuration is unknown from then on
+    del fake.resources[API]
+    assert refresh_for(web, tokens["refresh_token"], resource=API).json()["error"] == "invalid_target"
+
+
+def test_resource_resolution_quirks() -> None:
+    fake = resource_fake()
+    web = httpx.Client(transport=fake.transport())
+    tokens = sign_in_with(web, "openid offline_access read:items", API)
+    # several `resource` values at the token endpoint: Logto resolves them to none
+    data = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"]),
+        ("resource", API),
+        ("resource", OTHER_API),
+    ]
+    several = web.post(
+        f"{ISSUER}/token",
+        content=httpx.QueryParams(data).encode() if hasattr(httpx.QueryParams, "encode") else str(httpx.QueryParams(data)),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        auth=AUTH,
+    )
+    assert several.status_code == 200, several.text
+    assert "." not in several.json()["access_token"]
+    # a scope without openid cannot be for userinfo: the single granted resource is used
+    implicit = refresh_for(web, tokens["refresh_token"], scope="read:items").json()
+    assert decode_access_token(fake, implicit["access_token"]).claims["aud"] == API
+    # the code exchange may ask for the resource directly
+    location = authorize_pairs(web, [("scope", "openid offline_access write:items"), ("resource", API)])
+    direct = exchange_location(web, location, resource=API).json()
+    assert direct["scope"] == "write:items" and direct["refresh_token"] and direct["id_token"]
+    assert decode_access_token(fake, direct["access_token"]).claims["aud"] == API
+
+
+def test_authorize_resource_parameter() -> None:
+    fake = resource_fake()
+    web = httpx.Client(transport=fake.transport())
+    scope = "openid offline_access read:items other:read"
+    location = authorize_pairs(web, [("scope", scope), ("resource", f"{API},{OTHER_API}")])  # Logto splits commas
+    tokens = exchange_location(web, location).json()
+    assert refresh_for(web, tokens["refresh_token"], resource=OTHER_API).json()["scope"] == "other:read"
+
+    for resource, description in [
+        ("https://unknown.example.com", "resource indicator is missing, or unknown"),
+        ("relative/path", "resource indicator must be an absolute URI"),
+        (f"{API}#fragment", "resource indicator must not contain a fragment component"),
+    ]:
+        query = authorize_pairs(web, [("resource", API), ("resource", resource)]).params
+        assert query["error"] == "invalid_target"
+        assert query["error_description"] == description
+        assert query["state"] == "st4te" and query["iss"] == ISSUER
+    # other parameters still must not repeat
+    _, challenge = pkce()
+    query = [*auth_params(challenge).items(), ("state", "again")]
+    assert web.get(f"{ISSUER}/auth", params=query).status_code == 400
+
+
+def test_login_form_keeps_repeated_resources() -> None:
+    fake = resource_fake()
+    web = TestClient(fake.app, base_url="http://127.0.0.1:3001", follow_redirects=False)
+    verifier, challenge = pkce()
+    params = [*auth_params(challenge, scope="openid offline_access read:items other:read", prompt="consent").items()]
+    params += [("resource", API), ("resource", OTHER_API)]
+    page = web.get("/oidc/auth", params=params)
+    assert page.status_code == 200
+    assert page.text.count("name='resource'") == 2
+    form = [*params, ("login", "alice"), ("action", "login")]
+    redirect = web.post(
+        "/oidc/auth",
+        content=str(httpx.QueryParams(form)),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert redirect.status_code == 302, redirect.text
+    code = httpx.URL(redirect.headers["location"]).params["code"]
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT, "code_verifier": verifier}
+    tokens = web.post("/oidc/token", data=data, auth=AUTH).json()
+    for resource, scope in ((API, "read:items"), (OTHER_API, "other:read")):
+        body = web.post(
+            "/oidc/token",
+            data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "resource": resource},
+            auth=AUTH,
+        ).json()
+        assert body["scope"] == scope
+
+
+def test_organization_tokens() -> None:
+    fake = resource_fake(
+        organizations={"alice": ["org-1", "org-2"]},
+        organization_scopes=["read:members", "invite:members"],
+    )
+    web = httpx.Client(transport=fake.transport())
+    scope = f"openid offline_access {ORG_SCOPE} read:members read:items"
+    tokens = sign_in_with(web, scope, ORG_RESOURCE, API)
+    response = refresh_for(web, tokens["refresh_token"], organization_id="org-1")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["scope"] == "read:members" and body["token_type"] == "Bearer"
+    token = decode_access_token(fake, body["access_token"])
+    assert token.header["typ"] == "at+jwt"
+    claims = token.claims
+    assert claims["aud"] == "urn:logto:organization:org-1"
+    assert claims["scope"] == "read:members"
+    assert claims["sub"] == fake.user_claims("alice")["sub"]
+    assert "organization_id" not in claims  # Logto adds it only with `resource` as well
+    assert userinfo(web, body["access_token"]).status_code == 401
+
+    # an API resource token for an organization carries organization_id
+    scoped = refresh_for(web, tokens["refresh_token"], organization_id="org-2", resource=API).json()
+    scoped_claims = decode_access_token(fake, scoped["access_token"]).claims
+    assert scoped_claims["aud"] == API and scoped_claims["organization_id"] == "org-2"
+    assert scoped["scope"] == "read:items"
+
+    # not a member: 403 access_denied, like Logto
+    outsider = refresh_for(web, tokens["refresh_token"], organization_id="org-3")
+    assert outsider.status_code == 403 and outsider.json()["error"] == "access_denied"
+    fake.organizations["alice"].append("org-3")  # memberships are checked live
+    assert refresh_for(web, tokens["refresh_token"], organization_id="org-3").status_code == 200
+
+
+def test_organization_token_needs_the_organizations_scope() -> None:
+    fake = resource_fake(organizations={"alice": ["org-1"]}, organization_scopes=["read:members"])
+    web = httpx.Client(transport=fake.transport())
+    without = sign_in_with(web, "openid offline_access read:members", ORG_RESOURCE)
+    response = refresh_for(web, without["refresh_token"], organization_id="org-1")
+    assert response.status_code == 403
+    assert response.json()["error"] == "insufficient_scope"
+    # organization scopes come through urn:logto:resource:organizations only
+    plain = sign_in_with(web, f"openid offline_access {ORG_SCOPE} read:members")
+    body = refresh_for(web, plain["refresh_token"], organization_id="org-1").json()
+    assert body["scope"] == ""
+    assert "scope" not in decode_access_token(fake, body["access_token"]).claims
+
+
+def test_userinfo_logto_claims() -> None:
+    fake = resource_fake(organizations={"alice": ["org-1"]})
+    web = httpx.Client(transport=fake.transport())
+    scope = f"openid profile offline_access custom_data identities {ORG_SCOPE}"
+    tokens = sign_in_with(web, scope)
+    claims = userinfo(web, tokens["access_token"]).json()
+    assert claims["custom_data"] == {} and claims["identities"] == {} and claims["sso_identities"] == []
+    assert claims["organizations"] == ["org-1"]
+    id_claims = verify(fake, web, tokens["id_token"])
+    assert "custom_data" not in id_claims and "identities" not in id_claims  # userinfo only
+    assert id_claims["organizations"] == ["org-1"]
+
+    identities = {
+        "wechat": {"userId": "wx-1", "details": {"nickname": "Al"}},
+        "huggingface": {"userId": "hf-1", "details": {}},
+    }
+    fake.users["alice"] = {"custom_data": {"plan": "pro"}, "identities": identities}
+    claims = userinfo(web, tokens["access_token"]).json()
+    assert claims["custom_data"] == {"plan": "pro"}
+    assert claims["identities"] == identities
+
+    basic = sign_in_with(web, "openid profile")
+    assert not {"custom_data", "identities", "organizations"} & set(userinfo(web, basic["access_token"]).json())
+
+
+def test_sign_access_token_forgeries(fake: FakeLogto) -> None:
+    claims = fake.make_access_token_claims("mallory", API, scope="read:items", exp=1)
+    assert claims["aud"] == API and claims["scope"] == "read:items" and claims["exp"] == 1
+    assert claims["client_id"] == "fake-client" and claims["iss"] == ISSUER
+    assert "scope" not in fake.make_access_token_claims("mallory", API)
+    token = decode_access_token(fake, fake.sign_access_token(claims))
+    assert token.header == {"alg": "ES384", "typ": "at+jwt", "kid": fake.current_kid}
+    assert token.claims == claims
+    foreign = ECKey.generate_key("P-384")
+    forged = fake.sign_access_token(claims, key=foreign, headers={"typ": "JWT"})
+    assert jwt.decode(forged, foreign, algorithms=ES384).header["typ"] == "JWT"
+    with pytest.raises(JoseError):
+        decode_access_token(fake, forged)
+
+
 # --------------------------------------------------------------- transports & CLI
 
 

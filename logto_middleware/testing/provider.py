@@ -317,7 +317,7 @@ class FakeLogto:
             "iss": self.issuer,
             "aud": audience,
         }
-        return _claims.merge(claims, overrides)
+        return _claims.merge(_claims.merge({}, claims), overrides)
 
     def make_id_token_claims(
         self,

@@ -5,6 +5,18 @@ The node server is the engine Logto is built on, configured like Logto
 refresh tokens only for ``offline_access`` + ``prompt=consent``, rotation on
 every use, RFC 9207 ``iss`` in the authorization response).
 
+API resources (RFC 8707, like Logto)
+    One API resource, :attr:`OidcProviderProcess.resource_indicator` (default
+    ``https://api.interop.test``) with :attr:`~OidcProviderProcess.resource_scopes`
+    (default ``read:items write:items``). Send ``resource=<indicator>`` in the
+    authorization request (consent grants the requested scopes of it); the code
+    exchange without ``resource`` returns an opaque access token for userinfo; a
+    ``refresh_token`` grant with ``resource=<indicator>`` returns an ES384 JWT access
+    token (``typ: at+jwt``, ``aud`` = the indicator, ``scope`` = the granted scopes of
+    it, lifetime ``access_token_ttl``) plus a rotated refresh token and an ID token.
+    An unknown indicator is ``invalid_target`` (at the token endpoint only after the
+    refresh token was rotated: the presented one is used up).
+
 Login (what :meth:`OidcProviderProcess.login` automates)
     1. ``GET`` the authorization URL -> ``303`` to ``/oidc/auth?...`` (if it
        was the RP's URL) -> ``303`` to ``/interaction/<uid>`` (sets the
@@ -61,6 +73,8 @@ DEFAULT_CLIENT_ID = "interop-client"
 # '#' and ':' on purpose: client_secret_basic must form-urlencode before base64.
 DEFAULT_CLIENT_SECRET = "s3cr#t:with:colons"
 DEFAULT_USERNAME = "alice"
+DEFAULT_RESOURCE_INDICATOR = "https://api.interop.test"
+DEFAULT_RESOURCE_SCOPES = ("read:items", "write:items")
 
 
 class ProviderUnavailable(RuntimeError):
@@ -195,6 +209,8 @@ class OidcProviderProcess:
         self.post_logout_redirect_uris: list[str] = []
         self.backchannel_logout_uri: str | None = None
         self.access_token_ttl: int = 60
+        self.resource_indicator: str = DEFAULT_RESOURCE_INDICATOR
+        self.resource_scopes: tuple[str, ...] = DEFAULT_RESOURCE_SCOPES
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: list[str] = []
         self._stdout: list[str] = []
@@ -210,9 +226,19 @@ class OidcProviderProcess:
         access_token_ttl: int = 60,
         backchannel_logout_uri: str | None = None,
         timeout: float = 30.0,
+        resource_indicator: str = DEFAULT_RESOURCE_INDICATOR,
+        resource_scopes: Iterable[str] = DEFAULT_RESOURCE_SCOPES,
     ) -> OidcProviderProcess:
+        """Start the server; ``resource_indicator`` / ``resource_scopes`` configure its one
+        API resource (see the module docstring)."""
         if self._proc is not None:
             raise RuntimeError("provider already started")
+        if isinstance(resource_scopes, str):
+            resource_scopes = resource_scopes.replace(",", " ").split()
+        self.resource_indicator = resource_indicator
+        self.resource_scopes = tuple(dict.fromkeys(resource_scopes))
+        if not self.resource_scopes:
+            raise ValueError("the API resource needs at least one scope")
         self.redirect_uris = list(redirect_uris)
         self.post_logout_redirect_uris = list(post_logout_redirect_uris)
         self.access_token_ttl = int(access_token_ttl)
@@ -243,6 +269,8 @@ class OidcProviderProcess:
             REDIRECT_URIS=",".join(self.redirect_uris),
             POST_LOGOUT_REDIRECT_URIS=",".join(self.post_logout_redirect_uris),
             ACCESS_TOKEN_TTL=str(self.access_token_ttl),
+            RESOURCE_INDICATOR=self.resource_indicator,
+            RESOURCE_SCOPES=" ".join(self.resource_scopes),
         )
         env.pop("BACKCHANNEL_LOGOUT_URI", None)
         if self.backchannel_logout_uri:

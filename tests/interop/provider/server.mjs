@@ -11,8 +11,20 @@
 //   REDIRECT_URIS              comma separated redirect_uris
 //   POST_LOGOUT_REDIRECT_URIS  comma separated post_logout_redirect_uris
 //   BACKCHANNEL_LOGOUT_URI     optional backchannel_logout_uri
-//   ACCESS_TOKEN_TTL           access-token lifetime in seconds (default 60)
+//   ACCESS_TOKEN_TTL           access-token lifetime in seconds (default 60), for
+//                              opaque and API-resource (JWT) access tokens alike
 //   ID_TOKEN_TTL               ID-token lifetime in seconds (default 3600)
+//   RESOURCE_INDICATOR         the one API resource (RFC 8707), default
+//                              "https://api.interop.test"
+//   RESOURCE_SCOPES            its scopes, space or comma separated, default
+//                              "read:items write:items"
+//
+// API resources work like Logto's: the authorization request may carry
+// `resource=<indicator>` (consent grants the requested scopes of it); the
+// authorization_code exchange without `resource` yields an opaque access token
+// for userinfo; a refresh_token grant with `resource=<indicator>` yields an
+// ES384 JWT access token (typ at+jwt, aud = the indicator, scope = the granted
+// scopes of that resource). An unknown indicator is `invalid_target`.
 //
 // Once listening it prints exactly one line to stdout: "READY <issuer>".
 
@@ -20,7 +32,7 @@ import * as crypto from 'node:crypto';
 import * as http from 'node:http';
 import * as querystring from 'node:querystring';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 // stdout carries exactly one line ("READY <issuer>"); oidc-provider prints its
 // NOTICEs with console.info, so send console.log/info to stderr.
@@ -29,12 +41,19 @@ console.info = (...args) => console.error(...args);
 
 const MOUNT = '/oidc';
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]', '::1']);
+const OIDC_SCOPES = ['openid', 'offline_access', 'profile', 'email'];
 
 function envList(name) {
   return (process.env[name] || '')
     .split(',')
     .map((value) => value.trim())
     .filter(Boolean);
+}
+
+function envScopes(name, fallback) {
+  const raw = process.env[name];
+  const value = raw === undefined || raw.trim() === '' ? fallback : raw;
+  return [...new Set(value.split(/[\s,]+/).filter(Boolean))];
 }
 
 function envSeconds(name, fallback) {
@@ -56,10 +75,15 @@ const settings = {
   backchannelLogoutUri: process.env.BACKCHANNEL_LOGOUT_URI || undefined,
   accessTokenTtl: envSeconds('ACCESS_TOKEN_TTL', 60),
   idTokenTtl: envSeconds('ID_TOKEN_TTL', 3600),
+  resourceIndicator: process.env.RESOURCE_INDICATOR || 'https://api.interop.test',
+  resourceScopes: envScopes('RESOURCE_SCOPES', 'read:items write:items'),
 };
 
 if (!Number.isInteger(settings.port) || settings.port < 0 || settings.port > 65535) {
   throw new Error('PORT must be an integer between 0 and 65535');
+}
+if (!URL.canParse(settings.resourceIndicator) || settings.resourceIndicator.includes('#')) {
+  throw new Error('RESOURCE_INDICATOR must be an absolute URI without a fragment');
 }
 if (settings.redirectUris.length === 0) {
   settings.redirectUris = ['http://127.0.0.1:8000/callback'];
@@ -81,6 +105,8 @@ function freshStats() {
     refresh_token_error_codes: {},
     // ordered outcomes of refresh_token grants: "success" or the error code
     refresh_token_outcomes: [],
+    // successful token-endpoint grants that asked for an API resource, by indicator
+    resource_grants: {},
     authorizations: 0,
     logins: 0,
     userinfo: 0,
@@ -255,7 +281,7 @@ function buildProvider(issuer) {
         resume: 'op_interaction_resume',
       },
     },
-    scopes: ['openid', 'offline_access', 'profile', 'email'],
+    scopes: OIDC_SCOPES,
     claims: {
       openid: ['sub'],
       profile: ['name', 'username', 'picture'],
@@ -280,7 +306,33 @@ function buildProvider(issuer) {
       },
       backchannelLogout: { enabled: true },
       rpInitiatedLogout: { enabled: true, logoutSource, postLogoutSuccessSource },
-      resourceIndicators: { enabled: false },
+      // Like Logto (packages/core/src/oidc/init.ts): RFC 8707 resource indicators
+      // with JWT access tokens for API resources.
+      resourceIndicators: {
+        enabled: true,
+        // No default API resource: an authorization request without `resource`
+        // gets only OIDC scopes, and a token request without `resource` gets an
+        // opaque access token for userinfo. oidc-provider also calls this to pick
+        // one of several `resource` values at the token endpoint (`oneOf`);
+        // Logto ignores `oneOf` too, so several values also yield an opaque token.
+        defaultResource: async (ctx, client, oneOf) => undefined,
+        // Never fall back to the resource granted at authorization: the code
+        // exchange (scope includes openid) stays opaque and usable at userinfo;
+        // only an explicit `resource` yields a JWT.
+        useGrantedResource: async (ctx, model) => false,
+        getResourceServerInfo: async (ctx, indicator, client) => {
+          if (indicator !== settings.resourceIndicator) {
+            throw new errors.InvalidTarget();
+          }
+          return {
+            scope: settings.resourceScopes.join(' '),
+            audience: indicator,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: settings.accessTokenTtl,
+            jwt: { sign: { alg: 'ES384' } },
+          };
+        },
+      },
       pushedAuthorizationRequests: { enabled: false },
       dPoP: { enabled: false },
     },
@@ -316,7 +368,8 @@ function buildProvider(issuer) {
       return globalThis.fetch(url, options);
     },
     ttl: {
-      AccessToken: settings.accessTokenTtl,
+      // a resource server's accessTokenTTL wins, like Logto's ttl.AccessToken
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL ?? settings.accessTokenTtl,
       AuthorizationCode: 60,
       IdToken: settings.idTokenTtl,
       RefreshToken: 14 * 24 * 60 * 60,
@@ -333,6 +386,8 @@ function buildProvider(issuer) {
   provider.on('grant.success', (ctx) => {
     const grantType = grantTypeOf(ctx);
     bump(stats.grants, grantType);
+    const resource = ctx.oidc?.params?.resource;
+    if (typeof resource === 'string') bump(stats.resource_grants, resource);
     if (grantType === 'refresh_token') {
       stats.refresh_token_success += 1;
       stats.refresh_token_outcomes.push('success');
@@ -387,8 +442,16 @@ ${message}<form id="login" method="post" action="/interaction/${esc(uid)}/login"
   );
 }
 
+function requestedResources(resource) {
+  if (Array.isArray(resource)) return resource;
+  return resource ? [resource] : [];
+}
+
 // Grants every OIDC scope the authorization request asked for (after the
-// engine's own filtering, e.g. offline_access without prompt=consent is gone).
+// engine's own filtering, e.g. offline_access without prompt=consent is gone),
+// and the requested scopes of every requested API resource (what Logto's
+// consent grants). Granting the resource scopes up front avoids a second round
+// trip for the engine's `rs_scopes_missing` consent check.
 async function grantEverything(provider, interaction, accountId) {
   const { params, prompt, grantId: existingGrantId } = interaction;
   let grant;
@@ -398,8 +461,16 @@ async function grantEverything(provider, interaction, accountId) {
   if (!grant) {
     grant = new provider.Grant({ accountId, clientId: params.client_id });
   }
-  if (params.scope) {
-    grant.addOIDCScope(params.scope);
+  const requestedScopes = new Set(String(params.scope || '').split(' ').filter(Boolean));
+  // only the OIDC scopes: with a `resource` the engine leaves API scopes in params.scope
+  const oidcScopes = OIDC_SCOPES.filter((scope) => requestedScopes.has(scope));
+  if (oidcScopes.length) {
+    grant.addOIDCScope(oidcScopes.join(' '));
+  }
+  for (const indicator of requestedResources(params.resource)) {
+    if (indicator !== settings.resourceIndicator) continue;
+    const scopes = settings.resourceScopes.filter((scope) => requestedScopes.has(scope));
+    if (scopes.length) grant.addResourceScope(indicator, scopes.join(' '));
   }
   const details = prompt?.details || {};
   if (details.missingOIDCScope) grant.addOIDCScope(details.missingOIDCScope.join(' '));
