@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import html
+import re
 import secrets
 import subprocess
 import sys
 import types
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
@@ -628,25 +630,26 @@ def resource_fake(**kwargs: Any) -> FakeLogto:
     return FakeLogto(**kwargs)
 
 
-def authorize_pairs(client: httpx.Client, pairs: list[tuple[str, str]]) -> httpx.URL:
-    """GET /auth with (possibly repeated) parameters on top of the defaults; the redirect."""
+def authorize_pairs(client: httpx.Client, pairs: list[tuple[str, str]]) -> tuple[httpx.URL, str]:
+    """GET /auth with (possibly repeated) parameters on top of the defaults; return the
+    redirect and the PKCE verifier."""
     verifier, challenge = pkce()
     defaults = auth_params(challenge, login="alice", prompt="consent")
     names = {name for name, _ in pairs}
-    query = [(k, v) for k, v in defaults.items() if k not in names] + pairs
+    query = httpx.QueryParams(tuple([(k, v) for k, v in defaults.items() if k not in names] + pairs))
     response = client.get(f"{ISSUER}/auth", params=query)
     assert response.status_code == 302, response.text
-    location = httpx.URL(response.headers["location"])
-    client.headers["x-verifier"] = verifier  # remembered for exchange_location()
-    return location
+    return httpx.URL(response.headers["location"]), verifier
 
 
-def exchange_location(client: httpx.Client, location: httpx.URL, **form: str) -> httpx.Response:
+def exchange_location(
+    client: httpx.Client, location: httpx.URL, verifier: str, **form: str
+) -> httpx.Response:
     data = {
         "grant_type": "authorization_code",
         "code": location.params["code"],
         "redirect_uri": REDIRECT,
-        "code_verifier": client.headers["x-verifier"],
+        "code_verifier": verifier,
         **form,
     }
     return client.post(f"{ISSUER}/token", data=data, auth=AUTH)
@@ -654,9 +657,9 @@ def exchange_location(client: httpx.Client, location: httpx.URL, **form: str) ->
 
 def sign_in_with(client: httpx.Client, scope: str, *resources: str, login: str = "alice") -> dict[str, Any]:
     pairs = [("scope", scope), ("login", login), *[("resource", r) for r in resources]]
-    location = authorize_pairs(client, pairs)
+    location, verifier = authorize_pairs(client, pairs)
     assert "error" not in location.params, location
-    response = exchange_location(client, location)
+    response = exchange_location(client, location, verifier)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
@@ -764,26 +767,16 @@ def test_resource_resolution_quirks() -> None:
     web = httpx.Client(transport=fake.transport())
     tokens = sign_in_with(web, "openid offline_access read:items", API)
     # several `resource` values at the token endpoint: Logto resolves them to none
-    data = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", tokens["refresh_token"]),
-        ("resource", API),
-        ("resource", OTHER_API),
-    ]
-    several = web.post(
-        f"{ISSUER}/token",
-        content=httpx.QueryParams(data).encode() if hasattr(httpx.QueryParams, "encode") else str(httpx.QueryParams(data)),
-        headers={"content-type": "application/x-www-form-urlencoded"},
-        auth=AUTH,
-    )
+    data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "resource": [API, OTHER_API]}
+    several = web.post(f"{ISSUER}/token", data=data, auth=AUTH)
     assert several.status_code == 200, several.text
     assert "." not in several.json()["access_token"]
     # a scope without openid cannot be for userinfo: the single granted resource is used
     implicit = refresh_for(web, tokens["refresh_token"], scope="read:items").json()
     assert decode_access_token(fake, implicit["access_token"]).claims["aud"] == API
     # the code exchange may ask for the resource directly
-    location = authorize_pairs(web, [("scope", "openid offline_access write:items"), ("resource", API)])
-    direct = exchange_location(web, location, resource=API).json()
+    location, verifier = authorize_pairs(web, [("scope", "openid offline_access write:items"), ("resource", API)])
+    direct = exchange_location(web, location, verifier, resource=API).json()
     assert direct["scope"] == "write:items" and direct["refresh_token"] and direct["id_token"]
     assert decode_access_token(fake, direct["access_token"]).claims["aud"] == API
 
@@ -792,8 +785,8 @@ def test_authorize_resource_parameter() -> None:
     fake = resource_fake()
     web = httpx.Client(transport=fake.transport())
     scope = "openid offline_access read:items other:read"
-    location = authorize_pairs(web, [("scope", scope), ("resource", f"{API},{OTHER_API}")])  # Logto splits commas
-    tokens = exchange_location(web, location).json()
+    location, verifier = authorize_pairs(web, [("scope", scope), ("resource", f"{API},{OTHER_API}")])
+    tokens = exchange_location(web, location, verifier).json()  # Logto splits comma-separated lists
     assert refresh_for(web, tokens["refresh_token"], resource=OTHER_API).json()["scope"] == "other:read"
 
     for resource, description in [
@@ -801,29 +794,30 @@ def test_authorize_resource_parameter() -> None:
         ("relative/path", "resource indicator must be an absolute URI"),
         (f"{API}#fragment", "resource indicator must not contain a fragment component"),
     ]:
-        query = authorize_pairs(web, [("resource", API), ("resource", resource)]).params
+        query = authorize_pairs(web, [("resource", API), ("resource", resource)])[0].params
         assert query["error"] == "invalid_target"
         assert query["error_description"] == description
         assert query["state"] == "st4te" and query["iss"] == ISSUER
     # other parameters still must not repeat
     _, challenge = pkce()
-    query = [*auth_params(challenge).items(), ("state", "again")]
-    assert web.get(f"{ISSUER}/auth", params=query).status_code == 400
+    repeated = httpx.QueryParams([*auth_params(challenge).items(), ("state", "again")])
+    assert web.get(f"{ISSUER}/auth", params=repeated).status_code == 400
 
 
 def test_login_form_keeps_repeated_resources() -> None:
     fake = resource_fake()
     web = TestClient(fake.app, base_url="http://127.0.0.1:3001", follow_redirects=False)
     verifier, challenge = pkce()
-    params = [*auth_params(challenge, scope="openid offline_access read:items other:read", prompt="consent").items()]
-    params += [("resource", API), ("resource", OTHER_API)]
+    params: dict[str, Any] = auth_params(challenge, scope="openid offline_access read:items other:read")
+    params.update(prompt="consent", resource=[API, OTHER_API])
     page = web.get("/oidc/auth", params=params)
     assert page.status_code == 200
-    assert page.text.count("name='resource'") == 2
-    form = [*params, ("login", "alice"), ("action", "login")]
+    hidden = re.findall(r"<input type='hidden' name='([^']*)' value='([^']*)'>", page.text)
+    assert [v for k, v in hidden if k == "resource"] == [API, OTHER_API]
+    form = [(html.unescape(k), html.unescape(v)) for k, v in hidden] + [("login", "alice"), ("action", "login")]
     redirect = web.post(
         "/oidc/auth",
-        content=str(httpx.QueryParams(form)),
+        content=urlencode(form),
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert redirect.status_code == 302, redirect.text
@@ -977,6 +971,20 @@ def test_cli_help() -> None:
         check=True,
     )
     assert "--client-secret" in result.stdout and "--redirect-uri" in result.stdout
+
+
+def test_main_resources_and_organizations(monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, Any] = {}
+    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=lambda app, **_: served.update(app=app)))
+    resources = ["--resource", f"{API}=read:items,write:items", "--resource", "https://x.test="]
+    main([*resources, "--organization", "alice=o1,o2"])
+    web = TestClient(served["app"], follow_redirects=False)
+    tokens = sign_in_with(web, f"openid offline_access {ORG_SCOPE} write:items", API, "https://x.test")
+    assert refresh_for(web, tokens["refresh_token"], resource=API).json()["scope"] == "write:items"
+    assert refresh_for(web, tokens["refresh_token"], resource="https://x.test").json()["scope"] == ""
+    assert refresh_for(web, tokens["refresh_token"], organization_id="o2").status_code == 200
+    with pytest.raises(SystemExit):
+        main(["--resource", "no-equals-sign"])
 
 
 def test_main_serves_with_uvicorn(
