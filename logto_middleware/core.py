@@ -149,6 +149,9 @@ class LogtoCore:
         name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
         state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)
+        if value is None and present:
+            state.cleared = True  # chunks without a first one: leftovers or forged
+            return state
         if value is None and isinstance(self.sessions, AuthJsCookieStore):
             # Like Auth.js's getToken(): the same JWE may come as a bearer token (cross-origin API
             # calls). There is no cookie to write back then.

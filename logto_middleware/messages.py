@@ -51,7 +51,8 @@ class Request:
 
 def _first_values(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for key, value in parse_qsl(text, keep_blank_values=True, max_num_fields=100):
+    # Only the first 100 fields count (a longer query is not an error, just ignored beyond).
+    for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
         values.setdefault(key, value)
     return values
 

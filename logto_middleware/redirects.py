@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = ["request_origin", "safe_redirect"]
 
+_URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
 
 
@@ -40,6 +41,7 @@ def safe_redirect(target: str | None, origin: str, default: str) -> str:
         return default
     if any(ord(c) < 0x21 or c in "\\\x7f" for c in target):
         return default
+    target = quote(target, safe=_URL_SAFE)  # non-ASCII stays on the origin, percent-encoded
     if target.startswith("/") and not target.startswith("//"):
         return origin + target
     parts = urlsplit(target)

@@ -177,12 +177,12 @@ class Routes:
                             max_age=TRANSACTION_MAX_AGE, secure=secure)
         return self._redirect(request, location, [cookie])
 
-    def _provider_failure(self, request: Request, exc: LogtoError) -> Response:
+    def _provider_failure(self, request: Request, exc: LogtoError, cookies: list[str] | None = None) -> Response:
         if isinstance(exc, ProviderUnavailable):
             log.warning("provider unavailable: %s", exc)
-            return self._error(request, "ProviderUnavailable")
+            return self._error(request, "ProviderUnavailable", cookies)
         log.error("provider answered something unexpected: %s", exc)
-        return self._error(request, "Configuration")
+        return self._error(request, "Configuration", cookies)
 
     def _read_transaction(self, request: Request) -> tuple[dict[str, Any] | None, list[str]]:
         secure = self.core.origin(request).startswith("https:")
@@ -225,7 +225,7 @@ class Routes:
         try:
             metadata = yield from self.core.provider.metadata()
         except LogtoError as exc:
-            return self._provider_failure(request, exc)
+            return self._provider_failure(request, exc, cookies)
         iss = params.get("iss")
         if (iss is not None and iss != self.config.issuer) or (iss is None and metadata.iss_parameter_supported):
             log.warning("callback iss parameter does not match the issuer (RFC 9207)")
@@ -252,7 +252,7 @@ class Routes:
             log.warning("ID token rejected: %s", exc)
             return self._error(request, "Verification", cookies)
         except (ProviderUnavailable, ProviderError) as exc:
-            return self._provider_failure(request, exc)
+            return self._provider_failure(request, exc, cookies)
         now = int(self.core.clock())
         data = self.core.new_session(
             session_claims(claims),
