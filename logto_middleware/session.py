@@ -119,7 +119,7 @@ class SessionData:
 
     def to_json(self) -> bytes:
         data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
-        if self.id_token is not None:
+        if self.id_token is not None and _payload(self.id_token) == self.claims:
             # The claims are the ID token's: storing both would double the cookie.
             data.pop("claims", None)
         return json.dumps(data, separators=(",", ":")).encode()

@@ -133,3 +133,11 @@ def test_https_cookies_are_secure_and_prefixed(kind: str, fake: FakeLogto, clock
     assert cookie.startswith("__Secure-logto.transaction=") and "Secure" in cookie
     csrf = harness.client.get("/api/auth/csrf").headers["set-cookie"]
     assert csrf.startswith("__Host-logto.csrf-token=") and "Secure" in csrf and "Path=/" in csrf
+
+
+def test_make_session_cookie_keeps_given_claims_beside_an_id_token() -> None:
+    config = LogtoConfig(issuer="https://tenant.logto.app/oidc", client_id="id", client_secret="s", secret=SECRET)
+    client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url=ORIGIN)
+    cookie = make_session_cookie(config, {"sub": "bob", "name": "Bob"}, id_token="not-a-jwt")
+    body = client.get("/", headers={"cookie": cookie}).json()
+    assert body["authenticated"] is True and body["id"] == "bob" and body["name"] == "Bob"

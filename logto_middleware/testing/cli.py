@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="USER=ORG_ID,...",
         help="the organizations USER is a member of (repeatable)",
     )
+    parser.add_argument("--access-token-ttl", type=int, default=3600, metavar="SECONDS",
+                        help="access token lifetime (default: %(default)s; Logto's is one hour)")
     parser.add_argument(
         "--rotate-refresh-token",
         choices=["logto", "always", "never"],
@@ -90,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         redirect_uris=args.redirect_uris,
         post_logout_redirect_uris=args.post_logout_redirect_uris,
         rotate_refresh_token=args.rotate_refresh_token,
+        access_token_ttl=args.access_token_ttl,
         auto_login=args.auto_login,
         resources=dict(args.resources or []),
         organizations=dict(args.organizations or []),
