@@ -26,6 +26,7 @@ from starlette.responses import Response
 from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidationError
 from .flow import AsyncDriver, Flow, SyncDriver
 from .provider import ProviderCache
+from .session import AnonymousUser
 from .tokens import check_standard_claims, verify_signed_jwt
 
 __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerError", "BearerValidator",
@@ -279,19 +280,5 @@ def requires_bearer(validator: BearerValidator, *scopes: str) -> Callable[[F], F
     return decorate
 
 
-class _Anonymous(BaseUser):
-    @property
-    def is_authenticated(self) -> bool:
-        return False
-
-    @property
-    def display_name(self) -> str:
-        return ""
-
-    @property
-    def identity(self) -> str:
-        return ""
-
-
-_ANONYMOUS = _Anonymous()
+_ANONYMOUS = AnonymousUser()
 _REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
