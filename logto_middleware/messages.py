@@ -70,7 +70,12 @@ class Response:
 
     @classmethod
     def html(cls, body: bytes, status: int = 200, cookies: list[str] | None = None) -> Response:
-        return cls(status, _no_store("text/html; charset=utf-8", cookies), body)
+        headers = _no_store("text/html; charset=utf-8", cookies)
+        # Our pages hold a sign-out button: no framing (clickjacking), no scripts.
+        headers += [("x-frame-options", "DENY"), ("content-security-policy",
+                     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self' https: http:; "
+                     "frame-ancestors 'none'")]
+        return cls(status, headers, body)
 
     @classmethod
     def redirect(cls, location: str, cookies: list[str] | None = None) -> Response:

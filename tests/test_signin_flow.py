@@ -154,3 +154,10 @@ def test_app_cookies_are_kept_beside_ours(harness: Harness) -> None:
     cookies = response.headers.get_list("set-cookie")
     assert any(c.startswith("app-cookie=1") for c in cookies)
     assert any(c.startswith("logto.session-token=") for c in cookies)
+
+
+def test_own_pages_refuse_framing(harness: Harness) -> None:
+    for path in ("/api/auth/signout", "/api/auth/error?error=AccessDenied"):
+        response = harness.client.get(path)
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
