@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from cachetools import LRUCache
 from cryptography.hazmat.primitives import hashes
@@ -117,9 +117,12 @@ class AuthJsCookieStore:
             return None
         now = self._clock()
         exp, nbf = payload.get("exp"), payload.get("nbf")
-        if isinstance(exp, (int, float)) and exp + CLOCK_TOLERANCE <= now:
+        # Like jose's jwtDecrypt: registered time claims must be numbers when present.
+        if any(k in payload and not _is_number(payload[k]) for k in ("exp", "nbf", "iat")):
             return None
-        if isinstance(nbf, (int, float)) and nbf - CLOCK_TOLERANCE > now:
+        if _is_number(exp) and exp + CLOCK_TOLERANCE <= now:
+            return None
+        if _is_number(nbf) and nbf - CLOCK_TOLERANCE > now:
             return None
         return payload
 
@@ -191,6 +194,10 @@ def token_from_session(data: SessionData) -> dict[str, Any]:
         if value is not None:
             token[field] = value
     return token
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _first_str(token: dict[str, Any], *names: str) -> str | None:

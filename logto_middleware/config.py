@@ -155,13 +155,10 @@ class LogtoConfig:
 
 
 def _secrets_from_env(env: Mapping[str, str]) -> list[str]:
-    """As `@auth/core` orders them: `AUTH_SECRET_N` ... `AUTH_SECRET_1` (the highest number is the
-    newest and encrypts), then `AUTH_SECRET` (which may itself be a comma-separated list)."""
-    numbered: list[str] = []
-    index = 1
-    while env.get(f"AUTH_SECRET_{index}", "").strip():
-        numbered.insert(0, env[f"AUTH_SECRET_{index}"].strip())
-        index += 1
+    """As `@auth/core` reads them: `AUTH_SECRET_3`, `AUTH_SECRET_2`, `AUTH_SECRET_1` (each when set;
+    the highest number is the newest and encrypts), then `AUTH_SECRET` (which may itself be a
+    comma-separated list, an addition of ours)."""
+    numbered = [env[f"AUTH_SECRET_{i}"].strip() for i in (3, 2, 1) if env.get(f"AUTH_SECRET_{i}", "").strip()]
     return numbered + [s.strip() for s in env.get("AUTH_SECRET", "").split(",") if s.strip()]
 
 

@@ -130,7 +130,9 @@ class Refresher:
             tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret, form)
             now = self._clock()
             changes: dict[str, Any] = {}
-            if tokens.id_token and target is None:
+            # A session without an ID token (an Auth.js cookie, whose `sub` is Auth.js's own user
+            # id) keeps its profile: there is nothing to compare the new token's subject with.
+            if tokens.id_token and target is None and data.id_token is not None:
                 claims = yield from verify_id_token(
                     tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
                     algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,

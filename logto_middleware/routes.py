@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 from cachetools import TTLCache
 
@@ -120,7 +120,8 @@ class Routes:
         """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
         secure = self.core.origin(request).startswith("https:")
         name = self.core.cookie_name(self._csrf_cookie_name, secure, host_only=True)
-        token, _, tag = request.cookies.get(name, "").partition("|")
+        # Auth.js writes this cookie URL-encoded (`token%7Chash`).
+        token, _, tag = unquote(request.cookies.get(name, "")).partition("|")
         if token and tag and self._csrf.verify(token, tag):
             return token, name
         return None, name

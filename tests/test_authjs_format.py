@@ -109,3 +109,24 @@ def test_https_uses_the_secure_cookie_names(kind: str, fake: FakeLogto, clock: C
     body = harness.client.get("/", headers={"cookie": f"__Secure-authjs.session-token={token}"}).json()
     assert body["authenticated"] is True
     assert harness.client.get("/api/auth/csrf").headers["set-cookie"].startswith("__Host-authjs.csrf-token=")
+
+
+def test_refresh_keeps_the_authjs_user_id(kind: str, fake: FakeLogto, clock: Clock) -> None:
+    """Auth.js without an adapter puts its own random user id in `sub` and keeps no ID token: a
+    refresh must neither compare subjects nor replace the profile."""
+    harness = authjs_harness(kind, fake, clock)
+    harness.sign_in("alice")
+    store = AuthJsCookieStore(harness.config.secrets, clock=clock)
+    token = store.decode(harness.client.cookies["authjs.session-token"], "authjs.session-token")
+    assert token is not None
+    token = {k: v for k, v in token.items() if k not in ("iat", "exp", "jti", "id_token")}
+    token["sub"] = "7d9f5f7e-authjs-uuid"
+    clock.advance(fake.access_token_ttl - 30)
+    cookie = f"authjs.session-token={store.encode(token, 'authjs.session-token')}"
+    response = harness.browser().get("/", headers={"cookie": cookie})
+    assert response.json()["authenticated"] is True and response.json()["id"] == "7d9f5f7e-authjs-uuid"
+    assert fake.counts["token:refresh_token"] == 1
+    written = next(c for c in response.headers.get_list("set-cookie") if c.startswith("authjs.session-token="))
+    rewritten = store.decode(written.split(";")[0].split("=", 1)[1], "authjs.session-token")
+    assert rewritten is not None and rewritten["sub"] == "7d9f5f7e-authjs-uuid"
+    assert rewritten["access_token"] == response.json()["access_token"]

@@ -39,6 +39,7 @@ def test_secret_rotation_from_list_and_numbered_variables() -> None:
     assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": f"{a},{b}"}).secrets == (a, b)
     # As @auth/core: the highest-numbered secret is the newest and encrypts; AUTH_SECRET comes last.
     assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": a, "AUTH_SECRET_1": b, "AUTH_SECRET_2": c}).secrets == (c, b, a)
+    assert LogtoConfig.from_env({**GOOD, "AUTH_SECRET": a, "AUTH_SECRET_2": c}).secrets == (c, a)  # read independently
     assert LogtoConfig.from_env(GOOD, secret=[b, a]).secrets == (b, a)
 
 

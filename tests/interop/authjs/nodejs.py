@@ -1,0 +1,170 @@
+"""Node.js side of the Auth.js interop tests: the pinned @auth/core (package-lock.json here),
+`jwt_tool.mjs` (encode/decode/getToken/... as a JSON-lines process) and `express_app.mjs`."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+AUTHJS_DIR = Path(__file__).resolve().parent
+JWT_TOOL = AUTHJS_DIR / "jwt_tool.mjs"
+EXPRESS_APP = AUTHJS_DIR / "express_app.mjs"
+
+
+class NodeUnavailable(RuntimeError):
+    """node / npm, or the pinned packages, are not available on this machine."""
+
+
+def node_executable() -> str:
+    node = shutil.which("node")
+    if not node:
+        raise NodeUnavailable("`node` was not found on PATH (Node.js >= 20 is needed)")
+    return node
+
+
+def ensure_node_modules(timeout: float = 300.0) -> None:
+    """`npm ci` (exactly the lockfile) unless node_modules is already there."""
+    if (AUTHJS_DIR / "node_modules" / "@auth" / "core" / "package.json").is_file() and \
+            (AUTHJS_DIR / "node_modules" / "@auth" / "express" / "package.json").is_file():
+        return
+    npm = shutil.which("npm")
+    if not npm:
+        raise NodeUnavailable(f"`npm` was not found on PATH; install Node.js >= 20 or run `npm ci` in {AUTHJS_DIR}")
+    try:
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AUTHJS_DIR,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise NodeUnavailable(f"`npm ci` in {AUTHJS_DIR} timed out after {timeout}s") from exc
+    if done.returncode != 0:
+        raise NodeUnavailable(f"`npm ci` in {AUTHJS_DIR} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                              f"{done.stderr[-3000:]}")
+
+
+def node_ready() -> str:
+    """The node executable, with the pinned packages installed; raises NodeUnavailable."""
+    node = node_executable()
+    ensure_node_modules()
+    return node
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class NodeError(AssertionError):
+    """An op of jwt_tool.mjs failed where the test expected it to succeed."""
+
+
+class JwtTool:
+    """One `node jwt_tool.mjs` process; each call sends one line (an op or a batch of ops)."""
+
+    def __init__(self, node: str, timeout: float = 30.0) -> None:
+        self._timeout = timeout
+        self._stderr: list[str] = []
+        self._proc = subprocess.Popen([node, str(JWT_TOOL)], cwd=AUTHJS_DIR, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        atexit.register(_stop, self._proc)
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        self._lock = threading.Lock()
+        self.versions = self.ok("versions")
+
+    def _pump_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line)
+
+    def _send(self, request: Any) -> Any:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        with self._lock:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"jwt_tool.mjs exited ({self._proc.returncode}):\n{''.join(self._stderr)}")
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            result: list[str] = []
+            reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
+                                      daemon=True)
+            reader.start()
+            reader.join(self._timeout)
+            if not result or not result[0]:
+                raise RuntimeError(f"jwt_tool.mjs did not answer {request!r}:\n{''.join(self._stderr)}")
+            return json.loads(result[0])
+
+    def run(self, op: str, **params: Any) -> dict[str, Any]:
+        """One op; its result (`ok` false with an `error` when @auth/core threw)."""
+        answer: dict[str, Any] = self._send({"op": op, **params})
+        return answer
+
+    def batch(self, ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Several ops in one round trip; results in order."""
+        if not ops:
+            return []
+        answers: list[dict[str, Any]] = self._send(ops)
+        return answers
+
+    def ok(self, op: str, **params: Any) -> dict[str, Any]:
+        answer = self.run(op, **params)
+        if not answer.get("ok"):
+            raise NodeError(f"{op} failed in @auth/core: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        _stop(self._proc)
+
+
+class ExpressApp:
+    """`node express_app.mjs`: ExpressAuth with the Logto provider, on 127.0.0.1:<port>."""
+
+    def __init__(self, node: str, port: int, env: dict[str, str], timeout: float = 20.0) -> None:
+        self._stderr: list[str] = []
+        self.port = port
+        self.url = ""
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("AUTH_", "NEXTAUTH_"))}
+        environ.update(env, PORT=str(port), NODE_ENV="test")
+        self._proc = subprocess.Popen([node, str(EXPRESS_APP)], cwd=AUTHJS_DIR, env=environ,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, bufsize=1)
+        atexit.register(_stop, self._proc)
+        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        ready = threading.Event()
+
+        def pump_stdout() -> None:
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                if line.startswith("READY ") and not ready.is_set():
+                    self.url = line.split(" ", 1)[1].strip()
+                    ready.set()
+
+        threading.Thread(target=pump_stdout, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                time.sleep(0.05)
+                raise RuntimeError(f"express_app.mjs did not start:\n{self.stderr}")
+
+    def _pump_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def stop(self) -> None:
+        _stop(self._proc)
