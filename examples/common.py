@@ -1,5 +1,5 @@
 """What the Starlette and the Flask example share: settings from the environment, the JSON of
-`/api/me`, and the HTML pages (plain HTML and a little CSS, no build step).
+`/api/me` and of the example API, and the HTML pages (plain HTML and a little CSS, no build step).
 
 Both apps add this folder to `sys.path` and `import common`.
 """
@@ -10,22 +10,32 @@ import json
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from types import FrameType
 from typing import Any
-from urllib.parse import urlencode
 
-from logto_middleware import AnonymousUser, LogtoConfig, LogtoUser, Session
+from logto_middleware import AccessTokenUser, AnonymousUser, LogtoConfig, LogtoUser, Session, signin_url, signout_form
+from logto_middleware.config import DEFAULT_SCOPES
 
 __all__ = [
+    "API_PATH",
+    "API_PREFIX",
+    "API_SCOPE",
     "NO_STORE",
+    "ORGANIZATIONS_SCOPE",
     "SETUP_HINT",
     "UNAUTHORIZED",
+    "ApiDemo",
+    "ExampleApi",
+    "api_demo_page",
     "configure_logging",
+    "example_api",
     "exit_quietly",
     "home_page",
+    "items_payload",
     "listen_address",
     "load_config",
     "load_dotenv_file",
@@ -33,7 +43,7 @@ __all__ = [
     "profile_page",
     "public_url",
     "signin_redirect",
-    "signin_url",
+    "userinfo_scopes_granted",
 ]
 
 AUTH_BASE = "/api/auth"
@@ -48,6 +58,19 @@ SETUP_HINT = (
 SOCIAL_CONNECTORS = (
     ("social:wechat", "WeChat", "wechat"),
     ("social:huggingface", "Hugging Face", "huggingface"),
+)
+
+# The example API: one endpoint, for access tokens of its API resource with this scope.
+API_PREFIX = "/example-api"
+API_PATH = API_PREFIX + "/items"
+API_SCOPE = "read:items"
+# Logto scopes whose claims come from the userinfo endpoint (`fetch_user_info()`).
+ORGANIZATIONS_SCOPE = "urn:logto:scope:organizations"
+USERINFO_SCOPES = ("custom_data", "identities", ORGANIZATIONS_SCOPE)
+ITEMS: tuple[dict[str, Any], ...] = (
+    {"id": 1, "name": "Notebook", "price": 4.5},
+    {"id": 2, "name": "Fountain pen", "price": 27.0},
+    {"id": 3, "name": "Ink, blue", "price": 6.25},
 )
 
 
@@ -70,7 +93,15 @@ def load_dotenv_file(path: Path | None = None) -> bool:
 
 
 def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> LogtoConfig:
-    """`LogtoConfig.from_env()`, plus the optional `AUTH_REFRESH_LEEWAY` (seconds).
+    """`LogtoConfig.from_env()` (which reads `AUTH_LOGTO_RESOURCES` too), plus the examples' own
+    optional settings:
+
+    - `AUTH_REFRESH_LEEWAY`: seconds before expiry at which the access token is refreshed;
+    - `AUTH_LOGTO_SCOPES`: the scopes to ask for (space or comma separated), e.g. to add
+      `custom_data identities urn:logto:scope:organizations`; by default the middleware's, plus
+      `read:items` when an API resource is configured;
+    - `EXAMPLE_API_RESOURCE`: the API resource indicator of the example API (by default the first
+      of `AUTH_LOGTO_RESOURCES`); added to the resources the sign-in asks for.
 
     Reading the process environment also reads `.env` first.
     """
@@ -82,7 +113,64 @@ def load_config(environ: Mapping[str, str] | None = None, **overrides: Any) -> L
         if not leeway.isdigit():
             raise ValueError(f"AUTH_REFRESH_LEEWAY must be a whole number of seconds, not {leeway!r}")
         overrides["refresh_leeway"] = int(leeway)
+    resources = [r.strip() for r in environ.get("AUTH_LOGTO_RESOURCES", "").split(",") if r.strip()]
+    api_resource = environ.get("EXAMPLE_API_RESOURCE", "").strip()
+    if api_resource and api_resource not in resources and "resources" not in overrides:
+        overrides["resources"] = [*resources, api_resource]
+    if "scopes" not in overrides:
+        scopes = environ.get("AUTH_LOGTO_SCOPES", "").replace(",", " ").split()
+        if scopes:
+            overrides["scopes"] = scopes
+        elif resources or api_resource:
+            overrides["scopes"] = [*DEFAULT_SCOPES, API_SCOPE]
     return LogtoConfig.from_env(environ, **overrides)
+
+
+@dataclass(frozen=True)
+class ExampleApi:
+    """The example API served by the app itself: which access tokens it accepts, and where the
+    app reaches it over HTTP."""
+
+    resource: str  # the API resource indicator: the `aud` of the tokens it accepts
+    base_url: str  # e.g. http://127.0.0.1:3000, the app's own listening address
+    leeway: int = 60  # seconds of clock skew allowed on `exp`, `iat` and `nbf`
+
+    @property
+    def items_url(self) -> str:
+        return self.base_url + API_PATH
+
+
+def example_api(config: LogtoConfig, environ: Mapping[str, str] | None = None,
+                base_url: str | None = None) -> ExampleApi | None:
+    """The example API's settings; None when no API resource is configured.
+
+    `EXAMPLE_API_URL` is where the app calls its own API (default: its listening address,
+    HOST and PORT, never the request's Host header: the access token must not be sent to
+    wherever a request claims to come from). `EXAMPLE_API_LEEWAY` is the clock skew in
+    seconds the API allows (default 60).
+    """
+    env = os.environ if environ is None else environ
+    resource = env.get("EXAMPLE_API_RESOURCE", "").strip() or (config.resources[0] if config.resources else "")
+    if not resource:
+        return None
+    if base_url is None:
+        base_url = env.get("EXAMPLE_API_URL", "").strip()
+    if not base_url:
+        host, port = listen_address(env)
+        base_url = f"http://{_loopback(host)}:{port}"
+    raw_leeway = env.get("EXAMPLE_API_LEEWAY", "").strip() or "60"
+    if not raw_leeway.isdigit():
+        raise ValueError(f"EXAMPLE_API_LEEWAY must be a whole number of seconds, not {raw_leeway!r}")
+    return ExampleApi(resource=resource, base_url=base_url.rstrip("/"), leeway=int(raw_leeway))
+
+
+def _loopback(host: str) -> str:
+    """A listening address as something to connect to: a wildcard becomes loopback."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def listen_address(environ: Mapping[str, str] | None = None) -> tuple[str, int]:
@@ -118,17 +206,9 @@ def public_url(host: str, port: int) -> str:
 # -- URLs and JSON -----------------------------------------------------------------------------
 
 
-def signin_url(callback: str = "/", direct_sign_in: str | None = None) -> str:
-    """The middleware's sign-in route, coming back to `callback` (a path of this app)."""
-    params = {"callbackUrl": callback}
-    if direct_sign_in:
-        params["direct_sign_in"] = direct_sign_in
-    return f"{AUTH_BASE}/signin?{urlencode(params, safe='/:')}"
-
-
 def signin_redirect(path: str, query: str = "") -> str:
     """Where a protected page sends an anonymous visitor: sign in, then back to the page."""
-    return signin_url(f"{path}?{query}" if query else path)
+    return signin_url(f"{path}?{query}" if query else path, base_path=AUTH_BASE)
 
 
 def _iso(timestamp: int | None) -> str | None:
@@ -147,6 +227,51 @@ def me_payload(user: LogtoUser, session: Session) -> dict[str, Any]:
         "scopes": [scope for scope in session.scopes if scope != "authenticated"],
         "error": session.error,
     }
+
+
+def items_payload(caller: AccessTokenUser) -> dict[str, Any]:
+    """What the example API answers a caller whose access token it accepted."""
+    return {
+        "items": [dict(item) for item in ITEMS],
+        "caller": {"sub": caller.id, "client_id": caller.client_id, "scopes": caller.scopes,
+                   "organization_id": caller.organization_id},
+    }
+
+
+def userinfo_scopes_granted(session: Session) -> list[str]:
+    """The granted scopes whose claims only userinfo has (organizations, custom data, identities)."""
+    return [scope for scope in USERINFO_SCOPES if scope in session.scopes]
+
+
+@dataclass
+class ApiDemo:
+    """What `/api-demo` found out, filled in by each app (async in Starlette, plain in Flask)."""
+
+    api: ExampleApi | None
+    token_claims: dict[str, Any] | None = None  # decoded for display; the token itself is never shown
+    token_error: str | None = None
+    status: int | None = None  # the example API's answer
+    body: Any = None
+    call_error: str | None = None
+    userinfo_scopes: list[str] = field(default_factory=list)
+    userinfo: dict[str, Any] | None = None
+    userinfo_error: str | None = None
+    selected_organization: str | None = None
+    organization_claims: dict[str, Any] | None = None
+    organization_error: str | None = None
+
+    @property
+    def organizations(self) -> list[str]:
+        """The ids of the user's organizations, from userinfo."""
+        found = (self.userinfo or {}).get("organizations")
+        return [org for org in found if isinstance(org, str)] if isinstance(found, list) else []
+
+    def record_answer(self, status: int, text: str) -> None:
+        self.status = status
+        try:
+            self.body = json.loads(text)
+        except ValueError:
+            self.body = text[:2000]
 
 
 # -- HTML --------------------------------------------------------------------------------------
@@ -181,6 +306,10 @@ text-decoration:none;cursor:pointer}
 .button:hover{border-color:#c9c4e0}
 .button.primary{background:var(--brand);border-color:var(--brand);color:#fff}
 .button.primary:hover{background:var(--brand-dark)}
+.signout button{display:flex;align-items:center;justify-content:center;width:100%;padding:.75rem 1rem;
+font:inherit;font-weight:600;border-radius:.65rem;border:1px solid var(--line);background:#fff;color:var(--ink);
+cursor:pointer}
+.signout button:hover{border-color:#c9c4e0}
 .button .mark{width:1.3rem;height:1.3rem;border-radius:50%;display:grid;place-items:center;font-size:.7rem;
 color:#fff}
 .wechat .mark{background:#07c160}
@@ -200,12 +329,22 @@ table{width:100%;border-collapse:collapse;font-size:.9rem}
 td{padding:.45rem .3rem;border-top:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
 td:first-child{color:var(--muted);white-space:nowrap;width:1%;padding-right:1.2rem}
 code{font:.85em ui-monospace,SFMono-Regular,Menlo,monospace}
+pre{font:.8rem/1.45 ui-monospace,SFMono-Regular,Menlo,monospace;background:var(--bg);border:1px solid var(--line);
+border-radius:.5rem;padding:.8rem;overflow:auto;max-height:20rem;margin:0}
+.badge{display:inline-block;font-weight:700;padding:.1rem .55rem;border-radius:99px;background:#e3f7ea;color:#17663a}
+.badge.bad{background:#fdeeee;color:#a3262a}
+.notice{background:#fff8e6;border:1px solid #f3dfa6;border-radius:.5rem;padding:.7rem .9rem;margin:0 0 1rem}
+.switcher{display:flex;gap:.6rem;align-items:center}
+.switcher select{flex:1;font:inherit;padding:.45rem;border-radius:.5rem;border:1px solid var(--line)}
+.switcher button{font:inherit;font-weight:600;padding:.45rem .9rem;border-radius:.5rem;border:1px solid var(--brand);
+background:var(--brand);color:#fff;cursor:pointer}
 form{margin:0}
 footer{text-align:center;color:var(--muted);font-size:.85rem;margin:2rem 0}
 """
 
 # Asks the middleware whether this browser is signed in (Auth.js's `isAuthenticated()` pattern)
-# and fills the sign-out form's CSRF token.
+# and adds the CSRF token to the sign-out forms. A same-origin form POST carries an Origin
+# header, which the middleware accepts on its own; the token makes it work without one too.
 _SCRIPT = """
 (async () => {
   const status = document.getElementById("session-status");
@@ -218,11 +357,18 @@ _SCRIPT = """
   } catch (error) {
     status.textContent = "session unknown";
   }
-  const fields = document.querySelectorAll("input[name=csrfToken]");
-  if (fields.length) {
+  const forms = document.querySelectorAll("form[action$='/signout']");
+  if (forms.length) {
     const response = await fetch("/api/auth/csrf", {headers: {accept: "application/json"}});
     const {csrfToken} = await response.json();
-    fields.forEach((field) => { field.value = csrfToken; });
+    forms.forEach((form) => {
+      let field = form.querySelector("input[name=csrfToken]");
+      if (!field) {
+        field = Object.assign(document.createElement("input"), {type: "hidden", name: "csrfToken"});
+        form.prepend(field);
+      }
+      field.value = csrfToken;
+    });
   }
 })();
 """
@@ -235,7 +381,8 @@ def _layout(title: str, framework: str, content: str) -> str:
         f"<title>{escape(title)} · Logto + {escape(framework)}</title><style>{_CSS}</style></head><body>"
         "<header class=\"topbar\">"
         f"<a class=\"brand\" href=\"/\"><span class=\"logo\">L</span>Logto + {escape(framework)}</a>"
-        "<nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a><a href=\"/api/me\">/api/me</a></nav>"
+        "<nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a><a href=\"/api-demo\">API demo</a>"
+        "<a href=\"/api/me\">/api/me</a></nav>"
         "<span id=\"session-status\" class=\"status\">checking…</span></header>"
         f"<main>{content}</main>"
         f"<footer>Sign-in by <code>logto_middleware</code> on {escape(framework)}</footer>"
@@ -259,12 +406,12 @@ def _person(user: LogtoUser) -> str:
             f"<h1 class=\"name\">{escape(user.display_name)}</h1>{email}</div></div>")
 
 
+def _signin(callback: str, direct_sign_in: str | None = None) -> str:
+    return signin_url(callback, direct_sign_in=direct_sign_in, base_path=AUTH_BASE)
+
+
 def _signout_form() -> str:
-    # A same-origin form POST carries an Origin header, which the middleware accepts; the token
-    # (filled in by the script from /api/auth/csrf) makes it work without one too.
-    return (f"<form method=\"post\" action=\"{AUTH_BASE}/signout\">"
-            "<input type=\"hidden\" name=\"csrfToken\" value=\"\">"
-            "<button class=\"button\" type=\"submit\">Sign out</button></form>")
+    return signout_form("Sign out", css_class="signout", base_path=AUTH_BASE)
 
 
 def home_page(user: LogtoUser | AnonymousUser, framework: str) -> str:
@@ -278,7 +425,7 @@ def home_page(user: LogtoUser | AnonymousUser, framework: str) -> str:
         )
         return _layout("Home", framework, content)
     social = "".join(
-        f"<a class=\"button {css}\" href=\"{escape(signin_url('/', connector))}\">"
+        f"<a class=\"button {css}\" href=\"{escape(_signin('/', connector))}\">"
         f"<span class=\"mark\" aria-hidden=\"true\">{escape(label[:1])}</span>Continue with {escape(label)}</a>"
         for connector, label, css in SOCIAL_CONNECTORS
     )
@@ -286,7 +433,7 @@ def home_page(user: LogtoUser | AnonymousUser, framework: str) -> str:
         "<section class=\"card\"><h1>Welcome</h1>"
         f"<p class=\"lead\">A small {escape(framework)} app that signs you in with Logto. "
         "Sign in to see your name, email and picture.</p>"
-        f"<div class=\"stack\"><a class=\"button primary\" href=\"{escape(signin_url('/'))}\">Sign in</a>"
+        f"<div class=\"stack\"><a class=\"button primary\" href=\"{escape(_signin('/'))}\">Sign in</a>"
         f"<div class=\"divider\">or</div>{social}</div></section>"
     )
     return _layout("Home", framework, content)
@@ -317,3 +464,97 @@ def profile_page(user: LogtoUser, session: Session, framework: str) -> str:
         f"<h2>Session</h2><div class=\"stack\">{_signout_form()}</div></section>"
     )
     return _layout("Profile", framework, content)
+
+
+_TIME_CLAIMS = frozenset({"exp", "iat", "nbf", "auth_time"})
+
+
+def _claims_table(table_id: str, claims: Mapping[str, Any]) -> str:
+    rows = []
+    for name, value in sorted(claims.items()):
+        text = _claim_text(value)
+        if name in _TIME_CLAIMS and isinstance(value, int):
+            text = f"{value} ({_iso(value)})"
+        rows.append(f"<tr><td><code>{escape(name)}</code></td><td>{escape(text)}</td></tr>")
+    return f"<table id=\"{table_id}\">{''.join(rows)}</table>"
+
+
+def _notice(element_id: str, message: str) -> str:
+    return f"<p class=\"notice\" id=\"{element_id}\">{escape(message)}</p>"
+
+
+_API_SETUP = (
+    "The example API is off. Set AUTH_LOGTO_RESOURCES to the indicator of an API resource of your Logto "
+    f"tenant that has the permission {API_SCOPE} (e.g. https://api.example.local), sign out and sign in again; "
+    "`make demo` turns it on with the development provider."
+)
+
+
+def _api_section(demo: ApiDemo) -> str:
+    api = demo.api
+    if api is None:
+        return _notice("api-off", _API_SETUP)
+    intro = (f"<p class=\"lead\">This page got an access token for the API resource <code>{escape(api.resource)}"
+             f"</code> on the server and called the example API <code>GET {escape(API_PATH)}</code> with it, "
+             "the way a back end calls another service. The API checks the token's signature, issuer, "
+             f"audience, expiry and the scope <code>{escape(API_SCOPE)}</code>.</p>")
+    if demo.token_error is not None:
+        retry = escape(_signin("/api-demo"))
+        return (intro + _notice("token-error", f"No access token for the API: {demo.token_error}.")
+                + f"<div class=\"stack\"><a class=\"button primary\" href=\"{retry}\">Sign in again</a></div>")
+    if demo.call_error is not None:
+        answer = _notice("api-error", f"The example API could not be reached: {demo.call_error}")
+    else:
+        css = "badge" if demo.status == 200 else "badge bad"
+        body = demo.body if isinstance(demo.body, str) else json.dumps(demo.body, indent=2)
+        answer = (f"<p>Status <span id=\"api-status\" class=\"{css}\">{escape(str(demo.status))}</span></p>"
+                  f"<pre id=\"api-response\">{escape(body)}</pre>")
+    claims = ""
+    if demo.token_claims is not None:
+        claims = ("<h2>Access token claims</h2><p class=\"lead\">Decoded for display only; the token itself "
+                  "never leaves the server.</p>" + _claims_table("token-claims", demo.token_claims))
+    return f"{intro}<h2>The example API answered</h2>{answer}{claims}"
+
+
+def _organization_section(demo: ApiDemo) -> str:
+    if ORGANIZATIONS_SCOPE not in demo.userinfo_scopes or demo.userinfo is None:
+        return ""
+    organizations = demo.organizations
+    if not organizations:
+        return ("<h2>Organizations</h2>"
+                "<p class=\"lead\" id=\"no-organizations\">You are not a member of any organization.</p>")
+    options = "".join(
+        f"<option value=\"{escape(org)}\"{' selected' if org == demo.selected_organization else ''}>"
+        f"{escape(org)}</option>" for org in organizations)
+    switcher = ("<form class=\"switcher\" method=\"get\" action=\"/api-demo\">"
+                f"<select name=\"organization\" id=\"organization\" aria-label=\"Organization\">{options}</select>"
+                "<button type=\"submit\">Switch</button></form>")
+    result = ""
+    if demo.organization_error is not None:
+        result = _notice("organization-error", f"No organization token: {demo.organization_error}.")
+    elif demo.organization_claims is not None:
+        result = (f"<p class=\"lead\">The organization token for <code>{escape(str(demo.selected_organization))}"
+                  "</code>, decoded for display:</p>" + _claims_table("organization-claims", demo.organization_claims))
+    return f"<h2>Organizations</h2>{switcher}{result}"
+
+
+def _userinfo_section(demo: ApiDemo) -> str:
+    if demo.userinfo_error is not None:
+        return "<h2>User info</h2>" + _notice("userinfo-error", f"userinfo failed: {demo.userinfo_error}")
+    if demo.userinfo is None:
+        return ""
+    shown: dict[str, Any] = {name: demo.userinfo[name] for name in ("custom_data", "identities", "organizations")
+             if name in demo.userinfo}
+    if not shown:
+        return ""
+    return "<h2>User info</h2>" + _claims_table("userinfo", shown)
+
+
+def api_demo_page(user: LogtoUser, demo: ApiDemo, framework: str) -> str:
+    """`/api-demo`: the example API called with the user's access token, and the organization switcher."""
+    content = (
+        f"<section class=\"card\"><h1>API demo</h1>{_api_section(demo)}"
+        f"{_organization_section(demo)}{_userinfo_section(demo)}"
+        f"<h2>Session</h2><div class=\"stack\">{_signout_form()}</div></section>"
+    )
+    return _layout("API demo", framework, content)

@@ -7,8 +7,14 @@ provider (`python -m logto_middleware.testing`, a fake Logto that signs in any u
 127.0.0.1:3001 and points the example at it, with a throwaway AUTH_SECRET when none is set.
 With `AUTH_LOGTO_ISSUER` set it runs the example against that Logto tenant instead.
 
-PORT (default 3000) moves the example, LOGTO_DEV_PROVIDER_PORT (default 3001) the provider.
-Ctrl-C stops everything.
+The development provider serves an example API resource (DEMO_API_RESOURCE, scope read:items)
+and two organizations for alice (one for bob), so the example's /api-demo page works out of the
+box: it gets an access token for the resource, calls the example API with it and switches
+organizations.
+
+PORT (default 3000) moves the example, LOGTO_DEV_PROVIDER_PORT (default 3001) the provider;
+LOGTO_DEV_ACCESS_TOKEN_TTL (seconds, default 3600) shortens the access tokens to watch them being
+refreshed. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -36,6 +42,13 @@ DEFAULT_PROVIDER_PORT = 3001
 DEV_CLIENT_ID = "demo-app"
 DEV_CLIENT_SECRET = "demo#secret:for+local-development"
 STARTUP_TIMEOUT = 30.0
+# What the development provider knows besides users: one API resource (the example API's) and
+# organization memberships, with the scopes that make the example's /api-demo page show them.
+DEMO_API_RESOURCE = "https://api.example.local"
+DEMO_API_SCOPES = ("read:items", "write:items")
+DEMO_ORGANIZATIONS = {"alice": ("org-acme", "org-globex"), "bob": ("org-acme",)}
+DEMO_SCOPES = ("openid", "offline_access", "profile", "email", "custom_data", "identities",
+               "urn:logto:scope:organizations", "read:items")
 
 
 class DemoError(Exception):
@@ -127,6 +140,9 @@ def app_command(kind: str) -> list[str]:
 def start_with_dev_provider(kind: str, settings: Mapping[str, str], children: list[Child]) -> str:
     app_port = port_setting(settings, "PORT", DEFAULT_APP_PORT)
     provider_port = port_setting(settings, "LOGTO_DEV_PROVIDER_PORT", DEFAULT_PROVIDER_PORT)
+    ttl = settings.get("LOGTO_DEV_ACCESS_TOKEN_TTL", "").strip() or "3600"
+    if not ttl.isdigit() or int(ttl) < 1:
+        raise DemoError(f"LOGTO_DEV_ACCESS_TOKEN_TTL must be a number of seconds, not {ttl!r}")
     if app_port == provider_port:
         raise DemoError("PORT and LOGTO_DEV_PROVIDER_PORT must differ")
     ensure_free(provider_port, "development provider", "LOGTO_DEV_PROVIDER_PORT", kind)
@@ -139,6 +155,9 @@ def start_with_dev_provider(kind: str, settings: Mapping[str, str], children: li
         sys.executable, "-m", "logto_middleware.testing", "--host", HOST, "--port", str(provider_port),
         "--issuer", issuer, "--client-id", DEV_CLIENT_ID, "--client-secret", DEV_CLIENT_SECRET,
         "--redirect-uri", f"{app_url}/api/auth/callback/logto", "--post-logout-redirect-uri", f"{app_url}/",
+        "--resource", f"{DEMO_API_RESOURCE}={','.join(DEMO_API_SCOPES)}", "--access-token-ttl", ttl,
+        *(argument for user, organizations in DEMO_ORGANIZATIONS.items()
+          for argument in ("--organization", f"{user}={','.join(organizations)}")),
     ], os.environ)
     children.append(provider)
     wait_until_up(provider, f"{issuer}/.well-known/openid-configuration")
@@ -154,9 +173,14 @@ def start_with_dev_provider(kind: str, settings: Mapping[str, str], children: li
         "AUTH_LOGTO_SECRET": DEV_CLIENT_SECRET,
         "AUTH_SECRET": secret,
         "AUTH_URL": app_url,
+        "AUTH_LOGTO_RESOURCES": DEMO_API_RESOURCE,
+        "AUTH_LOGTO_SCOPES": " ".join(DEMO_SCOPES),
         "HOST": HOST,
         "PORT": str(app_port),
     }
+    # The example API is the one of the development provider's resource.
+    for name in ("EXAMPLE_API_RESOURCE", "EXAMPLE_API_URL"):
+        env.pop(name, None)
     app = Child(f"{kind} example", app_command(kind), env)
     children.append(app)
     wait_until_up(app, f"http://{HOST}:{app_port}/api/auth/providers")
@@ -215,6 +239,7 @@ def main(argv: Sequence[str]) -> int:
             print(banner([
                 "!!! DEVELOPMENT PROVIDER — FOR DEVELOPMENT ONLY. NEVER USE IT IN PRODUCTION. !!!",
                 "Sign-in goes to a fake Logto that accepts any user name (try: alice).",
+                f"/api-demo calls the example API with an access token for {DEMO_API_RESOURCE}.",
                 "Set AUTH_LOGTO_ISSUER (and the rest) in .env to use your Logto tenant instead.",
                 "",
                 f"Open {url}",

@@ -5,7 +5,10 @@
 
 Configuration comes from the environment or a `.env` file in the current directory:
 AUTH_LOGTO_ISSUER, AUTH_LOGTO_ID, AUTH_LOGTO_SECRET, AUTH_SECRET, and optionally AUTH_URL,
-AUTH_TRUST_HOST and AUTH_REFRESH_LEEWAY. `make demo-flask` runs it against a local development
+AUTH_TRUST_HOST, AUTH_REFRESH_LEEWAY, AUTH_SESSION_STORE (e.g. redis://127.0.0.1:6379/0),
+AUTH_LOGTO_SCOPES and AUTH_LOGTO_RESOURCES. With an API resource configured the app also serves
+a tiny example API at /example-api/items (access tokens of that resource with the scope
+read:items) and calls it from /api-demo. `make demo-flask` runs it against a local development
 provider.
 """
 
@@ -15,10 +18,22 @@ import signal
 import sys
 from pathlib import Path
 
-from flask import Flask, Response, jsonify, redirect, request
+import httpx
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from logto_middleware import LogtoConfig, LogtoConfigError, LogtoWSGIMiddleware
+from logto_middleware import (
+    AccessTokenUser,
+    BearerValidator,
+    LogtoConfig,
+    LogtoConfigError,
+    LogtoError,
+    LogtoUser,
+    LogtoWSGIMiddleware,
+    SyncSession,
+    requires_bearer,
+)
+from logto_middleware.flask import current_session, current_user, login_required
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # examples/, for the shared pages
 import common
@@ -30,38 +45,120 @@ def _html(body: str) -> Response:
     return Response(body, mimetype="text/html", headers=common.NO_STORE)
 
 
+def _signed_in() -> tuple[LogtoUser, SyncSession]:
+    """The user and session of a request that `login_required` let through."""
+    # `current_session` is a proxy: test it for truth, not `is None` (a proxy of None is not None).
+    user, session = current_user, current_session
+    assert isinstance(user, LogtoUser) and session
+    return user, session
+
+
 def home() -> Response:
-    return _html(common.home_page(request.environ["logto.user"], FRAMEWORK))
+    return _html(common.home_page(current_user, FRAMEWORK))
 
 
+@login_required
 def profile() -> ResponseReturnValue:
-    user = request.environ["logto.user"]
-    if not user.is_authenticated:
-        query = request.query_string.decode("latin-1")
-        return redirect(common.signin_redirect(request.path, query), code=302)
-    return _html(common.profile_page(user, request.environ["logto.session"], FRAMEWORK))
+    user, session = _signed_in()
+    return _html(common.profile_page(user, session, FRAMEWORK))
 
 
 def me() -> ResponseReturnValue:
     # An API answers 401, not a redirect to a sign-in page.
-    user = request.environ["logto.user"]
-    if not user.is_authenticated:
+    user, session = current_user, current_session
+    if not isinstance(user, LogtoUser) or not session:
         response, status = jsonify(common.UNAUTHORIZED), 401
     else:
-        response, status = jsonify(common.me_payload(user, request.environ["logto.session"])), 200
+        response, status = jsonify(common.me_payload(user, session)), 200
     response.headers.update(common.NO_STORE)
     return response, status
 
 
-def create_app(config: LogtoConfig | None = None) -> Flask:
-    """The example app with the middleware; `config` defaults to the environment (and .env)."""
+@login_required
+def api_demo() -> ResponseReturnValue:
+    """Get an access token for the example API's resource, call the API with it over HTTP, and
+    switch organizations: everything on the server, the tokens never reach the browser."""
+    user, session = _signed_in()
+    demo = common.ApiDemo(current_app.config["EXAMPLE_API"], userinfo_scopes=common.userinfo_scopes_granted(session))
+    if demo.api is not None:
+        call_example_api(session, demo)
+    if demo.userinfo_scopes:
+        switch_organization(session, demo, request.args.get("organization"))
+    return _html(common.api_demo_page(user, demo, FRAMEWORK))
+
+
+def call_example_api(session: SyncSession, demo: common.ApiDemo) -> None:
+    assert demo.api is not None
+    try:
+        token = session.get_access_token(resource=demo.api.resource)
+        demo.token_claims = session.get_access_token_claims(demo.api.resource)
+    except LogtoError as exc:  # AccessTokenError: not granted, no refresh token, provider refused
+        demo.token_error = str(exc)
+        return
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    injected: httpx.Client | None = current_app.config["EXAMPLE_API_CLIENT"]
+    try:
+        if injected is not None:
+            answer = injected.get(demo.api.items_url, headers=headers)
+        else:
+            with httpx.Client(timeout=10.0) as client:
+                answer = client.get(demo.api.items_url, headers=headers)
+    except httpx.HTTPError as exc:
+        demo.call_error = f"{type(exc).__name__}: {exc}"
+        return
+    demo.record_answer(answer.status_code, answer.text)
+
+
+def switch_organization(session: SyncSession, demo: common.ApiDemo, selected: str | None) -> None:
+    try:
+        demo.userinfo = session.fetch_user_info()
+    except LogtoError as exc:
+        demo.userinfo_error = str(exc)
+        return
+    if not selected:
+        return
+    demo.selected_organization = selected
+    if selected not in demo.organizations:
+        demo.organization_error = "you are not a member of that organization"
+        return
+    try:
+        demo.organization_claims = session.get_organization_token_claims(selected)
+    except LogtoError as exc:
+        demo.organization_error = str(exc)
+
+
+def items() -> ResponseReturnValue:
+    """The example API. `requires_bearer` let the request through, so `g.access_token_user` is the
+    caller of a valid access token for this API's resource with the scope read:items."""
+    caller = g.access_token_user
+    assert isinstance(caller, AccessTokenUser)
+    response = jsonify(common.items_payload(caller))
+    response.headers.update(common.NO_STORE)
+    return response
+
+
+def create_app(config: LogtoConfig | None = None, *, api_url: str | None = None,
+               http_client: httpx.Client | None = None, api_client: httpx.Client | None = None) -> Flask:
+    """The example app with the middleware; `config` defaults to the environment (and .env).
+
+    With an API resource configured it also serves the example API. `api_url` is where
+    `/api-demo` reaches it (default: EXAMPLE_API_URL, else this server's HOST and PORT);
+    `http_client` talks to Logto, `api_client` to the example API (both for tests).
+    """
     if config is None:
         config = common.load_config()
+    api = common.example_api(config, base_url=api_url)
     app = Flask(__name__, root_path=str(Path(__file__).resolve().parent))
+    app.config.update(EXAMPLE_API=api, EXAMPLE_API_CLIENT=api_client)
     app.add_url_rule("/", view_func=home)
     app.add_url_rule("/profile", view_func=profile)
     app.add_url_rule("/api/me", view_func=me)
-    app.wsgi_app = LogtoWSGIMiddleware(app.wsgi_app, config)  # type: ignore[method-assign]
+    app.add_url_rule("/api-demo", view_func=api_demo)
+    if api is not None:
+        # 401 without a valid token for the API's resource, 403 without read:items (RFC 6750).
+        validator = BearerValidator(config.issuer, audience=api.resource, leeway=api.leeway, http_client=http_client)
+        app.add_url_rule(common.API_PATH, view_func=requires_bearer(validator, common.API_SCOPE)(items))
+    app.wsgi_app = LogtoWSGIMiddleware(app.wsgi_app, config, http_client=http_client)  # type: ignore[method-assign]
     return app
 
 
@@ -79,9 +176,9 @@ def main() -> None:
     try:
         host, port = common.listen_address()
         config = common.load_config()
+        application = create_app(config)
     except (LogtoConfigError, ValueError) as exc:
         sys.exit(f"{exc}\n{common.SETUP_HINT}")
-    application = create_app(config)
     url = config.base_url or common.public_url(host, port)
     from waitress import create_server
 

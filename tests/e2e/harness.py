@@ -37,21 +37,26 @@ REFRESH_LEEWAY = 60
 ACCESS_TOKEN_TTL = REFRESH_LEEWAY + 5
 # Variables of the developer's shell that would change the example under test.
 _SCRUBBED = ("HOST", "PORT", "AUTH_URL", "AUTH_TRUST_HOST", "AUTH_REFRESH_LEEWAY", "AUTH_LOGTO_ISSUER",
-             "AUTH_LOGTO_ID", "AUTH_LOGTO_SECRET", "AUTH_SECRET")
+             "AUTH_LOGTO_ID", "AUTH_LOGTO_SECRET", "AUTH_SECRET", "AUTH_LOGTO_RESOURCES", "AUTH_LOGTO_SCOPES",
+             "AUTH_SESSION_STORE", "AUTH_SESSION_FORMAT", "EXAMPLE_API_RESOURCE", "EXAMPLE_API_URL",
+             "EXAMPLE_API_LEEWAY")
 
 
 def require_all() -> bool:
     return os.environ.get("LOGTO_REQUIRE_ALL", "").strip().lower() in {"1", "true", "yes"}
 
 
-def start_provider(app_origin: str, access_token_ttl: int = ACCESS_TOKEN_TTL) -> OidcProviderProcess:
-    """The real oidc-provider with one client for an app at `app_origin`; skips when node is missing."""
+def start_provider(app_origin: str, access_token_ttl: int = ACCESS_TOKEN_TTL,
+                   **options: Any) -> OidcProviderProcess:
+    """The real oidc-provider with one client for an app at `app_origin`; skips when node is missing.
+    `options` go to `OidcProviderProcess.start` (resource_indicator, backchannel_logout_uri, ...)."""
     provider = OidcProviderProcess(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     try:
         return provider.start(
             redirect_uris=[f"{app_origin}/api/auth/callback/logto"],
             post_logout_redirect_uris=[f"{app_origin}/"],
             access_token_ttl=access_token_ttl,
+            **options,
         )
     except ProviderUnavailable as exc:
         pytest.skip(f"the oidc-provider interop server is unavailable: {exc}")
@@ -106,30 +111,44 @@ class ExampleServer:
         return self.process.returncode
 
 
-class Stack:
-    """A provider and an example app that signs in with it."""
+def example_env(origin: str, port: int, issuer: str, **extra: str) -> dict[str, str]:
+    """The environment of an example app served at `origin` on 127.0.0.1:`port`: the test's
+    settings only (the developer's own AUTH_* variables removed), plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED}
+    env.update(HOST="127.0.0.1", PORT=str(port), AUTH_URL=origin, AUTH_SECRET=AUTH_SECRET,
+               AUTH_LOGTO_ISSUER=issuer, AUTH_LOGTO_ID=CLIENT_ID, AUTH_LOGTO_SECRET=CLIENT_SECRET,
+               PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
 
-    def __init__(self, kind: str, *, app_host: str = "127.0.0.1", access_token_ttl: int = ACCESS_TOKEN_TTL) -> None:
+
+class Stack:
+    """A provider and an example app that signs in with it.
+
+    `env` adds settings of the example (e.g. AUTH_LOGTO_RESOURCES); `provider_options` go to
+    `OidcProviderProcess.start` (e.g. resource_indicator, resource_scopes).
+    """
+
+    def __init__(self, kind: str, *, app_host: str = "127.0.0.1", access_token_ttl: int = ACCESS_TOKEN_TTL,
+                 env: dict[str, str] | None = None, provider_options: dict[str, Any] | None = None) -> None:
         self.kind = kind
         self._workdir = tempfile.TemporaryDirectory(prefix=f"logto-e2e-{kind}-")
         self.workdir = Path(self._workdir.name)
         self.provider: OidcProviderProcess | None = None
         self.app: ExampleServer | None = None
         try:
-            self._start(app_host, access_token_ttl)
+            self._start(app_host, access_token_ttl, env or {}, provider_options or {})
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, app_host: str, access_token_ttl: int) -> None:
+    def _start(self, app_host: str, access_token_ttl: int, extra_env: dict[str, str],
+               provider_options: dict[str, Any]) -> None:
         for _attempt in range(3):  # a free port can be taken between choosing and binding it
             port = free_loopback_port()
             origin = f"http://{app_host}:{port}"
-            self.provider = start_provider(origin, access_token_ttl)
-            env = {key: value for key, value in os.environ.items() if key not in _SCRUBBED}
-            env.update(HOST="127.0.0.1", PORT=str(port), AUTH_URL=origin, AUTH_SECRET=AUTH_SECRET,
-                       AUTH_LOGTO_ISSUER=self.provider.issuer, AUTH_LOGTO_ID=CLIENT_ID,
-                       AUTH_LOGTO_SECRET=CLIENT_SECRET, PYTHONUNBUFFERED="1")
+            self.provider = start_provider(origin, access_token_ttl, **provider_options)
+            env = example_env(origin, port, self.provider.issuer, **extra_env)
             self.app = ExampleServer(self.kind, port, origin, env, self.workdir)
             if self.app.wait_until_up():
                 return

@@ -106,16 +106,15 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def sign_in_with_dev_provider(app: str, username: str) -> str:
+def sign_in_with_dev_provider(browser: httpx.Client, app: str, username: str) -> str:
     """Open /profile, fill in the development provider's form; returns the profile page."""
-    with httpx.Client(timeout=10.0) as browser:
-        response = browser.get(f"{app}/profile", follow_redirects=True)
-        assert response.status_code == 200 and "/oidc/auth" in str(response.url), response.text
-        form = next(form for form in parse_forms(response.text) if "login" in form.fields)
-        fields = {**form.fields, "login": username, "action": "login"}
-        landed = browser.post(urljoin(str(response.url), form.action), data=fields, follow_redirects=True)
-        assert str(landed.url) == f"{app}/profile", landed.text
-        return landed.text
+    response = browser.get(f"{app}/profile", follow_redirects=True)
+    assert response.status_code == 200 and "/oidc/auth" in str(response.url), response.text
+    form = next(form for form in parse_forms(response.text) if "login" in form.fields)
+    fields = {**form.fields, "login": username, "action": "login"}
+    landed = browser.post(urljoin(str(response.url), form.action), data=fields, follow_redirects=True)
+    assert str(landed.url) == f"{app}/profile", landed.text
+    return landed.text
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -127,8 +126,20 @@ def test_demo_on_a_fresh_machine(kind: str, demo_env: dict[str, str], run_demo: 
     assert f"Open http://localhost:{port}\n" in demo.output
     assert "throwaway" in demo.output  # no AUTH_SECRET was set
 
-    profile = sign_in_with_dev_provider(f"http://localhost:{port}", "alice")
-    assert "alice@example.com" in profile and ">Sign out<" in profile
+    app = f"http://localhost:{port}"
+    with httpx.Client(timeout=10.0) as browser:
+        profile = sign_in_with_dev_provider(browser, app, "alice")
+        assert "alice@example.com" in profile and ">Sign out<" in profile
+
+        # /api-demo works out of the box: the development provider serves the example API's
+        # resource and alice's organizations.
+        api_demo = browser.get(f"{app}/api-demo", params={"organization": "org-globex"})
+        assert api_demo.status_code == 200, api_demo.text
+        assert '<span id="api-status" class="badge">200</span>' in api_demo.text, api_demo.text
+        assert "https://api.example.local" in api_demo.text and "&quot;read:items&quot;" in api_demo.text
+        assert '<option value="org-acme">' in api_demo.text
+        assert '<option value="org-globex" selected>' in api_demo.text
+        assert "urn:logto:organization:org-globex" in api_demo.text
 
     assert demo.ctrl_c() == 0, demo.output
     assert "demo: stopping" in demo.output
