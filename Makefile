@@ -27,6 +27,8 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict logto_middleware
+	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/common.py examples/demo.py examples/starlette/app.py
+	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/flask/app.py
 
 test: $(STAMP) system-deps lint typecheck
 	$(VENV)/bin/pytest

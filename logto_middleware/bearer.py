@@ -13,7 +13,7 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, MutableMapping
 from typing import Any, TypeVar
 
 import httpx
@@ -124,7 +124,9 @@ class BearerValidator:
             claims = self._verified.get(token)
         try:
             if claims is None:
-                claims = yield from verify_signed_jwt(token, self.provider, self.algorithms)
+                # RFC 9068: only a JWT access token, never an ID token addressed to the API.
+                claims = yield from verify_signed_jwt(token, self.provider, self.algorithms,
+                                                      types=("at+jwt", "application/at+jwt"))
             self._check(claims)
         except TokenValidationError as exc:
             raise BearerError(401, "invalid_token", str(exc)) from None
@@ -201,7 +203,7 @@ class BearerASGIMiddleware:
         self.app, self.validator, self.required = app, validator, required
         self.required_scopes = tuple(required_scopes)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return

@@ -16,7 +16,7 @@ from .errors import AccessTokenError
 from .helpers import signin_url
 from .session import AnonymousUser, LogtoUser, SyncSession
 
-__all__ = ["current_session", "current_user", "get_access_token", "login_required"]
+__all__ = ["current_session", "current_user", "get_access_token", "get_session", "login_required"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ANONYMOUS = AnonymousUser()
@@ -26,15 +26,17 @@ def _user() -> LogtoUser | AnonymousUser:
     return cast("LogtoUser | AnonymousUser", flask.request.environ.get("logto.user", _ANONYMOUS))
 
 
-def _session() -> SyncSession | None:
+def get_session() -> SyncSession | None:
+    """The session of the current request, or None when anonymous."""
     return cast("SyncSession | None", flask.request.environ.get("logto.session"))
 
 
 current_user: LogtoUser | AnonymousUser = LocalProxy(_user)  # type: ignore[assignment]
 """The signed-in user of the current request (an `AnonymousUser` when there is none)."""
 
-current_session: SyncSession | None = LocalProxy(_session)  # type: ignore[assignment]
-"""The session of the current request (None when anonymous)."""
+current_session: LocalProxy[SyncSession | None] = LocalProxy(get_session)
+"""A proxy to the current request's session: test it for truth (`if current_session:`), not
+with `is None` (a proxy is never None); or call `get_session()`."""
 
 
 def login_required(view: F) -> F:
@@ -56,7 +58,7 @@ def login_required(view: F) -> F:
 def get_access_token(resource: str | None = None, organization_id: str | None = None) -> str:
     """A valid access token for the current user (the session's own, or for an API resource or
     organization); raises `AccessTokenError` when there is none."""
-    session = _session()
+    session = get_session()
     if session is None:
         raise AccessTokenError("not signed in")
     return session.get_access_token(resource, organization_id)

@@ -67,11 +67,14 @@ def _pick_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collection[str]) -> Flow[
-        dict[str, Any]]:
-    """Check a JWT's signature with the provider's keys; returns its claims unvalidated."""
+def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collection[str],
+                      types: Collection[str] | None = None) -> Flow[dict[str, Any]]:
+    """Check a JWT's signature with the provider's keys (and its `typ` header when `types` is
+    given); returns its claims unvalidated."""
     parts = _segments(token)
     header = _json_segment(parts[0])
+    if types is not None and str(header.get("typ", "")).lower() not in types:
+        raise TokenValidationError("token type is not accepted here")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
         raise TokenValidationError("token algorithm is not allowed")

@@ -187,3 +187,11 @@ def test_fastapi_style_dependency(validator: BearerValidator, fake: FakeLogto, c
     assert client.get("/x", headers={"authorization": f"Bearer {token(fake, clock)}"}).json() == {"user": "user-1"}
     refused = client.get("/x")
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == 'Bearer realm="api"'
+
+
+def test_an_id_token_is_not_an_access_token(validator: BearerValidator, fake: FakeLogto, clock: Clock) -> None:
+    now = int(clock())
+    id_token = fake.sign_id_token({"iss": fake.issuer, "sub": "u1", "aud": API, "exp": now + 600, "iat": now,
+                                   "scope": "read:items"})  # typ JWT
+    with pytest.raises(Exception, match="type"):
+        validator.verify_sync(f"Bearer {id_token}", ["read:items"])

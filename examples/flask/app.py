@@ -33,7 +33,7 @@ from logto_middleware import (
     SyncSession,
     requires_bearer,
 )
-from logto_middleware.flask import current_session, current_user, login_required
+from logto_middleware.flask import current_user, get_session, login_required
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # examples/, for the shared pages
 import common
@@ -47,9 +47,8 @@ def _html(body: str) -> Response:
 
 def _signed_in() -> tuple[LogtoUser, SyncSession]:
     """The user and session of a request that `login_required` let through."""
-    # `current_session` is a proxy: test it for truth, not `is None` (a proxy of None is not None).
-    user, session = current_user, current_session
-    assert isinstance(user, LogtoUser) and session
+    user, session = current_user, get_session()
+    assert isinstance(user, LogtoUser) and session is not None
     return user, session
 
 
@@ -65,8 +64,8 @@ def profile() -> ResponseReturnValue:
 
 def me() -> ResponseReturnValue:
     # An API answers 401, not a redirect to a sign-in page.
-    user, session = current_user, current_session
-    if not isinstance(user, LogtoUser) or not session:
+    user, session = current_user, get_session()
+    if not isinstance(user, LogtoUser) or session is None:
         response, status = jsonify(common.UNAUTHORIZED), 401
     else:
         response, status = jsonify(common.me_payload(user, session)), 200

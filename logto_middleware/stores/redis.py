@@ -23,24 +23,36 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     redis = None  # type: ignore[assignment]
 
-# Store the value and file its key under each tag; a tag set lives as long as its longest entry.
+# Store the value and file its key under each tag (KEYS[2] remembers the key's tags, so that a
+# delete can unfile it); a tag set lives as long as its longest entry.
 _SET = """
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
 for i = 3, #ARGV do
   local tag = ARGV[i]
   redis.call('SADD', tag, KEYS[1])
+  redis.call('SADD', KEYS[2], tag)
   if redis.call('TTL', tag) < tonumber(ARGV[2]) then redis.call('EXPIRE', tag, ARGV[2]) end
 end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
-# Delete every key filed under a tag, and the tag set itself.
-_DELETE_TAGGED = """
-local keys = redis.call('SMEMBERS', KEYS[1])
+# Delete keys and unfile them from every tag set they are in. KEYS[1] is a tag set (delete all
+# its keys) when ARGV[1] is "tag", else the one key to delete. ARGV[2] is the tags-key suffix.
+_DELETE = """
+local keys = {KEYS[1]}
+if ARGV[1] == 'tag' then keys = redis.call('SMEMBERS', KEYS[1]) end
 local n = 0
-for _, key in ipairs(keys) do n = n + redis.call('DEL', key) end
-redis.call('DEL', KEYS[1])
+for _, key in ipairs(keys) do
+  local tags_key = key .. ARGV[2]
+  for _, tag in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('SREM', tag, key) end
+  redis.call('DEL', tags_key)
+  n = n + redis.call('DEL', key)
+end
+if ARGV[1] == 'tag' then redis.call('DEL', KEYS[1]) end
 return n
 """
+_TAGS_SUFFIX = ":tags"
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -87,14 +99,15 @@ class RedisStore:
         return value if isinstance(value, bytes) else None
 
     def set(self, key: str, value: bytes, ttl: int, tags: Sequence[str] = ()) -> Flow[None]:
-        yield from self._command("EVAL", _SET, 1, self.prefix + key, value, max(1, int(ttl)),
+        full = self.prefix + key
+        yield from self._command("EVAL", _SET, 2, full, full + _TAGS_SUFFIX, value, max(1, int(ttl)),
                                  *(self.prefix + "tag:" + tag for tag in tags))
 
     def delete(self, key: str) -> Flow[None]:
-        yield from self._command("DEL", self.prefix + key)
+        yield from self._command("EVAL", _DELETE, 1, self.prefix + key, "key", _TAGS_SUFFIX)
 
     def delete_tagged(self, tag: str) -> Flow[int]:
-        deleted = yield from self._command("EVAL", _DELETE_TAGGED, 1, self.prefix + "tag:" + tag)
+        deleted = yield from self._command("EVAL", _DELETE, 1, self.prefix + "tag:" + tag, "tag", _TAGS_SUFFIX)
         return int(deleted)
 
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:

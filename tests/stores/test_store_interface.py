@@ -140,3 +140,16 @@ def test_redis_values_are_only_what_the_middleware_wrote(redis_url: str, run: Ru
     store = RedisStore.from_url(redis_url, prefix="p:")
     run(store.set("k", b"\x00binary\xff", 60))
     assert run(store.get("k")) == b"\x00binary\xff"
+
+
+def test_redis_deletes_unfile_keys_from_every_index(redis_url: str, run: Runner) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_url, prefix="idx:")
+    raw = redis.Redis.from_url(redis_url)
+    run(store.set("s1", b"1", 60, ["sub:u", "sid:a"]))
+    run(store.set("s2", b"2", 60, ["sub:u", "sid:b"]))
+    assert run(store.delete_tagged("sid:a")) == 1
+    assert raw.smembers("idx:tag:sub:u") == {b"idx:s2"}  # no dangling entry for s1
+    run(store.delete("s2"))
+    assert not raw.exists("idx:tag:sub:u", "idx:tag:sid:b", "idx:s2:tags")
