@@ -11,7 +11,7 @@ import httpx
 from starlette.authentication import AuthCredentials
 
 from .config import LogtoConfig
-from .core import LogtoCore, Passage
+from .core import ANONYMOUS, LogtoCore, Passage
 from .flow import AsyncDriver
 from .messages import Request, Response
 from .session import AsyncSession
@@ -44,21 +44,27 @@ class LogtoASGIMiddleware:
         self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout))
         profile, run = self.config.profile, self.driver.run
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=lambda data, tokens: AsyncSession(data, profile, tokens, run))
+                              session_factory=lambda data, tokens, user: AsyncSession(data, profile, tokens, run, user))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         websocket = scope["type"] == "websocket"
+        if websocket or not self.core.is_route(scope["path"]):
+            cookie, authorization = _session_headers(scope)
+            if not self.core.may_have_session(cookie, authorization):
+                # The common anonymous request: nothing to read, nothing to write.
+                scope["user"], scope["auth"] = ANONYMOUS, _ANONYMOUS_AUTH
+                await self.app(scope, receive, send)
+                return
         request = _request_from_scope(scope)
         if not websocket and request.method == "POST" and self.core.is_route(request.path):
             body = await _read_body(receive)
             if body is None:
                 await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))
                 return
-            request = Request(request.method, request.path, request.query_string, request.headers,
-                              request.scheme, request.server, body)
+            request = request.with_body(body)
         try:
             outcome = await self.driver.run(self.core.handle(request, websocket=websocket))
         except Exception:
@@ -77,7 +83,7 @@ class LogtoASGIMiddleware:
             return
 
         async def send_with_cookies(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and outcome.may_write:
                 cookies = await self.driver.run(outcome.finish())
                 if cookies:
                     headers = list(message.get("headers", []))
@@ -88,13 +94,29 @@ class LogtoASGIMiddleware:
         await self.app(scope, receive, send_with_cookies)
 
 
+def _session_headers(scope: Scope) -> tuple[str, str]:
+    """The Cookie and Authorization headers, without decoding the others."""
+    cookies: list[bytes] = []
+    authorization = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            cookies.append(value)
+        elif name == b"authorization":
+            authorization = value
+    return b"; ".join(cookies).decode("latin-1"), authorization.decode("latin-1")
+
+
 def _request_from_scope(scope: Scope) -> Request:
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        if name in headers:
-            value = headers[name] + ("; " if name == "cookie" else ", ") + value
-        headers[name] = value
+    raw = scope.get("headers", ())
+    # ASGI header names are lower-case already.
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(headers) != len(raw):  # a repeated header: join the values (cookies with "; ")
+        headers = {}
+        for raw_name, raw_value in raw:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            if name in headers:
+                value = headers[name] + ("; " if name == "cookie" else ", ") + value
+            headers[name] = value
     server = scope.get("server")
     server_host = f"{server[0]}:{server[1]}" if server and server[1] is not None else None
     return Request(method=scope.get("method", "GET"), path=scope.get("path", "/"),

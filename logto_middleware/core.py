@@ -8,11 +8,14 @@ and a session, and `Passage.finish()` gives the Set-Cookie headers for the app's
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import unquote
+
+from cachetools import LRUCache
 
 from .access import SessionTokens
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
@@ -65,8 +68,14 @@ class Passage:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            self.session = core.session_factory(state.data, SessionTokens(core, state))
+            self.session = core.session_factory(state.data, SessionTokens(core, state), core.user_for(state.data))
             self.user = self.session.user
+
+    @property
+    def may_write(self) -> bool:
+        """False when `finish()` can only return no header (nothing changed so far)."""
+        state = self._state
+        return self._cookies is not None or (state is not None and (state.dirty or state.cleared))
 
     def finish(self) -> Flow[list[str]]:
         """Set-Cookie headers for the app's response (none when nothing changed)."""
@@ -77,8 +86,9 @@ class Passage:
         return self._cookies
 
 
-def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens) -> Session:
-    return Session(data, profile, tokens)
+def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens,
+                   user: LogtoUser) -> Session:
+    return Session(data, profile, tokens, user)
 
 
 class LogtoCore:
@@ -86,7 +96,7 @@ class LogtoCore:
 
     def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time,
-                 session_factory: Callable[[SessionData, SessionTokens], Session] | None = None) -> None:
+                 session_factory: Callable[[SessionData, SessionTokens, LogtoUser], Session] | None = None) -> None:
         self.config = config
         self.clock = clock
         self.session_factory = session_factory or partial(_plain_session, config.profile)
@@ -105,6 +115,19 @@ class LogtoCore:
         self.refresher = Refresher(config, self.provider, clock=clock)
         self.routes = Routes(self)
         self._base = config.base_path
+        # The user of a session, built once per decoded session (the stores cache those).
+        self._users: LRUCache[int, tuple[SessionData, LogtoUser]] = LRUCache(maxsize=4096)
+        self._users_lock = threading.Lock()
+
+    def user_for(self, data: SessionData) -> LogtoUser:
+        with self._users_lock:
+            hit = self._users.get(id(data))
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        user = LogtoUser(data.claims, self.config.profile)
+        with self._users_lock:
+            self._users[id(data)] = (data, user)
+        return user
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -139,13 +162,31 @@ class LogtoCore:
         return request_origin(request.scheme, request.headers, base_url=self.config.base_url,
                               trust_host=self.config.trust_host, server=request.server)
 
+    def is_secure(self, request: Request) -> bool:
+        """Whether the app is served over https (which sets the cookies' prefix and `Secure`);
+        the same answer as `origin()`, without parsing the host."""
+        if self.config.base_url:
+            return self.config.base_url.startswith("https:")
+        if self.config.trust_host:
+            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+            if proto in ("http", "https"):
+                return proto == "https"
+        return request.scheme in ("https", "wss")
+
+    def may_have_session(self, cookie_header: str, authorization: str) -> bool:
+        """False when a request certainly carries no session, so it can pass straight through:
+        every session cookie name (chunks and prefixes included) contains the base name."""
+        if self.session_cookie in cookie_header:
+            return True
+        return isinstance(self.sessions, AuthJsCookieStore) and authorization.startswith("Bearer ")
+
     def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
         if not secure:
             return base
         return ("__Host-" if host_only else "__Secure-") + base
 
     def read_session(self, request: Request, *, refresh: bool) -> Flow[SessionState]:
-        secure = self.origin(request).startswith("https:")
+        secure = self.is_secure(request)
         name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
         state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)

@@ -129,10 +129,16 @@ class SyncDriver:
     def _shared(self, effect: Shared) -> Any:
         with self._lock:
             flight = self._flights.get(effect.key)
-            leader = flight is None
             if flight is None:
                 flight = self._flights[effect.key] = _SyncFlight()
-        if leader:
+                wakeup = None
+            else:
+                # Each follower sleeps on a lock of its own: waking a thousand threads from one
+                # Event makes them fight over its condition, one after another.
+                wakeup = threading.Lock()
+                wakeup.acquire()
+                flight.waiters.append(wakeup)
+        if wakeup is None:
             try:
                 flight.result = self.run(effect.make_flow())
             except BaseException as exc:
@@ -141,19 +147,20 @@ class SyncDriver:
             finally:
                 with self._lock:
                     del self._flights[effect.key]
-                flight.done.set()
+                for waiter in flight.waiters:
+                    waiter.release()
         else:
-            flight.done.wait()
+            wakeup.acquire()
         if flight.error is not None:
             raise flight.error
         return flight.result
 
 
 class _SyncFlight:
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("error", "result", "waiters")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.waiters: list[threading.Lock] = []
         self.result: Any = None
         self.error: Exception | None = None
 

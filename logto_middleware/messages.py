@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from urllib.parse import parse_qsl
 
 from .cookies import parse_cookie_header
@@ -15,35 +14,43 @@ __all__ = ["Request", "Response"]
 _MAX_QUERY = 8192
 
 
-@dataclass(frozen=True)
 class Request:
-    """What the core needs to know of a request, whatever the server interface."""
+    """What the core needs to know of a request, whatever the server interface. Cookies, query
+    and form are parsed on first use."""
 
-    method: str
-    path: str
-    query_string: str
-    headers: Mapping[str, str]
-    scheme: str
-    server: str | None = None
-    body: bytes = b""
+    __slots__ = ("_cookies", "_form", "_query", "body", "headers", "method", "path", "query_string", "scheme",
+                 "server")
 
-    @cached_property
+    def __init__(self, method: str, path: str, query_string: str, headers: Mapping[str, str], scheme: str,
+                 server: str | None = None, body: bytes = b"") -> None:
+        self.method, self.path, self.query_string, self.headers = method, path, query_string, headers
+        self.scheme, self.server, self.body = scheme, server, body
+        self._cookies: dict[str, str] | None = None
+        self._query: dict[str, str] | None = None
+        self._form: dict[str, str] | None = None
+
+    def with_body(self, body: bytes) -> Request:
+        return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body)
+
+    @property
     def cookies(self) -> dict[str, str]:
-        return parse_cookie_header(self.headers.get("cookie", ""))
+        if self._cookies is None:
+            self._cookies = parse_cookie_header(self.headers.get("cookie", ""))
+        return self._cookies
 
-    @cached_property
+    @property
     def query(self) -> dict[str, str]:
         """The query string's parameters, first value of each; malformed pairs are dropped."""
-        return _first_values(self.query_string[:_MAX_QUERY])
+        if self._query is None:
+            self._query = _first_values(self.query_string[:_MAX_QUERY])
+        return self._query
 
-    @cached_property
+    @property
     def form(self) -> dict[str, str]:
-        if "application/x-www-form-urlencoded" not in self.headers.get("content-type", ""):
-            return {}
-        try:
-            return _first_values(self.body.decode("utf-8"))
-        except UnicodeDecodeError:
-            return {}
+        if self._form is None:
+            form = "application/x-www-form-urlencoded" in self.headers.get("content-type", "")
+            self._form = _first_values(self.body.decode("utf-8", "replace")) if form else {}
+        return self._form
 
     def wants_json(self) -> bool:
         return "application/json" in self.headers.get("accept", "")

@@ -106,6 +106,10 @@ class Refresher:
 
     def _run(self, data: SessionData, key: str, around: Guard | None,
              target: Target | None) -> Flow[SessionData | None]:
+        with self._lock:
+            recent = self._recent.get(key)
+        if recent is not None:
+            return recent  # a flight for these tokens ended between our check and our start
         grant = partial(self._grant, key=key, target=target)
         if around is None:
             return (yield from grant(data))

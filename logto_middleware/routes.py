@@ -118,7 +118,7 @@ class Routes:
 
     def _csrf_cookie(self, request: Request) -> tuple[str | None, str]:
         """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
-        secure = self.core.origin(request).startswith("https:")
+        secure = self.core.is_secure(request)
         name = self.core.cookie_name(self._csrf_cookie_name, secure, host_only=True)
         # Auth.js writes this cookie URL-encoded (`token%7Chash`).
         token, _, tag = unquote(request.cookies.get(name, "")).partition("|")
@@ -131,7 +131,7 @@ class Routes:
         if token is not None:
             return token, []
         token = secrets.token_hex(32)
-        secure = self.core.origin(request).startswith("https:")
+        secure = self.core.is_secure(request)
         return token, [set_cookie(name, f"{token}|{self._csrf.sign(token)}", max_age=None, secure=secure)]
 
     def _csrf_ok(self, request: Request) -> bool:
@@ -186,7 +186,7 @@ class Routes:
         return self._error(request, "Configuration", cookies)
 
     def _read_transaction(self, request: Request) -> tuple[dict[str, Any] | None, list[str]]:
-        secure = self.core.origin(request).startswith("https:")
+        secure = self.core.is_secure(request)
         name = self.core.cookie_name(TRANSACTION_COOKIE, secure)
         value = request.cookies.get(name)
         if value is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from starlette.authentication import BaseUser
@@ -27,7 +27,7 @@ class LogtoUser(BaseUser):
     __slots__ = ("claims", "email", "id", "image", "name")
 
     def __init__(self, claims: Mapping[str, Any], profile: ProfileMapper | None = None) -> None:
-        self.claims: dict[str, Any] = dict(claims)
+        self.claims: dict[str, Any] = claims if isinstance(claims, dict) else dict(claims)
         fields = profile(self.claims) if profile else _default_profile(self.claims)
         self.id: str = str(fields.get("id") or self.claims.get("sub") or "")
         self.name: str | None = _text(fields.get("name"))
@@ -116,12 +116,19 @@ class SessionData:
     scope: str = ""
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # True when `claims` are the ID token's own (then only the token is stored, not both).
+    claims_from_id_token: bool = field(default=True, compare=False)
 
     def to_json(self) -> bytes:
-        data = {k: v for k, v in asdict(self).items() if v not in (None, "", {})}
-        if self.id_token is not None and _payload(self.id_token) == self.claims:
-            # The claims are the ID token's: storing both would double the cookie.
-            data.pop("claims", None)
+        data: dict[str, Any] = {"expires_at": self.expires_at, "updated_at": self.updated_at}
+        if self.id_token is None or not self.claims_from_id_token:
+            data["claims"] = self.claims
+        for name in ("id_token", "access_token", "access_token_expires_at", "refresh_token", "scope", "error"):
+            value = getattr(self, name)
+            if value is not None and value != "":
+                data[name] = value
+        if self.extra:
+            data["extra"] = self.extra
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -133,7 +140,8 @@ class SessionData:
             return None
         if not isinstance(data, dict):
             return None
-        if "claims" not in data and isinstance(data.get("id_token"), str):
+        own_claims = "claims" in data
+        if not own_claims and isinstance(data.get("id_token"), str):
             data["claims"] = _payload(data["id_token"])
         claims = data.get("claims")
         if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
@@ -148,7 +156,7 @@ class SessionData:
         if not isinstance(data.get("extra", {}), dict):
             return None
         try:
-            return cls(**data)
+            return cls(**data, claims_from_id_token=not own_claims)
         except TypeError:
             return None
 
@@ -178,9 +186,9 @@ class Session:
     __slots__ = ("_data_", "_tokens", "user")
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None = None,
-                 tokens: SessionTokens | None = None) -> None:
+                 tokens: SessionTokens | None = None, user: LogtoUser | None = None) -> None:
         self._tokens = tokens
-        self.user = LogtoUser(data.claims, profile)
+        self.user = user if user is not None else LogtoUser(data.claims, profile)
         self._data_ = data
 
     @property
@@ -229,8 +237,8 @@ class AsyncSession(Session):
     __slots__ = ("_run",)
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
-                 run: Callable[[Flow[Any]], Awaitable[Any]]) -> None:
-        super().__init__(data, profile, tokens)
+                 run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None) -> None:
+        super().__init__(data, profile, tokens, user)
         self._run = run
 
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
@@ -257,8 +265,8 @@ class SyncSession(Session):
     __slots__ = ("_run",)
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
-                 run: Callable[[Flow[Any]], Any]) -> None:
-        super().__init__(data, profile, tokens)
+                 run: Callable[[Flow[Any]], Any], user: LogtoUser | None = None) -> None:
+        super().__init__(data, profile, tokens, user)
         self._run = run
 
     def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:

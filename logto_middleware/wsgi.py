@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from .config import LogtoConfig
-from .core import LogtoCore, Passage
+from .core import ANONYMOUS, LogtoCore, Passage
 from .flow import SyncDriver
 from .messages import Request, Response
 from .session import SyncSession
@@ -41,16 +41,21 @@ class LogtoWSGIMiddleware:
         self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout))
         profile, run = self.config.profile, self.driver.run
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=lambda data, tokens: SyncSession(data, profile, tokens, run))
+                              session_factory=lambda data, tokens, user: SyncSession(data, profile, tokens, run, user))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if not self.core.is_route(_path(environ)) and not self.core.may_have_session(
+                environ.get("HTTP_COOKIE", ""), environ.get("HTTP_AUTHORIZATION", "")):
+            # The common anonymous request: nothing to read, nothing to write.
+            environ["logto.user"], environ["logto.session"] = ANONYMOUS, None
+            environ["logto.base_path"] = self.config.base_path
+            return self.app(environ, start_response)
         request = _request_from_environ(environ)
         if request.method == "POST" and self.core.is_route(request.path):
             body = _read_body(environ)
             if body is None:
                 return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
-            request = Request(request.method, request.path, request.query_string, request.headers,
-                              request.scheme, request.server, body)
+            request = request.with_body(body)
         try:
             outcome = self.driver.run(self.core.handle(request))
         except Exception:
@@ -68,6 +73,8 @@ class LogtoWSGIMiddleware:
 
         def start_response_with_cookies(status: str, headers: list[tuple[str, str]],
                                         exc_info: ExcInfo | None = None) -> Any:
+            if not passage.may_write:
+                return start_response(status, headers, exc_info)
             cookies = self.driver.run(passage.finish())
             return start_response(status, headers + [("Set-Cookie", c) for c in cookies], exc_info)
 
@@ -83,11 +90,15 @@ def _request_from_environ(environ: dict[str, Any]) -> Request:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    # PEP 3333 hands the path over as latin-1-decoded bytes.
-    path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace")
-    return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path or "/",
+    return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=_path(environ),
                    query_string=environ.get("QUERY_STRING", ""), headers=headers,
                    scheme=environ.get("wsgi.url_scheme", "http"), server=server)
+
+
+def _path(environ: dict[str, Any]) -> str:
+    # PEP 3333 hands the path over as latin-1-decoded bytes.
+    raw = environ.get("PATH_INFO", "/")
+    return (raw.encode("latin-1").decode("utf-8", "replace") if not raw.isascii() else raw) or "/"
 
 
 def _read_body(environ: dict[str, Any]) -> bytes | None:

@@ -29,6 +29,7 @@ class CookieStore:
     def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
         self._cipher = Cipher(secrets, "session cookie")
         self._cache: LRUCache[str, SessionData] = LRUCache(maxsize=cache_size)
+        self._sealed: LRUCache[int, tuple[SessionData, str]] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
@@ -44,9 +45,15 @@ class CookieStore:
         return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
+        with self._lock:
+            sealed = self._sealed.get(id(data))
+        if sealed is not None and sealed[0] is data:
+            # The same refreshed session, written for each concurrent request: seal it once.
+            return returns(sealed[1])
         value = self._cipher.encrypt(data.to_json(), _AAD)
         with self._lock:
             self._cache[value] = data
+            self._sealed[id(data)] = (data, value)
         return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:

@@ -41,7 +41,8 @@ def make_session_cookie(
         claims={**DEFAULT_CLAIMS, **(claims or {})}, expires_at=now + config.session_max_age, updated_at=now,
         id_token=id_token, access_token=access_token,
         access_token_expires_at=now + expires_in if access_token else None,
-        refresh_token=refresh_token, scope=scope if scope is not None else config.scope)
+        refresh_token=refresh_token, scope=scope if scope is not None else config.scope,
+        claims_from_id_token=False)  # the given claims are kept, whatever the ID token says
     value = run_without_io(CookieStore(config.secrets).save(data, None))
     name = ("__Secure-" if secure else "") + SESSION_COOKIE
     set_cookies = write_chunked(name, value, max_age=config.session_max_age, secure=secure)
