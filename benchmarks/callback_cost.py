@@ -1,0 +1,151 @@
+"""Section 5: the middleware's own time for a callback, against one ES384 verification.
+
+Sign-ins are started through a separate middleware and authorized at FakeLogto beforehand, so
+each measured callback is a genuine one (fresh state, fresh code). The measured middleware is
+warm (discovery and JWKS cached by a first callback). A round is K callbacks back to back; its
+time minus the time spent inside the provider's transport (FakeLogto answering the token
+request, which includes *signing* the ID token) is the middleware's own time: parsing and
+decrypting the transaction cookie, building and sending the token request through httpx,
+verifying the ID token (joserfc), creating and sealing the session cookie. Both clocks are kept;
+the figure is thread CPU time (the provider runs in the same thread, and its CPU time is
+subtracted the same way), median over rounds.
+
+The floor is the bare ES384 verification of the same kind of ID token with `cryptography`
+(raw r||s to DER, ECDSA P-384 / SHA-384 verify), timed in the same rounds (K verifications, then
+K callbacks per stack); the target compares per-round ratios, median.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fixtures as fx
+import httpx
+import timing
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from fixtures import Log
+
+from logto_middleware import LogtoASGIMiddleware, LogtoWSGIMiddleware
+from logto_middleware.testing import FakeLogto
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def es384_verifier(fake: FakeLogto, id_token: str) -> Callable[[], None]:
+    """One bare ES384 verification of `id_token` with `cryptography`."""
+    jwk = next(k for k in fake.jwks()["keys"] if k.get("kid") == fake.current_kid)
+    x, y = (int.from_bytes(_b64(jwk[c]), "big") for c in ("x", "y"))
+    public_key = ec.EllipticCurvePublicNumbers(x, y, ec.SECP384R1()).public_key()
+    signing_input, _, signature = id_token.rpartition(".")
+    message = signing_input.encode()
+    algorithm = ec.ECDSA(hashes.SHA384())
+
+    def verify() -> None:
+        raw = _b64(signature)
+        der = encode_dss_signature(int.from_bytes(raw[:48], "big"), int.from_bytes(raw[48:], "big"))
+        public_key.verify(der, message, algorithm)
+
+    verify()  # raises if the floor would time a failure
+    return verify
+
+
+def _one_wsgi(app: Any, t: fx.Transaction) -> None:
+    status, headers, _ = fx.call_wsgi(app, fx.wsgi_environ(t.path, t.cookie, t.query))
+    if status != 302 or not any("session-token=" in v for k, v in headers if k.lower() == "set-cookie"):
+        raise RuntimeError(f"callback failed: {status} {fx.header(headers, 'location')}")
+
+
+async def _one_asgi(app: Any, t: fx.Transaction) -> None:
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(fx.asgi_scope(t.path, t.cookie, t.query), fx.asgi_receive, send)
+    status, headers = fx.asgi_status_headers(messages)
+    if status != 302 or not any("session-token=" in v for k, v in headers if k == "set-cookie"):
+        raise RuntimeError(f"callback failed: {status} {fx.header(headers, 'location')}")
+
+
+class _Stack:
+    """One warm middleware and a way to run a list of callbacks through it."""
+
+    def __init__(self, stack: str, fake: FakeLogto, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = fx.ProviderTransport(fake)
+        self.stack, self.loop = stack, loop
+        self.app: Any
+        if stack == "asgi":
+            self.app = LogtoASGIMiddleware(fx.starlette_app(), fx.config(),
+                                           http_client=httpx.AsyncClient(transport=self.transport))
+        else:
+            self.app = LogtoWSGIMiddleware(fx.flask_app(), fx.config(),
+                                           http_client=httpx.Client(transport=self.transport))
+
+    def run(self, transactions: list[fx.Transaction]) -> None:
+        if self.stack == "asgi":
+            async def all_() -> None:
+                for t in transactions:
+                    await _one_asgi(self.app, t)
+
+            self.loop.run_until_complete(all_())
+        else:
+            for t in transactions:
+                _one_wsgi(self.app, t)
+
+    def round(self, transactions: list[fx.Transaction]) -> dict[str, float]:
+        """Per callback: own CPU time, own wall time, provider CPU time, provider requests (µs)."""
+        t = self.transport
+        calls, p_wall, p_cpu = t.calls, t.provider_ns, t.provider_cpu_ns
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        self.run(transactions)
+        wall, cpu = time.perf_counter_ns() - wall, time.thread_time_ns() - cpu
+        p_wall, p_cpu = t.provider_ns - p_wall, t.provider_cpu_ns - p_cpu
+        n = len(transactions)
+        return {"own": (cpu - p_cpu) / n / 1000, "own_wall": (wall - p_wall) / n / 1000,
+                "provider": p_cpu / n / 1000, "requests": (t.calls - calls) / n}
+
+
+def run(log: Log, *, rounds: int, per_round: int) -> dict[str, Any]:
+    """Rounds interleave the floor (per_round verifications) with one round of callbacks per
+    stack, so a busy moment of the machine weighs on both sides of each ratio alike."""
+    fake = fx.fake_logto()
+    preparer = LogtoWSGIMiddleware(fx.flask_app(), fx.config(),
+                                   http_client=httpx.Client(transport=fx.ProviderTransport(fake)))
+    verify = es384_verifier(fake, fx.token_set(fake).id_token)
+    loop = asyncio.new_event_loop()
+    stacks = {name: _Stack(name, fake, loop) for name in ("asgi", "wsgi")}
+    for stack in stacks.values():
+        stack.run(fx.start_sign_ins_wsgi(preparer, fake, 5))  # warm-up: discovery, JWKS, code paths
+    timing.calls(verify)(per_round)
+    floors: list[float] = []
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in stacks}
+    for _ in range(rounds):
+        cpu = time.thread_time_ns()
+        timing.calls(verify)(per_round)
+        floors.append((time.thread_time_ns() - cpu) / per_round / 1000)
+        for name, stack in stacks.items():
+            samples[name].append(stack.round(fx.start_sign_ins_wsgi(preparer, fake, per_round)))
+    loop.close()
+    out: dict[str, Any] = {"floor": {"median_us": statistics.median(floors), "mad_us": timing.mad(floors),
+                                     "rounds_us": floors, "clock": timing.CPU}}
+    for name, rows in samples.items():
+        own = [r["own"] for r in rows]
+        ratios = [r["own"] / f for r, f in zip(rows, floors, strict=True)]
+        out[name] = {"own_us": statistics.median(own), "own_mad_us": timing.mad(own),
+                     "own_wall_us": statistics.median(r["own_wall"] for r in rows),
+                     "provider_us": statistics.median(r["provider"] for r in rows),
+                     "provider_requests_per_callback": statistics.median(r["requests"] for r in rows),
+                     "ratio": statistics.median(ratios), "ratio_mad": timing.mad(ratios), "ratios": ratios,
+                     "rounds": rounds, "callbacks_per_round": per_round, "own_rounds_us": own}
+        log(f"5. callback cost {name.upper()}: own {out[name]['own_us']:.0f} µs = {out[name]['ratio']:.2f}x "
+            f"the ES384 floor ({out['floor']['median_us']:.0f} µs), provider {out[name]['provider_us']:.0f} µs")
+    return out

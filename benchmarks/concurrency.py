@@ -1,0 +1,288 @@
+"""Sections 3 and 4: a refresh storm on one session, and a cold start of concurrent callbacks.
+
+Every provider request goes through `fixtures.ProviderTransport`, which sleeps a fixed
+`RTT` (asyncio.sleep for the async client, time.sleep for the sync one) before FakeLogto
+answers: one token round-trip is a known figure. ASGI concurrency is N tasks on one event loop
+(asyncio.gather); WSGI concurrency is N threads released together by a barrier, with 256 KiB
+thread stacks (threading.stack_size) so that 1000 threads fit comfortably.
+
+Latency is measured from the moment the whole storm is released (gather called / barrier
+passed) to each request's end, so queueing behind the other requests counts. The same storm is
+run against the bare app (no middleware, no refresh), which gives the "bare request time" of
+that concurrency: what N requests cost on this machine without any refresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fixtures as fx
+import httpx
+from fixtures import Log
+from flask import Flask, request
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+from logto_middleware import LogtoASGIMiddleware, LogtoWSGIMiddleware
+from logto_middleware.testing import FakeLogto
+
+RTT = 0.050  # seconds: one simulated provider round-trip
+STACK_SIZE = 256 * 1024
+# Access tokens live 10 minutes here; the storm runs 5 s after expiry. (Moving the clock past an
+# hour would also expire the cached discovery document and JWKS, adding their round-trips.)
+ACCESS_TOKEN_TTL = 600
+_AGE_SESSION = ACCESS_TOKEN_TTL + 5
+
+
+def _storm_app() -> Any:
+    """Starlette app answering `identity|error`, so a failed refresh or a lost session shows."""
+
+    async def session(req: Request) -> PlainTextResponse:
+        user, auth = req.scope.get("user"), req.scope.get("auth")
+        identity = user.identity if user is not None and user.is_authenticated else "-"
+        return PlainTextResponse(f"{identity}|{getattr(auth, 'error', None) or ''}")
+
+    return Starlette(routes=[Route("/", session)])
+
+
+def _storm_flask() -> Flask:
+    app = Flask("storm")
+
+    @app.get("/")
+    def session() -> str:
+        user, auth = request.environ.get("logto.user"), request.environ.get("logto.session")
+        identity = user.identity if user is not None and user.is_authenticated else "-"
+        return f"{identity}|{getattr(auth, 'error', None) or ''}"
+
+    return app
+
+
+# -- running N concurrent requests ---------------------------------------------------------------
+
+
+def asgi_storm(app: Any, scope: dict[str, Any], n: int,
+               loop: asyncio.AbstractEventLoop) -> list[tuple[float, int, str]]:
+    """N concurrent requests as tasks; (latency s, status, body) of each."""
+    results: list[tuple[float, int, str]] = []
+
+    async def one(start: float) -> None:
+        messages: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        await app(dict(scope), fx.asgi_receive, send)
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        results.append((time.perf_counter() - start, messages[0]["status"], body.decode()))
+
+    async def storm() -> None:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(start) for _ in range(n)))
+
+    loop.run_until_complete(storm())
+    return results
+
+
+def wsgi_storm(app: Any, environ: dict[str, Any], n: int) -> list[tuple[float, int, str]]:
+    """N threads released together; (latency s, status, body) of each."""
+    results: list[tuple[float, int, str]] = []
+    released: list[float] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(n, action=lambda: released.append(time.perf_counter()))
+
+    def one() -> None:
+        barrier.wait()
+        try:
+            status, _, body = fx.call_wsgi(app, environ)
+            outcome = (time.perf_counter() - released[0], status, body.decode())
+        except Exception as exc:  # a failed request is a result, not a crash of the benchmark
+            outcome = (time.perf_counter() - released[0], 599, repr(exc))
+        with lock:
+            results.append(outcome)
+
+    previous = threading.stack_size(STACK_SIZE)
+    try:
+        threads = [threading.Thread(target=one) for _ in range(n)]
+    finally:
+        threading.stack_size(previous)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def _summary(results: list[tuple[float, int, str]], expect: str) -> dict[str, Any]:
+    latencies = [r[0] * 1000 for r in results]
+    failed = [r for r in results if r[1] != 200 or r[2] != expect]
+    return {"requests": len(results), "failed": len(failed), "slowest_ms": max(latencies),
+            "median_ms": statistics.median(latencies),
+            "failures": sorted({f"{r[1]} {r[2][:60]}" for r in failed})[:5]}
+
+
+# -- section 3 -------------------------------------------------------------------------------------
+
+
+def _refresh_case(stack: str, n: int, fake: FakeLogto, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    """One fresh middleware, one signed-in session whose access token has expired, N requests."""
+    transport = fx.ProviderTransport(fake, {"token": RTT})
+    clock = fx.OffsetClock()
+    if stack == "asgi":
+        asgi_mw = LogtoASGIMiddleware(_storm_app(), fx.config(), http_client=httpx.AsyncClient(transport=transport),
+                                      clock=clock)
+        cookie = fx.sign_in_asgi(asgi_mw, fake, loop)
+    else:
+        wsgi_mw = LogtoWSGIMiddleware(_storm_flask(), fx.config(), http_client=httpx.Client(transport=transport),
+                                      clock=clock)
+        cookie = fx.sign_in_wsgi(wsgi_mw, fake)
+    clock.offset = _AGE_SESSION  # the access token expired 5 s ago
+    grants_before = fake.counts["token:refresh_token"]
+    calls_before, provider_before = transport.endpoint("token")
+    if stack == "asgi":
+        results = asgi_storm(asgi_mw, fx.asgi_scope("/", cookie), n, loop)
+    else:
+        results = wsgi_storm(wsgi_mw, fx.wsgi_environ("/", cookie), n)
+    calls, provider_ns = transport.endpoint("token")
+    summary = _summary(results, f"{fake.make_id_token_claims(fx.USER)['sub']}|")
+    summary["refresh_grants"] = fake.counts["token:refresh_token"] - grants_before
+    summary["round_trip_ms"] = (provider_ns - provider_before) / 1e6 / max(1, calls - calls_before)
+    return summary
+
+
+def _bare_storm(stack: str, n: int, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
+    if stack == "asgi":
+        results = asgi_storm(_storm_app(), fx.asgi_scope("/"), n, loop)
+    else:
+        results = wsgi_storm(_storm_flask(), fx.wsgi_environ("/"), n)
+    return _summary(results, "-|")
+
+
+def refresh_storm(log: Log, *, sizes: tuple[int, ...] = (1, 10, 100, 1000), repeats: int = 3) -> dict[str, Any]:
+    """Each case `repeats` times (fresh session each time), bare and middleware interleaved;
+    the slowest-request figures are medians over the repeats, counts are summed checks."""
+    fake = fx.fake_logto(access_token_ttl=ACCESS_TOKEN_TTL)
+    loop = asyncio.new_event_loop()
+    out: dict[str, Any] = {"rtt_ms": RTT * 1000, "thread_stack_bytes": STACK_SIZE, "repeats": repeats,
+                           "access_token_ttl_s": ACCESS_TOKEN_TTL, "expired_for_s": _AGE_SESSION - ACCESS_TOKEN_TTL}
+    for stack in ("asgi", "wsgi"):
+        cases: dict[str, Any] = {}
+        one_round_trip = 0.0
+        for n in sorted(sizes):
+            runs, bares = [], []
+            for _ in range(repeats):
+                bares.append(_bare_storm(stack, n, loop))
+                runs.append(_refresh_case(stack, n, fake, loop))
+            slowest = statistics.median(r["slowest_ms"] for r in runs)
+            bare_slowest = statistics.median(r["slowest_ms"] for r in bares)
+            if not one_round_trip:
+                # "One token round-trip": the grant's time inside the transport when it is alone
+                # (the fixed delay plus FakeLogto's work). In a storm the same grant also waits for
+                # the event loop or the GIL; that is part of the slowest request, not of the yardstick.
+                one_round_trip = statistics.median(r["round_trip_ms"] for r in runs)
+            cases[str(n)] = {
+                "refresh_grants": [r["refresh_grants"] for r in runs],
+                "failed": sum(r["failed"] for r in runs), "failures": sorted({f for r in runs for f in r["failures"]}),
+                "slowest_ms": slowest, "slowest_runs_ms": [r["slowest_ms"] for r in runs],
+                "median_ms": statistics.median(r["median_ms"] for r in runs),
+                "bare_slowest_ms": bare_slowest, "round_trip_ms": one_round_trip,
+                "grant_in_storm_ms": statistics.median(r["round_trip_ms"] for r in runs),
+                "added_ms": slowest - bare_slowest, "limit_ms": 1.5 * one_round_trip + bare_slowest,
+            }
+            log(f"3. refresh storm {stack.upper()} N={n}: grants {cases[str(n)]['refresh_grants']}, "
+                f"slowest {slowest:.1f} ms (bare {bare_slowest:.1f} ms, limit {cases[str(n)]['limit_ms']:.1f} ms)")
+        out[stack] = cases
+    loop.close()
+    return out
+
+
+# -- section 4 -------------------------------------------------------------------------------------
+
+
+def cold_start(log: Log, *, concurrency: int = 100) -> dict[str, Any]:
+    """N concurrent first callbacks on a fresh middleware: they all need the discovery document
+    (token endpoint) and the JWKS (ID token check); each may be fetched once."""
+    fake = fx.fake_logto()
+    preparer = LogtoWSGIMiddleware(fx.flask_app(), fx.config(),
+                                   http_client=httpx.Client(transport=fx.ProviderTransport(fake)))
+    out: dict[str, Any] = {"concurrency": concurrency, "rtt_ms": RTT * 1000}
+    loop = asyncio.new_event_loop()
+    delays = {"discovery": RTT, "jwks": RTT, "token": RTT}
+    for stack in ("asgi", "wsgi"):
+        transactions = fx.start_sign_ins_wsgi(preparer, fake, concurrency)
+        before = {k: fake.counts[k] for k in ("discovery", "jwks", "token:authorization_code")}
+        transport = fx.ProviderTransport(fake, delays)
+        results: list[tuple[float, int, str]]
+        if stack == "asgi":
+            app: Any = LogtoASGIMiddleware(fx.starlette_app(), fx.config(), http_client=httpx.AsyncClient(
+                transport=transport))
+            results = _asgi_callbacks(app, transactions, loop)
+        else:
+            app = LogtoWSGIMiddleware(fx.flask_app(), fx.config(), http_client=httpx.Client(transport=transport))
+            results = _wsgi_callbacks(app, transactions)
+        counts = {k: fake.counts[k] - v for k, v in before.items()}
+        failed = [r for r in results if r[1] != 302 or "session-token=" not in r[2]]
+        out[stack] = {"discovery": counts["discovery"], "jwks": counts["jwks"],
+                      "code_grants": counts["token:authorization_code"], "failed": len(failed),
+                      "slowest_ms": max(r[0] for r in results) * 1000}
+        log(f"4. cold start {stack.upper()}: {concurrency} concurrent callbacks -> discovery {counts['discovery']}, "
+            f"jwks {counts['jwks']}, failed {len(failed)}")
+    loop.close()
+    return out
+
+
+def _asgi_callbacks(app: Any, transactions: list[fx.Transaction], loop: asyncio.AbstractEventLoop) -> list[
+        tuple[float, int, str]]:
+    results: list[tuple[float, int, str]] = []
+
+    async def one(t: fx.Transaction, start: float) -> None:
+        messages: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        await app(fx.asgi_scope(t.path, t.cookie, t.query), fx.asgi_receive, send)
+        status, headers = fx.asgi_status_headers(messages)
+        cookies = " ".join(v for k, v in headers if k == "set-cookie")
+        results.append((time.perf_counter() - start, status, cookies))
+
+    async def storm() -> None:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(t, start) for t in transactions))
+
+    loop.run_until_complete(storm())
+    return results
+
+
+def _wsgi_callbacks(app: Any, transactions: list[fx.Transaction]) -> list[tuple[float, int, str]]:
+    results: list[tuple[float, int, str]] = []
+    lock = threading.Lock()
+    released: list[float] = []
+    barrier = threading.Barrier(len(transactions), action=lambda: released.append(time.perf_counter()))
+
+    def one(t: fx.Transaction) -> Callable[[], None]:
+        def run() -> None:
+            barrier.wait()
+            status, headers, _ = fx.call_wsgi(app, fx.wsgi_environ(t.path, t.cookie, t.query))
+            cookies = " ".join(v for k, v in headers if k.lower() == "set-cookie")
+            with lock:
+                results.append((time.perf_counter() - released[0], status, cookies))
+
+        return run
+
+    previous = threading.stack_size(STACK_SIZE)
+    try:
+        threads = [threading.Thread(target=one(t)) for t in transactions]
+    finally:
+        threading.stack_size(previous)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
