@@ -58,6 +58,11 @@ class LogtoASGIMiddleware:
                 scope["user"], scope["auth"] = ANONYMOUS, _ANONYMOUS_AUTH
                 await self.app(scope, receive, send)
                 return
+            if not websocket:
+                passage = self.core.quick_passage(cookie, scope.get("scheme", "http"))
+                if passage is not None:  # the common signed-in request
+                    await self._pass(passage, scope, receive, send)
+                    return
         request = _request_from_scope(scope)
         if not websocket and request.method == "POST" and self.core.is_route(request.path):
             body = await _read_body(receive)
@@ -76,15 +81,21 @@ class LogtoASGIMiddleware:
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
             return
-        scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
         if websocket:
+            scope["user"] = outcome.user
+            scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
             await self.app(scope, receive, send)
             return
+        await self._pass(outcome, scope, receive, send)
+
+    async def _pass(self, passage: Passage, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call the app with the user on the scope; the session's cookies go out on its response."""
+        scope["user"] = passage.user
+        scope["auth"] = passage.session if passage.session is not None else _ANONYMOUS_AUTH
 
         async def send_with_cookies(message: Message) -> None:
-            if message["type"] == "http.response.start" and outcome.may_write:
-                cookies = await self.driver.run(outcome.finish())
+            if message["type"] == "http.response.start" and passage.may_write:
+                cookies = await self.driver.run(passage.finish())
                 if cookies:
                     headers = list(message.get("headers", []))
                     headers += [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]

@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
-from cachetools import LRUCache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
+from .cache import BoundedCache
 from .crypto import b64encode
 from .flow import Flow, returns
 from .session import SessionData
@@ -85,7 +85,7 @@ class AuthJsCookieStore:
         self._max_age = max_age
         self._clock = clock
         self._keys: dict[str, _Keys] = {}
-        self._cache: LRUCache[tuple[str, str], SessionData] = LRUCache(maxsize=cache_size)
+        self._cache: BoundedCache[tuple[str, str], SessionData] = BoundedCache(cache_size)
         self._lock = threading.Lock()
 
     def _keys_for(self, salt: str) -> _Keys:
@@ -136,23 +136,24 @@ class AuthJsCookieStore:
         return jwe.encrypt_compact(header, json.dumps(claims, separators=(",", ":")).encode(),
                                    OctKey.import_key(keys.encrypt_key), registry=_REGISTRY)
 
+    def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
+        """The session of a token seen (and decrypted) before, without decrypting it again."""
+        return self._cache.get((cookie_name, cookie_value))
+
     def load(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[SessionData | None]:
-        with self._lock:
-            cached = self._cache.get((cookie_name, cookie_value))
+        cached = self._cache.get((cookie_name, cookie_value))
         if cached is not None:
             return returns(cached)
         payload = self.decode(cookie_value, cookie_name)
         data = session_from_token(payload) if payload is not None else None
         if data is not None:
-            with self._lock:
-                self._cache[(cookie_name, cookie_value)] = data
+            self._cache.set((cookie_name, cookie_value), data)
         return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None,
              cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[str]:
         value = self.encode(token_from_session(data), cookie_name, max(1, data.expires_at - int(self._clock())))
-        with self._lock:
-            self._cache[(cookie_name, value)] = data
+        self._cache.set((cookie_name, value), data)
         return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:

@@ -8,19 +8,17 @@ and a session, and `Passage.finish()` gives the Set-Cookie headers for the app's
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import unquote
 
-from cachetools import LRUCache
-
 from .access import SessionTokens
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
+from .cache import BoundedCache
 from .config import LogtoConfig, ProfileMapper
-from .cookies import delete_cookie, read_chunked, write_chunked
+from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from .flow import Flow
 from .messages import Request, Response
@@ -116,17 +114,14 @@ class LogtoCore:
         self.routes = Routes(self)
         self._base = config.base_path
         # The user of a session, built once per decoded session (the stores cache those).
-        self._users: LRUCache[int, tuple[SessionData, LogtoUser]] = LRUCache(maxsize=4096)
-        self._users_lock = threading.Lock()
+        self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
 
     def user_for(self, data: SessionData) -> LogtoUser:
-        with self._users_lock:
-            hit = self._users.get(id(data))
+        hit = self._users.get(id(data))
         if hit is not None and hit[0] is data:
             return hit[1]
         user = LogtoUser(data.claims, self.config.profile)
-        with self._users_lock:
-            self._users[id(data)] = (data, user)
+        self._users.set(id(data), (data, user))
         return user
 
     # -- entry point -------------------------------------------------------------------------
@@ -179,6 +174,27 @@ class LogtoCore:
         if self.session_cookie in cookie_header:
             return True
         return isinstance(self.sessions, AuthJsCookieStore) and authorization.startswith("Bearer ")
+
+    def quick_passage(self, cookie_header: str, scheme: str) -> Passage | None:
+        """The passage of a request whose session cookie was decoded before and needs nothing
+        now (no refresh, no rolling, one unchunked cookie): no I/O, no parsing of the other
+        cookies, no flow. None sends the request down the full path."""
+        if self.config.trust_host or isinstance(self.sessions, ServerSessions):
+            return None
+        secure = self.config.base_url.startswith("https:") if self.config.base_url else scheme in ("https", "wss")
+        name = self.cookie_name(self.session_cookie, secure)
+        if name + "." in cookie_header:
+            return None  # chunks: the full path joins (or clears) them
+        value = find_cookie(cookie_header, name)
+        data = self.sessions.cached(value, name) if value else None
+        if data is None:
+            return None
+        now = self.clock()
+        if (data.expires_at <= now or self.refresher.needs_refresh(data, now)
+                or now - data.updated_at >= self.config.session_update_age):
+            return None
+        return Passage(self, SessionState(cookie_name=name, secure=secure, cookie_value=value, present=[name],
+                                          data=data))
 
     def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
         if not secure:

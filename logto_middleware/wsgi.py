@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from .config import LogtoConfig
-from .core import ANONYMOUS, LogtoCore, Passage
+from .core import LogtoCore, Passage
 from .flow import SyncDriver
 from .messages import Request, Response
 from .session import SyncSession
@@ -44,12 +44,14 @@ class LogtoWSGIMiddleware:
                               session_factory=lambda data, tokens, user: SyncSession(data, profile, tokens, run, user))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not self.core.is_route(_path(environ)) and not self.core.may_have_session(
-                environ.get("HTTP_COOKIE", ""), environ.get("HTTP_AUTHORIZATION", "")):
-            # The common anonymous request: nothing to read, nothing to write.
-            environ["logto.user"], environ["logto.session"] = ANONYMOUS, None
-            environ["logto.base_path"] = self.config.base_path
-            return self.app(environ, start_response)
+        if not self.core.is_route(_path(environ)):
+            cookie = environ.get("HTTP_COOKIE", "")
+            if not self.core.may_have_session(cookie, environ.get("HTTP_AUTHORIZATION", "")):
+                # The common anonymous request: nothing to read, nothing to write.
+                return self._pass(Passage(self.core, None), environ, start_response)
+            passage = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
+            if passage is not None:  # the common signed-in request
+                return self._pass(passage, environ, start_response)
         request = _request_from_environ(environ)
         if request.method == "POST" and self.core.is_route(request.path):
             body = _read_body(environ)
@@ -66,10 +68,15 @@ class LogtoWSGIMiddleware:
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
-        environ["logto.user"] = outcome.user
-        environ["logto.session"] = outcome.session
+        return self._pass(outcome, environ, start_response)
+
+    def _pass(self, passage: Passage, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Call the app with the user in the environ; the session's cookies go out on its response."""
+        environ["logto.user"] = passage.user
+        environ["logto.session"] = passage.session
         environ["logto.base_path"] = self.config.base_path
-        passage = outcome
+        if passage.session is None and not passage.may_write:
+            return self.app(environ, start_response)
 
         def start_response_with_cookies(status: str, headers: list[tuple[str, str]],
                                         exc_info: ExcInfo | None = None) -> Any:

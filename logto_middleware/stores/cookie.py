@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
-from cachetools import LRUCache
-
+from ..cache import BoundedCache
 from ..crypto import Cipher
 from ..flow import Flow, returns
 from ..session import SessionData
@@ -28,35 +26,33 @@ class CookieStore:
 
     def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
         self._cipher = Cipher(secrets, "session cookie")
-        self._cache: LRUCache[str, SessionData] = LRUCache(maxsize=cache_size)
-        self._sealed: LRUCache[int, tuple[SessionData, str]] = LRUCache(maxsize=cache_size)
-        self._lock = threading.Lock()
+        self._cache: BoundedCache[str, SessionData] = BoundedCache(cache_size)
+        self._sealed: BoundedCache[int, tuple[SessionData, str]] = BoundedCache(cache_size)
+
+    def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
+        """The session of a cookie value seen (and authenticated) before, without decrypting."""
+        return self._cache.get(cookie_value)
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        with self._lock:
-            cached = self._cache.get(cookie_value)
+        cached = self._cache.get(cookie_value)
         if cached is not None:
             return returns(cached)
         plaintext = self._cipher.decrypt(cookie_value, _AAD)
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
-            with self._lock:
-                self._cache[cookie_value] = data
+            self._cache.set(cookie_value, data)
         return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        with self._lock:
-            sealed = self._sealed.get(id(data))
+        sealed = self._sealed.get(id(data))
         if sealed is not None and sealed[0] is data:
             # The same refreshed session, written for each concurrent request: seal it once.
             return returns(sealed[1])
         value = self._cipher.encrypt(data.to_json(), _AAD)
-        with self._lock:
-            self._cache[value] = data
-            self._sealed[id(data)] = (data, value)
+        self._cache.set(value, data)
+        self._sealed.set(id(data), (data, value))
         return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:
-        with self._lock:
-            self._cache.pop(cookie_value, None)
+        self._cache.pop(cookie_value)
         return returns(None)

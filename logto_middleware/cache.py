@@ -1,0 +1,38 @@
+"""A bounded mapping for the per-request caches: reads are one `dict.get` (no lock, no
+recency bookkeeping); inserts past the bound evict the oldest entry."""
+
+from __future__ import annotations
+
+import threading
+from typing import Generic, TypeVar
+
+__all__ = ["BoundedCache"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedCache(Generic[K, V]):
+    """At most `maxsize` entries, oldest evicted first. Safe under threads and asyncio."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._data: dict[K, V] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)  # atomic under the GIL
+
+    def set(self, key: K, value: V) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+            self._data[key] = value
+            while len(self._data) > self.maxsize:
+                del self._data[next(iter(self._data))]
+
+    def pop(self, key: K) -> None:
+        with self._lock:
+            self._data.pop(key, None)
