@@ -3,14 +3,14 @@ responses that break the protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 from conftest import ORIGIN, Clock, Harness
-from security_support import (
+
+from .security_support import (
     SESSION,
     TRANSACTION,
     SecretWatch,
@@ -28,16 +28,6 @@ from security_support import (
 CALLBACK = "/api/auth/callback/logto"
 
 
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
 
 
 def with_params(callback: str, **changes: str | None) -> str:

@@ -5,13 +5,17 @@ every cookie the middleware sets, on http and on https."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Clock, Harness
-from security_support import (
+
+from logto_middleware.crypto import Cipher
+from logto_middleware.session import SessionData
+
+from .security_support import (
     CSRF,
     HTTPS_ORIGIN,
     SESSION,
@@ -29,24 +33,11 @@ from security_support import (
     session_written,
 )
 
-from logto_middleware.crypto import Cipher
-from logto_middleware.session import SessionData
-
 OLD_SECRET = "old-secret-0123456789-abcdefghijklmnopq"
 NEW_SECRET = "new-secret-0123456789-abcdefghijklmnopq"
 FOREIGN_SECRET = "foreign-secret-0123456789-abcdefghijklm"
 
 
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
 
 
 def session_pairs(site: Harness, client: httpx.Client | None = None) -> list[tuple[str, str]]:

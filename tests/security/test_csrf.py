@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 
 import httpx
 import pytest
 from conftest import ORIGIN, Harness
-from security_support import (
+
+from logto_middleware.crypto import derive_key
+
+from .security_support import (
     CSRF,
     SESSION,
     TRANSACTION,
@@ -20,16 +22,8 @@ from security_support import (
     new_client,
 )
 
-from logto_middleware.crypto import derive_key
-
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
 
 
 @pytest.fixture

@@ -3,12 +3,13 @@ URL the middleware builds) cannot be steered to another host unless trust_host s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 from conftest import ORIGIN, Harness
-from security_support import (
+
+from .security_support import (
     HTTPS_ORIGIN,
     SecretWatch,
     assert_signed_in,
@@ -19,16 +20,6 @@ from security_support import (
 CALLBACK_PATH = "/api/auth/callback/logto"
 
 
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
 
 
 def redirect_uri(site: Harness, headers: dict[str, str]) -> str:

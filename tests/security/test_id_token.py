@@ -11,14 +11,17 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import Clock, Harness
 from joserfc import jwe
 from joserfc.jwk import ECKey, Key, RSAKey
-from security_support import (
+
+from logto_middleware.testing import FakeLogto
+
+from .security_support import (
     SecretWatch,
     assert_rejected_callback,
     assert_signed_in,
@@ -27,20 +30,6 @@ from security_support import (
     new_client,
     session_written,
 )
-
-from logto_middleware.testing import FakeLogto
-
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
 
 
 def b64(data: bytes) -> str:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from conftest import Clock, Harness
 from joserfc.jwk import ECKey, OctKey
-from security_support import (
+
+from logto_middleware.testing import FakeLogto
+
+from .security_support import (
     Override,
     RoutedFake,
     SecretWatch,
@@ -22,20 +24,6 @@ from security_support import (
     new_client,
     session_written,
 )
-
-from logto_middleware.testing import FakeLogto
-
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
 
 
 def routed(kind: str, fake: FakeLogto, clock: Clock, watch: SecretWatch, override: Override) -> Harness:

@@ -8,17 +8,16 @@ and its origin compared with the app's; a Location with anything a browser would
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
 from conftest import ORIGIN, Harness
-from security_support import (
+
+from .security_support import (
     CSRF,
     SESSION,
     TRANSACTION,
-    SecretWatch,
     assert_safe_location,
     assert_signed_in,
     cookie_base,
@@ -26,19 +25,6 @@ from security_support import (
     parse_set_cookie,
     query_of,
 )
-
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
-
-
-@pytest.fixture
-def site(harness: Harness, watch: SecretWatch) -> Harness:
-    return watch.attach(harness)
-
 
 PLAIN = [
     "https://evil.example", "https://evil.example/steal?x=1", "//evil.example", "///evil.example",

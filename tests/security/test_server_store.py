@@ -9,13 +9,19 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from conftest import Clock, Harness
 from joserfc.jwk import ECKey, RSAKey
-from security_support import (
+
+from logto_middleware.crypto import Cipher
+from logto_middleware.stores import MemoryStore
+from logto_middleware.testing import FakeLogto
+from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT
+
+from .security_support import (
     SESSION,
     SecretWatch,
     assert_signed_in,
@@ -25,19 +31,8 @@ from security_support import (
     session_written,
 )
 
-from logto_middleware.crypto import Cipher
-from logto_middleware.stores import MemoryStore
-from logto_middleware.testing import FakeLogto
-from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT
-
 OTHER_SECRET = "another-deployment-secret-0123456789abc"
 
-
-@pytest.fixture
-def watch(caplog: pytest.LogCaptureFixture) -> Iterator[SecretWatch]:
-    w = SecretWatch(caplog)
-    yield w
-    w.assert_logs_clean()
 
 
 @pytest.fixture
