@@ -38,13 +38,14 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 # Delete keys and unfile them from every tag set they are in. KEYS[1] is a tag set (delete all
-# its keys) when ARGV[1] is "tag", else the one key to delete. ARGV[2] is the tags-key suffix.
+# its keys) when ARGV[1] is "tag", else the one key to delete. ARGV[2] is the store's prefix: the
+# tags of `<prefix><key>` are filed under `<prefix>tags:<key>`.
 _DELETE = """
 local keys = {KEYS[1]}
 if ARGV[1] == 'tag' then keys = redis.call('SMEMBERS', KEYS[1]) end
 local n = 0
 for _, key in ipairs(keys) do
-  local tags_key = key .. ARGV[2]
+  local tags_key = ARGV[2] .. 'tags:' .. string.sub(key, #ARGV[2] + 1)
   for _, tag in ipairs(redis.call('SMEMBERS', tags_key)) do redis.call('SREM', tag, key) end
   redis.call('DEL', tags_key)
   n = n + redis.call('DEL', key)
@@ -52,7 +53,6 @@ end
 if ARGV[1] == 'tag' then redis.call('DEL', KEYS[1]) end
 return n
 """
-_TAGS_SUFFIX = ":tags"
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -100,14 +100,14 @@ class RedisStore:
 
     def set(self, key: str, value: bytes, ttl: int, tags: Sequence[str] = ()) -> Flow[None]:
         full = self.prefix + key
-        yield from self._command("EVAL", _SET, 2, full, full + _TAGS_SUFFIX, value, max(1, int(ttl)),
+        yield from self._command("EVAL", _SET, 2, full, self.prefix + "tags:" + key, value, max(1, int(ttl)),
                                  *(self.prefix + "tag:" + tag for tag in tags))
 
     def delete(self, key: str) -> Flow[None]:
-        yield from self._command("EVAL", _DELETE, 1, self.prefix + key, "key", _TAGS_SUFFIX)
+        yield from self._command("EVAL", _DELETE, 1, self.prefix + key, "key", self.prefix)
 
     def delete_tagged(self, tag: str) -> Flow[int]:
-        deleted = yield from self._command("EVAL", _DELETE, 1, self.prefix + "tag:" + tag, "tag", _TAGS_SUFFIX)
+        deleted = yield from self._command("EVAL", _DELETE, 1, self.prefix + "tag:" + tag, "tag", self.prefix)
         return int(deleted)
 
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:

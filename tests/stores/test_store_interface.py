@@ -152,4 +152,5 @@ def test_redis_deletes_unfile_keys_from_every_index(redis_url: str, run: Runner)
     assert run(store.delete_tagged("sid:a")) == 1
     assert raw.smembers("idx:tag:sub:u") == {b"idx:s2"}  # no dangling entry for s1
     run(store.delete("s2"))
-    assert not raw.exists("idx:tag:sub:u", "idx:tag:sid:b", "idx:s2:tags")
+    assert not raw.exists("idx:tag:sub:u", "idx:tag:sid:b", "idx:tags:s2")
+    assert raw.keys("idx:*") == []
