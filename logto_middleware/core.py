@@ -38,7 +38,7 @@ SESSION_COOKIE = "logto.session-token"
 ANONYMOUS = AnonymousUser()
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionState:
     """A request's session as read, and what must be written back."""
 
