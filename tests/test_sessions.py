@@ -141,3 +141,15 @@ def test_make_session_cookie_keeps_given_claims_beside_an_id_token() -> None:
     cookie = make_session_cookie(config, {"sub": "bob", "name": "Bob"}, id_token="not-a-jwt")
     body = client.get("/", headers={"cookie": cookie}).json()
     assert body["authenticated"] is True and body["id"] == "bob" and body["name"] == "Bob"
+
+
+def test_make_session_cookie_stores_claims_once_when_they_are_the_id_token_s(fake: FakeLogto) -> None:
+    config = LogtoConfig(issuer="https://tenant.logto.app/oidc", client_id="id", client_secret="s", secret=SECRET)
+    claims = {"sub": "u1", "name": "Una", "username": "una", "email": "u@example.com", "picture": "https://p/u.png"}
+    id_token = fake.sign_id_token(claims)
+    same = make_session_cookie(config, claims, id_token=id_token)
+    other = make_session_cookie(config, {**claims, "name": "Someone Else"}, id_token=id_token)
+    assert len(same) + 100 < len(other)  # the claims are not stored twice
+    client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url=ORIGIN)
+    assert client.get("/", headers={"cookie": same}).json()["name"] == "Una"
+    assert client.get("/", headers={"cookie": other}).json()["name"] == "Someone Else"

@@ -10,7 +10,7 @@ from ..config import LogtoConfig
 from ..cookies import write_chunked
 from ..core import SESSION_COOKIE
 from ..flow import run_without_io
-from ..session import SessionData
+from ..session import SessionData, id_token_session_claims
 from ..stores import CookieStore
 
 __all__ = ["make_session_cookie"]
@@ -37,12 +37,14 @@ def make_session_cookie(
     Django's `force_login`. `expires_in` is the access token's lifetime; the session itself
     lasts `config.session_max_age`. Use `secure=True` for an app served over https."""
     now = int(clock())
+    merged = {**DEFAULT_CLAIMS, **(claims or {})}
     data = SessionData(
-        claims={**DEFAULT_CLAIMS, **(claims or {})}, expires_at=now + config.session_max_age, updated_at=now,
+        claims=merged, expires_at=now + config.session_max_age, updated_at=now,
         id_token=id_token, access_token=access_token,
         access_token_expires_at=now + expires_in if access_token else None,
         refresh_token=refresh_token, scope=scope if scope is not None else config.scope,
-        claims_from_id_token=False)  # the given claims are kept, whatever the ID token says
+        # The given claims are kept, whatever the ID token says; stored once when they agree.
+        claims_from_id_token=id_token is not None and id_token_session_claims(id_token) == merged)
     value = run_without_io(CookieStore(config.secrets).save(data, None))
     name = ("__Secure-" if secure else "") + SESSION_COOKIE
     set_cookies = write_chunked(name, value, max_age=config.session_max_age, secure=secure)
