@@ -4,9 +4,10 @@ recency bookkeeping); inserts past the bound evict the oldest entry."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["BoundedCache"]
+__all__ = ["BoundedCache", "ExpiringCache"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -36,3 +37,20 @@ class BoundedCache(Generic[K, V]):
     def pop(self, key: K) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+
+class ExpiringCache(Generic[K, V]):
+    """A `BoundedCache` whose entries expire `ttl` seconds after they were set (by `clock`)."""
+
+    def __init__(self, maxsize: int, ttl: float, clock: Callable[[], float]) -> None:
+        self._entries: BoundedCache[K, tuple[float, V]] = BoundedCache(maxsize)
+        self._ttl, self._clock = ttl, clock
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def set(self, key: K, value: V) -> None:
+        self._entries.set(key, (self._clock() + self._ttl, value))

@@ -5,15 +5,13 @@ an outage."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from cachetools import TTLCache
-
+from .cache import ExpiringCache
 from .config import LogtoConfig
 from .errors import LogtoError
 from .flow import Flow, Shared
@@ -67,11 +65,10 @@ class Refresher:
         self._config = config
         self._provider = provider
         self._clock = clock
-        self._lock = threading.Lock()
         # Results of recent refreshes: a request that still carries the old tokens gets these.
-        self._recent: TTLCache[str, SessionData] = TTLCache(maxsize=4096, ttl=grace, timer=clock)
+        self._recent: ExpiringCache[str, SessionData] = ExpiringCache(4096, grace, clock)
         # Recent outages: no new grant for the same tokens until the back-off ends.
-        self._failed: TTLCache[str, LogtoError] = TTLCache(maxsize=4096, ttl=backoff, timer=clock)
+        self._failed: ExpiringCache[str, LogtoError] = ExpiringCache(4096, backoff, clock)
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
         leeway = self._config.refresh_leeway
@@ -89,9 +86,7 @@ class Refresher:
         it may return None for a vanished session."""
         for _ in range(2):
             key = refresh_key(data, target)
-            with self._lock:
-                recent = self._recent.get(key)
-                failure = self._failed.get(key)
+            recent, failure = self._recent.get(key), self._failed.get(key)
             if recent is not None:
                 data = recent
             elif failure is not None:
@@ -106,8 +101,7 @@ class Refresher:
 
     def _run(self, data: SessionData, key: str, around: Guard | None,
              target: Target | None) -> Flow[SessionData | None]:
-        with self._lock:
-            recent = self._recent.get(key)
+        recent = self._recent.get(key)
         if recent is not None:
             return recent  # a flight for these tokens ended between our check and our start
         grant = partial(self._grant, key=key, target=target)
@@ -144,8 +138,7 @@ class Refresher:
                 changes["claims"] = session_claims(claims)
                 changes["id_token"] = tokens.id_token
         except LogtoError as exc:
-            with self._lock:
-                self._failed[key] = exc
+            self._failed.set(key, exc)
             raise
         expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None
         refresh_token = tokens.refresh_token or data.refresh_token
@@ -157,6 +150,5 @@ class Refresher:
             refreshed = data.with_changes(
                 access_token=tokens.access_token, access_token_expires_at=expires_at, refresh_token=refresh_token,
                 scope=tokens.scope if tokens.scope is not None else data.scope, error=None, **changes)
-        with self._lock:
-            self._recent[key] = refreshed
+        self._recent.set(key, refreshed)
         return refreshed
