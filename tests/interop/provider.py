@@ -100,29 +100,31 @@ def node_executable() -> str:
     return node
 
 
-def ensure_node_modules(timeout: float = 300.0) -> None:
-    """Run ``npm ci`` in the provider folder unless its node_modules is already there."""
-    if (PROVIDER_DIR / "node_modules" / "oidc-provider" / "package.json").is_file():
+def ensure_node_modules(
+    directory: Path = PROVIDER_DIR, packages: tuple[str, ...] = ("oidc-provider",), timeout: float = 300.0
+) -> None:
+    """Run ``npm ci`` (exactly the lockfile) in ``directory`` unless its ``packages`` are installed."""
+    if all((directory / "node_modules" / package / "package.json").is_file() for package in packages):
         return
     npm = shutil.which("npm")
     if not npm:
         raise ProviderUnavailable(
-            f"`npm` was not found on PATH; install Node.js >= 20 (with npm) or run `npm ci` in {PROVIDER_DIR} yourself"
+            f"`npm` was not found on PATH; install Node.js >= 20 (with npm) or run `npm ci` in {directory} yourself"
         )
     try:
         done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=PROVIDER_DIR,
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=directory,
             capture_output=True,
             text=True,
             timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ProviderUnavailable(f"`npm ci` in {PROVIDER_DIR} timed out after {timeout}s") from exc
+        raise ProviderUnavailable(f"`npm ci` in {directory} timed out after {timeout}s") from exc
     if done.returncode != 0:
         raise ProviderUnavailable(
-            f"`npm ci` in {PROVIDER_DIR} failed with exit code {done.returncode}:\n"
+            f"`npm ci` in {directory} failed with exit code {done.returncode}:\n"
             f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
         )
 

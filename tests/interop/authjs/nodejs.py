@@ -6,45 +6,24 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from ..provider import ProviderUnavailable, node_executable
+from ..provider import ensure_node_modules as install
+
 AUTHJS_DIR = Path(__file__).resolve().parent
 JWT_TOOL = AUTHJS_DIR / "jwt_tool.mjs"
 EXPRESS_APP = AUTHJS_DIR / "express_app.mjs"
-
-
-class NodeUnavailable(RuntimeError):
-    """node / npm, or the pinned packages, are not available on this machine."""
-
-
-def node_executable() -> str:
-    node = shutil.which("node")
-    if not node:
-        raise NodeUnavailable("`node` was not found on PATH (Node.js >= 20 is needed)")
-    return node
+NodeUnavailable = ProviderUnavailable  # node, npm or the pinned packages are missing
 
 
 def ensure_node_modules(timeout: float = 300.0) -> None:
-    """`npm ci` (exactly the lockfile) unless node_modules is already there."""
-    if (AUTHJS_DIR / "node_modules" / "@auth" / "core" / "package.json").is_file() and \
-            (AUTHJS_DIR / "node_modules" / "@auth" / "express" / "package.json").is_file():
-        return
-    npm = shutil.which("npm")
-    if not npm:
-        raise NodeUnavailable(f"`npm` was not found on PATH; install Node.js >= 20 or run `npm ci` in {AUTHJS_DIR}")
-    try:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AUTHJS_DIR,
-                              capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise NodeUnavailable(f"`npm ci` in {AUTHJS_DIR} timed out after {timeout}s") from exc
-    if done.returncode != 0:
-        raise NodeUnavailable(f"`npm ci` in {AUTHJS_DIR} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
-                              f"{done.stderr[-3000:]}")
+    """`npm ci` (exactly the lockfile) unless the pinned Auth.js packages are installed."""
+    install(AUTHJS_DIR, ("@auth/core", "@auth/express"), timeout)
 
 
 def node_ready() -> str:
