@@ -160,13 +160,16 @@ class LogtoCore:
     def is_secure(self, request: Request) -> bool:
         """Whether the app is served over https (which sets the cookies' prefix and `Secure`);
         the same answer as `origin()`, without parsing the host."""
-        if self.config.base_url:
-            return self.config.base_url.startswith("https:")
-        if self.config.trust_host:
+        if self.config.trust_host and not self.config.base_url:
             proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
             if proto in ("http", "https"):
                 return proto == "https"
-        return request.scheme in ("https", "wss")
+        return self._is_secure_scheme(request.scheme)
+
+    def _is_secure_scheme(self, scheme: str) -> bool:
+        if self.config.base_url:
+            return self.config.base_url.startswith("https:")
+        return scheme in ("https", "wss")
 
     def may_have_session(self, cookie_header: str, authorization: str) -> bool:
         """False when a request certainly carries no session, so it can pass straight through:
@@ -181,7 +184,7 @@ class LogtoCore:
         cookies, no flow. None sends the request down the full path."""
         if self.config.trust_host or isinstance(self.sessions, ServerSessions):
             return None
-        secure = self.config.base_url.startswith("https:") if self.config.base_url else scheme in ("https", "wss")
+        secure = self._is_secure_scheme(scheme)  # trust_host (X-Forwarded-Proto) takes the full path
         name = self.cookie_name(self.session_cookie, secure)
         if name + "." in cookie_header:
             return None  # chunks: the full path joins (or clears) them

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..provider import ProviderUnavailable, node_executable
+from ..provider import ProviderUnavailable, node_executable, stop_process
 from ..provider import ensure_node_modules as install
 
 AUTHJS_DIR = Path(__file__).resolve().parent
@@ -33,16 +33,6 @@ def node_ready() -> str:
     return node
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 class NodeError(AssertionError):
     """An op of jwt_tool.mjs failed where the test expected it to succeed."""
 
@@ -55,7 +45,7 @@ class JwtTool:
         self._stderr: list[str] = []
         self._proc = subprocess.Popen([node, str(JWT_TOOL)], cwd=AUTHJS_DIR, stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        atexit.register(_stop, self._proc)
+        atexit.register(stop_process, self._proc)
         threading.Thread(target=self._pump_stderr, daemon=True).start()
         self._lock = threading.Lock()
         self.versions = self.ok("versions")
@@ -102,7 +92,7 @@ class JwtTool:
     def close(self) -> None:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
-        _stop(self._proc)
+        stop_process(self._proc)
 
 
 class ExpressApp:
@@ -117,7 +107,7 @@ class ExpressApp:
         self._proc = subprocess.Popen([node, str(EXPRESS_APP)], cwd=AUTHJS_DIR, env=environ,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True, bufsize=1)
-        atexit.register(_stop, self._proc)
+        atexit.register(stop_process, self._proc)
         threading.Thread(target=self._pump_stderr, daemon=True).start()
         ready = threading.Event()
 
@@ -146,4 +136,4 @@ class ExpressApp:
         return "".join(self._stderr)
 
     def stop(self) -> None:
-        _stop(self._proc)
+        stop_process(self._proc)
