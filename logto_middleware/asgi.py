@@ -12,7 +12,7 @@ from starlette.authentication import AuthCredentials
 
 from .config import LogtoConfig
 from .core import ANONYMOUS, LogtoCore, Passage
-from .flow import AsyncDriver
+from .flow import AsyncDriver, Flow
 from .messages import Request, Response
 from .session import AsyncSession
 from .stores import CookieStore, SessionStore
@@ -51,6 +51,7 @@ class LogtoASGIMiddleware:
             await self.app(scope, receive, send)
             return
         websocket = scope["type"] == "websocket"
+        flow: Flow[Response | Passage] | None = None
         if websocket or not self.core.is_route(scope["path"]):
             cookie, authorization = _session_headers(scope)
             if not self.core.may_have_session(cookie, authorization):
@@ -59,22 +60,26 @@ class LogtoASGIMiddleware:
                 await self.app(scope, receive, send)
                 return
             if not websocket:
-                passage = self.core.quick_passage(cookie, scope.get("scheme", "http"))
-                if passage is not None:  # the common signed-in request
-                    await self._pass(passage, scope, receive, send)
+                quick = self.core.quick_passage(cookie, scope.get("scheme", "http"))
+                if isinstance(quick, Passage):  # the common signed-in request
+                    await self._pass(quick, scope, receive, send)
                     return
-        request = _request_from_scope(scope)
-        if not websocket and request.method == "POST" and self.core.is_route(request.path):
-            body = await _read_body(receive)
-            if body is None:
-                await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))
-                return
-            request = request.with_body(body)
+                flow = quick
+        if flow is None:
+            request = _request_from_scope(scope)
+            if not websocket and request.method == "POST" and self.core.is_route(request.path):
+                body = await _read_body(receive)
+                if body is None:
+                    await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))
+                    return
+                request = request.with_body(body)
+            flow = self.core.handle(request, websocket=websocket)
         try:
-            outcome = await self.driver.run(self.core.handle(request, websocket=websocket))
+            outcome = await self.driver.run(flow)
         except Exception:
-            log.exception("logto_middleware failed on %s %s", request.method, request.path)
-            if websocket or not self.core.is_route(request.path):
+            path = scope.get("path", "/")
+            log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"), path)
+            if websocket or not self.core.is_route(path):
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
             else:
                 outcome = Response.json({"error": "InternalError"}, 500)

@@ -115,6 +115,7 @@ class LogtoCore:
         self._base = config.base_path
         # The user of a session, built once per decoded session (the stores cache those).
         self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
+        self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
 
     def user_for(self, data: SessionData) -> LogtoUser:
         hit = self._users.get(id(data))
@@ -178,10 +179,13 @@ class LogtoCore:
             return True
         return isinstance(self.sessions, AuthJsCookieStore) and authorization.startswith("Bearer ")
 
-    def quick_passage(self, cookie_header: str, scheme: str) -> Passage | None:
-        """The passage of a request whose session cookie was decoded before and needs nothing
-        now (no refresh, no rolling, one unchunked cookie): no I/O, no parsing of the other
-        cookies, no flow. None sends the request down the full path."""
+    def quick_passage(self, cookie_header: str, scheme: str) -> Passage | Flow[Passage] | None:
+        """The quick path of a request whose session cookie was decoded before (one unchunked
+        cookie in the cookie store): no parsing of the other cookies, no `Request`.
+
+        A `Passage` when the session needs nothing now; a flow giving the `Passage` when its
+        tokens need a refresh or its expiry a roll; None sends the request down the full path.
+        """
         if self.config.trust_host or isinstance(self.sessions, ServerSessions):
             return None
         secure = self._is_secure_scheme(scheme)  # trust_host (X-Forwarded-Proto) takes the full path
@@ -193,11 +197,26 @@ class LogtoCore:
         if data is None:
             return None
         now = self.clock()
-        if (data.expires_at <= now or self.refresher.needs_refresh(data, now)
-                or now - data.updated_at >= self.config.session_update_age):
+        if data.expires_at <= now:
             return None
-        return Passage(self, SessionState(cookie_name=name, secure=secure, cookie_value=value, present=[name],
-                                          data=data))
+        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=[name], data=data)
+        if self.refresher.needs_refresh(data, now):
+            # Another request refreshed these tokens moments ago: take its result (and its
+            # sealed cookie) without a flow.
+            refreshed = self.refresher.recent(data)
+            if refreshed is None or not self._settled(refreshed, now):
+                return self._settled_passage(state, data, now)
+            state.data, state.dirty = refreshed, True
+        elif now - data.updated_at >= self.config.session_update_age:
+            return self._settled_passage(state, data, now)
+        return Passage(self, state)
+
+    def _settled(self, data: SessionData, now: float) -> bool:
+        return not self.refresher.needs_refresh(data, now) and now - data.updated_at < self.config.session_update_age
+
+    def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
+        yield from self._settle(state, data, now, refresh=True)
+        return Passage(self, state)
 
     def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
         if not secure:
@@ -226,15 +245,22 @@ class LogtoCore:
             log.info("session cookie rejected (unknown, invalid or expired); clearing it")
             state.cleared = True
             return state
+        yield from self._settle(state, data, now, refresh=refresh)
+        return state
+
+    def _settle(self, state: SessionState, data: SessionData, now: float, *, refresh: bool) -> Flow[None]:
+        """Refresh the tokens when they are about to expire, roll the expiry when due; the
+        outcome goes into `state`."""
         if refresh and self.refresher.needs_refresh(data, now):
-            data = yield from self._refresh(state, data)
-            if data is None:
-                return state
+            refreshed = yield from self._refresh(state, data)
+            if refreshed is None:
+                state.data = None
+                return
+            data = refreshed
         if now - data.updated_at >= self.config.session_update_age:
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
             state.dirty = state.rolled = True
         state.data = data
-        return state
 
     def _refresh(self, state: SessionState, data: SessionData) -> Flow[SessionData | None]:
         try:
@@ -283,8 +309,14 @@ class LogtoCore:
         if value == state.cookie_value and not state.rolled:
             return []  # a server-side session whose id did not change
         max_age = max(0, state.data.expires_at - int(self.clock()))
-        return write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
-                             present=state.present)
+        key = (state.cookie_name, value, max_age, state.secure, *state.present)
+        headers = self._set_cookies.get(key)
+        if headers is None:
+            # Concurrent requests that refreshed one session send the same headers: build them once.
+            headers = write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
+                                    present=state.present)
+            self._set_cookies.set(key, headers)
+        return list(headers)
 
     def clear_session(self, state: SessionState) -> list[str]:
         names = state.present or [state.cookie_name]

@@ -131,14 +131,13 @@ class SyncDriver:
             flight = self._flights.get(effect.key)
             if flight is None:
                 flight = self._flights[effect.key] = _SyncFlight()
-                wakeup = None
+                place = -1
             else:
-                # Each follower sleeps on a lock of its own: waking a thousand threads from one
-                # Event makes them fight over its condition, one after another.
+                place = len(flight.waiters)
                 wakeup = threading.Lock()
                 wakeup.acquire()
                 flight.waiters.append(wakeup)
-        if wakeup is None:
+        if place < 0:
             try:
                 flight.result = self.run(effect.make_flow())
             except BaseException as exc:
@@ -147,10 +146,12 @@ class SyncDriver:
             finally:
                 with self._lock:
                     del self._flights[effect.key]
-                for waiter in flight.waiters:
-                    waiter.release()
+                flight.wake(0)
         else:
+            # Followers wake one another in turn: a thousand threads woken at once would all
+            # fight for the GIL together and slow every thread of the process for a while.
             wakeup.acquire()
+            flight.wake(place + 1)
         if flight.error is not None:
             raise flight.error
         return flight.result
@@ -160,9 +161,13 @@ class _SyncFlight:
     __slots__ = ("error", "result", "waiters")
 
     def __init__(self) -> None:
-        self.waiters: list[threading.Lock] = []
+        self.waiters: list[threading.Lock] = []  # complete once the flight left `_flights`
         self.result: Any = None
         self.error: Exception | None = None
+
+    def wake(self, place: int) -> None:
+        if place < len(self.waiters):
+            self.waiters[place].release()
 
 
 class AsyncDriver:
@@ -170,7 +175,7 @@ class AsyncDriver:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
-        self._flights: dict[Hashable, asyncio.Future[Any]] = {}
+        self._flights: dict[Hashable, list[asyncio.Future[Any]]] = {}
 
     async def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -199,20 +204,28 @@ class AsyncDriver:
         return await self._shared(effect)
 
     async def _shared(self, effect: Shared) -> Any:
-        flight = self._flights.get(effect.key)
-        if flight is not None and flight.get_loop() is asyncio.get_running_loop():
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[effect.key] = flight
+        loop = asyncio.get_running_loop()
+        followers = self._flights.get(effect.key)
+        if followers is not None and (not followers or followers[0].get_loop() is loop):
+            # Each follower waits on a future of its own: cancelling one leaves the others and
+            # the leader alone, and the leader wakes each directly.
+            waiter = loop.create_future()
+            followers.append(waiter)
+            return await waiter
+        followers = self._flights[effect.key] = []
         try:
             result = await self.run(effect.make_flow())
         except BaseException as exc:
-            flight.set_exception(_for_followers(exc))
-            flight.exception()  # mark retrieved: nobody may be waiting
+            error = _for_followers(exc)
+            for waiter in followers:
+                if not waiter.done():
+                    waiter.set_exception(error)
             raise
         else:
-            flight.set_result(result)
+            for waiter in followers:
+                if not waiter.done():
+                    waiter.set_result(result)
             return result
         finally:
-            if self._flights.get(effect.key) is flight:
+            if self._flights.get(effect.key) is followers:
                 del self._flights[effect.key]

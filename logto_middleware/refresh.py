@@ -4,7 +4,6 @@ an outage."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ __all__ = ["Guard", "Refresher", "Target", "refresh_key"]
 Grant = Callable[[SessionData], "Flow[SessionData]"]
 Settled = Callable[[SessionData], bool]
 Guard = Callable[[SessionData, Grant, Settled], "Flow[SessionData | None]"]
+RefreshKey = tuple[str | None, str | None, str]
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,16 @@ class Target:
         return {"organization_id": str(self.organization_id)}
 
 
-def refresh_key(data: SessionData, target: Target | None = None) -> str:
+def refresh_key(data: SessionData, target: Target | None = None) -> RefreshKey:
     """Key of one refresh: the refresh token *and* the access token it replaces (and the
     target's audience).
 
     Logto returns the same refresh token while it is young, so the refresh token alone would
     map a later, genuinely needed refresh onto an old result; the access token changes on
-    every refresh, so the pair names exactly one refresh.
+    every refresh, so the pair names exactly one refresh. (An in-process key only: it holds
+    the tokens themselves, which the cached sessions hold anyway.)
     """
-    audience = target.audience if target is not None else ""
-    material = f"{data.refresh_token}\x00{data.access_token}\x00{audience}".encode()
-    return hashlib.sha256(material).hexdigest()
+    return (data.refresh_token, data.access_token, target.audience if target is not None else "")
 
 
 class Refresher:
@@ -66,9 +65,9 @@ class Refresher:
         self._provider = provider
         self._clock = clock
         # Results of recent refreshes: a request that still carries the old tokens gets these.
-        self._recent: ExpiringCache[str, SessionData] = ExpiringCache(4096, grace, clock)
+        self._recent: ExpiringCache[RefreshKey, SessionData] = ExpiringCache(4096, grace, clock)
         # Recent outages: no new grant for the same tokens until the back-off ends.
-        self._failed: ExpiringCache[str, LogtoError] = ExpiringCache(4096, backoff, clock)
+        self._failed: ExpiringCache[RefreshKey, LogtoError] = ExpiringCache(4096, backoff, clock)
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
         leeway = self._config.refresh_leeway
@@ -77,6 +76,10 @@ class Refresher:
             return token is None or token[1] - leeway <= now
         return (data.refresh_token is not None and data.access_token_expires_at is not None
                 and data.access_token_expires_at - leeway <= now)
+
+    def recent(self, data: SessionData, target: Target | None = None) -> SessionData | None:
+        """What a refresh of these very tokens gave moments ago (within the grace window), if any."""
+        return self._recent.get(refresh_key(data, target))
 
     def refresh(self, data: SessionData, around: Guard | None = None,
                 target: Target | None = None) -> Flow[SessionData | None]:
@@ -99,7 +102,7 @@ class Refresher:
                 return data
         return data
 
-    def _run(self, data: SessionData, key: str, around: Guard | None,
+    def _run(self, data: SessionData, key: RefreshKey, around: Guard | None,
              target: Target | None) -> Flow[SessionData | None]:
         recent = self._recent.get(key)
         if recent is not None:
@@ -116,7 +119,7 @@ class Refresher:
 
         return (yield from around(data, grant, settled))
 
-    def _grant(self, data: SessionData, key: str, target: Target | None) -> Flow[SessionData]:
+    def _grant(self, data: SessionData, key: RefreshKey, target: Target | None) -> Flow[SessionData]:
         config = self._config
         if data.refresh_token is None:
             raise LogtoError("the session has no refresh token")

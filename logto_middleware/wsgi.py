@@ -13,7 +13,7 @@ import httpx
 
 from .config import LogtoConfig
 from .core import LogtoCore, Passage
-from .flow import SyncDriver
+from .flow import Flow, SyncDriver
 from .messages import Request, Response
 from .session import SyncSession
 from .stores import CookieStore, SessionStore
@@ -44,25 +44,30 @@ class LogtoWSGIMiddleware:
                               session_factory=lambda data, tokens, user: SyncSession(data, profile, tokens, run, user))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if not self.core.is_route(_path(environ)):
+        path = _path(environ)
+        flow: Flow[Response | Passage] | None = None
+        if not self.core.is_route(path):
             cookie = environ.get("HTTP_COOKIE", "")
             if not self.core.may_have_session(cookie, environ.get("HTTP_AUTHORIZATION", "")):
                 # The common anonymous request: nothing to read, nothing to write.
                 return self._pass(Passage(self.core, None), environ, start_response)
-            passage = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
-            if passage is not None:  # the common signed-in request
-                return self._pass(passage, environ, start_response)
-        request = _request_from_environ(environ)
-        if request.method == "POST" and self.core.is_route(request.path):
-            body = _read_body(environ)
-            if body is None:
-                return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
-            request = request.with_body(body)
+            quick = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
+            if isinstance(quick, Passage):  # the common signed-in request
+                return self._pass(quick, environ, start_response)
+            flow = quick
+        if flow is None:
+            request = _request_from_environ(environ, path)
+            if request.method == "POST" and self.core.is_route(path):
+                body = _read_body(environ)
+                if body is None:
+                    return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
+                request = request.with_body(body)
+            flow = self.core.handle(request)
         try:
-            outcome = self.driver.run(self.core.handle(request))
+            outcome = self.driver.run(flow)
         except Exception:
-            log.exception("logto_middleware failed on %s %s", request.method, request.path)
-            if self.core.is_route(request.path):
+            log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
+            if self.core.is_route(path):
                 outcome = Response.json({"error": "InternalError"}, 500)
             else:
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
@@ -88,7 +93,7 @@ class LogtoWSGIMiddleware:
         return self.app(environ, start_response_with_cookies)
 
 
-def _request_from_environ(environ: dict[str, Any]) -> Request:
+def _request_from_environ(environ: dict[str, Any], path: str) -> Request:
     headers: dict[str, str] = {}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
@@ -97,7 +102,7 @@ def _request_from_environ(environ: dict[str, Any]) -> Request:
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = environ[key]
     server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
-    return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=_path(environ),
+    return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path,
                    query_string=environ.get("QUERY_STRING", ""), headers=headers,
                    scheme=environ.get("wsgi.url_scheme", "http"), server=server)
 
