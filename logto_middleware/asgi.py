@@ -100,7 +100,9 @@ class LogtoASGIMiddleware:
 
         async def send_with_cookies(message: Message) -> None:
             if message["type"] == "http.response.start" and passage.may_write:
-                cookies = await self.driver.run(passage.finish())
+                cookies = passage.finish_without_io()
+                if cookies is None:
+                    cookies = await self.driver.run(passage.finish())
                 if cookies:
                     headers = list(message.get("headers", []))
                     headers += [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote
 
@@ -45,7 +45,7 @@ class SessionState:
     cookie_name: str
     secure: bool
     cookie_value: str | None = None
-    present: list[str] = field(default_factory=list)
+    present: Sequence[str] = ()  # the names of the cookie and its chunks in the request
     data: SessionData | None = None
     writable: bool = True  # False when the session came in an Authorization header
     dirty: bool = False  # the data changed: store it
@@ -83,6 +83,15 @@ class Passage:
             self._cookies = yield from self._core.write_session(self._state)
         return self._cookies
 
+    def finish_without_io(self) -> list[str] | None:
+        """`finish()` when it needs no I/O (a cookie store, or nothing to store); None when the
+        driver must run `finish()`."""
+        if self._state is None:
+            return []
+        if self._cookies is None:
+            self._cookies = self._core.cookies_without_io(self._state)
+        return self._cookies
+
 
 def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens,
                    user: LogtoUser) -> Session:
@@ -113,6 +122,8 @@ class LogtoCore:
         self.refresher = Refresher(config, self.provider, clock=clock)
         self.routes = Routes(self)
         self._base = config.base_path
+        self._quick_names = {secure: (name, name + ".", (name,)) for secure in (False, True)
+                             for name in [self.cookie_name(self.session_cookie, secure)]}
         # The user of a session, built once per decoded session (the stores cache those).
         self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
@@ -189,8 +200,8 @@ class LogtoCore:
         if self.config.trust_host or isinstance(self.sessions, ServerSessions):
             return None
         secure = self._is_secure_scheme(scheme)  # trust_host (X-Forwarded-Proto) takes the full path
-        name = self.cookie_name(self.session_cookie, secure)
-        if name + "." in cookie_header:
+        name, chunk_prefix, present = self._quick_names[secure]
+        if chunk_prefix in cookie_header:
             return None  # chunks: the full path joins (or clears) them
         value = find_cookie(cookie_header, name)
         data = self.sessions.cached(value, name) if value else None
@@ -199,7 +210,7 @@ class LogtoCore:
         now = self.clock()
         if data.expires_at <= now:
             return None
-        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=[name], data=data)
+        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present, data=data)
         if self.refresher.needs_refresh(data, now):
             # Another request refreshed these tokens moments ago: take its result (and its
             # sealed cookie) without a flow.
@@ -293,22 +304,36 @@ class LogtoCore:
         return refreshed
 
     def write_session(self, state: SessionState) -> Flow[list[str]]:
-        if not state.writable:
-            return []
-        if state.cleared:
-            return self.clear_session(state)
-        if not state.dirty or state.data is None:
-            return []
+        cookies = self.cookies_without_io(state)
+        data = state.data
+        if cookies is not None or data is None:
+            return cookies or []
         try:
-            value = yield from self.sessions.save(state.data, state.cookie_value, state.cookie_name)
+            value = yield from self.sessions.save(data, state.cookie_value, state.cookie_name)
         except StoreUnavailable as exc:
             # The response is already under way: keep the stored session as it was.
             log.error("session store unavailable, session not updated: %s", exc)
             return []
+        return self._set_cookies_for(state, data, value)
+
+    def cookies_without_io(self, state: SessionState) -> list[str] | None:
+        """The Set-Cookie headers of `state` when writing it needs no store I/O; else None."""
+        if not state.writable:
+            return []
+        if state.cleared:
+            return self.clear_session(state)
+        data = state.data
+        if not state.dirty or data is None:
+            return []
+        if isinstance(self.sessions, CookieStore):
+            return self._set_cookies_for(state, data, self.sessions.seal(data))
+        return None
+
+    def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> list[str]:
         state.dirty = False
         if value == state.cookie_value and not state.rolled:
             return []  # a server-side session whose id did not change
-        max_age = max(0, state.data.expires_at - int(self.clock()))
+        max_age = max(0, data.expires_at - int(self.clock()))
         key = (state.cookie_name, value, max_age, state.secure, *state.present)
         headers = self._set_cookies.get(key)
         if headers is None:

@@ -87,7 +87,9 @@ class LogtoWSGIMiddleware:
                                         exc_info: ExcInfo | None = None) -> Any:
             if not passage.may_write:
                 return start_response(status, headers, exc_info)
-            cookies = self.driver.run(passage.finish())
+            cookies = passage.finish_without_io()
+            if cookies is None:
+                cookies = self.driver.run(passage.finish())
             return start_response(status, headers + [("Set-Cookie", c) for c in cookies], exc_info)
 
         return self.app(environ, start_response_with_cookies)

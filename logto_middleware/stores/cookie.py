@@ -12,6 +12,7 @@ from ..session import SessionData
 __all__ = ["CookieStore"]
 
 _AAD = b"logto.session-token"
+_TAG_CHARS = 22  # base64url characters of the 16-byte GCM tag, which ends every sealed value
 
 
 class CookieStore:
@@ -26,33 +27,44 @@ class CookieStore:
 
     def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
         self._cipher = Cipher(secrets, "session cookie")
-        self._cache: BoundedCache[str, SessionData] = BoundedCache(cache_size)
+        # Keyed by the value's last characters (inside the GCM tag: unique per sealed value), so
+        # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value is compared.
+        self._cache: BoundedCache[str, tuple[str, SessionData]] = BoundedCache(cache_size)
         self._sealed: BoundedCache[int, tuple[SessionData, str]] = BoundedCache(cache_size)
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
         """The session of a cookie value seen (and authenticated) before, without decrypting."""
-        return self._cache.get(cookie_value)
+        hit = self._cache.get(cookie_value[-_TAG_CHARS:])
+        return hit[1] if hit is not None and hit[0] == cookie_value else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        cached = self._cache.get(cookie_value)
+        cached = self.cached(cookie_value)
         if cached is not None:
             return returns(cached)
         plaintext = self._cipher.decrypt(cookie_value, _AAD)
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
-            self._cache.set(cookie_value, data)
+            self._remember(cookie_value, data)
         return returns(data)
 
+    def _remember(self, cookie_value: str, data: SessionData) -> None:
+        self._cache.set(cookie_value[-_TAG_CHARS:], (cookie_value, data))
+
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
+        return returns(self.seal(data))
+
+    def seal(self, data: SessionData) -> str:
+        """The cookie value of `data` (no I/O: the core calls this directly)."""
         sealed = self._sealed.get(id(data))
         if sealed is not None and sealed[0] is data:
             # The same refreshed session, written for each concurrent request: seal it once.
-            return returns(sealed[1])
+            return sealed[1]
         value = self._cipher.encrypt(data.to_json(), _AAD)
-        self._cache.set(value, data)
+        self._remember(value, data)
         self._sealed.set(id(data), (data, value))
-        return returns(value)
+        return value
 
     def delete(self, cookie_value: str) -> Flow[None]:
-        self._cache.pop(cookie_value)
+        if self.cached(cookie_value) is not None:
+            self._cache.pop(cookie_value[-_TAG_CHARS:])
         return returns(None)
