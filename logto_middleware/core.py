@@ -263,7 +263,18 @@ class LogtoCore:
         """Refresh the tokens when they are about to expire, roll the expiry when due; the
         outcome goes into `state`."""
         if refresh and self.refresher.needs_refresh(data, now):
-            refreshed = yield from self._refresh(state, data)
+            try:
+                refreshed = yield from self.refresh_tokens(state, data)
+            except (OAuthError, TokenValidationError) as exc:
+                # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
+                # this session cannot be trusted or continued.
+                log.info("refresh rejected (%s); ending the session", exc)
+                state.cleared = True
+                refreshed = None
+            except (ProviderUnavailable, ProviderError) as exc:
+                log.warning("refresh failed, keeping the session and retrying later: %s", exc)
+                # Not stored: the next request simply tries again.
+                refreshed = data.with_changes(error="RefreshAccessTokenError")
             if refreshed is None:
                 state.data = None
                 return
@@ -272,20 +283,6 @@ class LogtoCore:
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
             state.dirty = state.rolled = True
         state.data = data
-
-    def _refresh(self, state: SessionState, data: SessionData) -> Flow[SessionData | None]:
-        try:
-            return (yield from self.refresh_tokens(state, data))
-        except (OAuthError, TokenValidationError) as exc:
-            # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
-            # this session cannot be trusted or continued.
-            log.info("refresh rejected (%s); ending the session", exc)
-            state.cleared = True
-            return None
-        except (ProviderUnavailable, ProviderError) as exc:
-            log.warning("refresh failed, keeping the session and retrying later: %s", exc)
-            # Not stored: the next request simply tries again.
-            return data.with_changes(error="RefreshAccessTokenError")
 
     def refresh_tokens(self, state: SessionState, data: SessionData,
                        target: Target | None = None) -> Flow[SessionData | None]:

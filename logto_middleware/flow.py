@@ -175,7 +175,8 @@ class AsyncDriver:
 
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
-        self._flights: dict[Hashable, list[asyncio.Future[Any]]] = {}
+        # A running flight: its event loop and the futures of its followers.
+        self._flights: dict[Hashable, tuple[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]]] = {}
 
     async def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -186,9 +187,11 @@ class AsyncDriver:
                 return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                # Shared first and awaited here: a thousand waiting followers each keep one
-                # coroutine frame fewer alive.
-                value = await (self._shared(effect) if type(effect) is Shared else self._perform(effect))
+                if type(effect) is Shared and (waiter := self._follow(effect)) is not None:
+                    # Awaited right here: a thousand waiting followers keep no frame more alive.
+                    value = await waiter
+                else:
+                    value = await self._perform(effect)
             except Exception as exc:
                 error = exc
 
@@ -203,18 +206,27 @@ class AsyncDriver:
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
             return None
-        return await self._shared(effect)
+        return await self._lead(effect)
 
-    async def _shared(self, effect: Shared) -> Any:
+    def _follow(self, effect: Shared) -> asyncio.Future[Any] | None:
+        """A future for the running flight of `effect.key` (None when there is none: lead it).
+        Each follower waits on a future of its own: cancelling one leaves the others and the
+        leader alone, and the leader wakes each directly."""
+        flight = self._flights.get(effect.key)
+        if flight is None:
+            return None
         loop = asyncio.get_running_loop()
-        followers = self._flights.get(effect.key)
-        if followers is not None and (not followers or followers[0].get_loop() is loop):
-            # Each follower waits on a future of its own: cancelling one leaves the others and
-            # the leader alone, and the leader wakes each directly.
-            waiter = loop.create_future()
-            followers.append(waiter)
-            return await waiter
-        followers = self._flights[effect.key] = []
+        if flight[0] is not loop:
+            return None  # a flight on another event loop: run our own
+        waiter = loop.create_future()
+        flight[1].append(waiter)
+        return waiter
+
+    async def _lead(self, effect: Shared) -> Any:
+        """Run the flight of `effect.key` (`run` found none to follow) and wake its followers."""
+        followers: list[asyncio.Future[Any]] = []
+        flight = (asyncio.get_running_loop(), followers)
+        self._flights[effect.key] = flight
         try:
             result = await self.run(effect.make_flow())
         except BaseException as exc:
@@ -229,5 +241,5 @@ class AsyncDriver:
                     waiter.set_result(result)
             return result
         finally:
-            if self._flights.get(effect.key) is followers:
+            if self._flights.get(effect.key) is flight:
                 del self._flights[effect.key]

@@ -1,0 +1,156 @@
+"""The drivers' single-flight (`Shared`): one run per key, every follower gets its result or its
+error, and no follower can hang or disturb the others."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from logto_middleware.errors import ProviderUnavailable
+from logto_middleware.flow import AsyncDriver, Flow, Shared, Sleep, SyncDriver
+
+
+class Boom(Exception):
+    pass
+
+
+def counted(calls: list[int], *, seconds: float, fail: bool = False) -> Flow[str]:
+    calls.append(1)
+    yield Sleep(seconds)
+    if fail:
+        raise Boom("leader failed")
+    return f"result {len(calls)}"
+
+
+def shared(calls: list[int], *, seconds: float = 0.05, fail: bool = False) -> Flow[str]:
+    result: str = yield Shared("key", lambda: counted(calls, seconds=seconds, fail=fail))
+    return result
+
+
+def sync_driver() -> SyncDriver:
+    return SyncDriver(httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+
+
+def async_driver() -> AsyncDriver:
+    return AsyncDriver(httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))))
+
+
+def run_threads(driver: SyncDriver, n: int, **kwargs: Any) -> list[object]:
+    results: list[object] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(n, timeout=5)
+    calls: list[int] = kwargs.pop("calls")
+
+    def one() -> None:
+        gate.wait()
+        try:
+            outcome: object = driver.run(shared(calls, **kwargs))
+        except Exception as exc:  # the outcome under test
+            outcome = exc
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "a follower was never woken"
+    return results
+
+
+def test_sync_followers_all_get_the_one_result() -> None:
+    calls: list[int] = []
+    results = run_threads(sync_driver(), 64, calls=calls)
+    assert calls == [1]
+    assert results == ["result 1"] * 64
+
+
+def test_sync_followers_all_get_the_leaders_error() -> None:
+    calls: list[int] = []
+    results = run_threads(sync_driver(), 32, calls=calls, fail=True)
+    assert calls == [1]
+    assert len(results) == 32 and all(isinstance(r, Boom) for r in results)
+
+
+def test_sync_flight_ends_with_its_leader() -> None:
+    driver, calls = sync_driver(), []
+    assert driver.run(shared(calls, seconds=0)) == "result 1"
+    assert driver.run(shared(calls, seconds=0)) == "result 2"  # a new flight, not a stale result
+
+
+async def gather_shared(driver: AsyncDriver, calls: list[int], n: int, **kwargs: Any) -> list[Any]:
+    return await asyncio.gather(*(driver.run(shared(calls, **kwargs)) for _ in range(n)), return_exceptions=True)
+
+
+def test_async_followers_all_get_the_one_result() -> None:
+    calls: list[int] = []
+    results = asyncio.run(gather_shared(async_driver(), calls, 100))
+    assert calls == [1]
+    assert results == ["result 1"] * 100
+
+
+def test_async_followers_all_get_the_leaders_error() -> None:
+    calls: list[int] = []
+    results = asyncio.run(gather_shared(async_driver(), calls, 20, fail=True))
+    assert calls == [1]
+    assert all(isinstance(r, Boom) for r in results)
+
+
+def test_async_cancelled_follower_leaves_the_others_alone() -> None:
+    driver, calls = async_driver(), []
+
+    async def scenario() -> tuple[list[Any], bool]:
+        leader = asyncio.ensure_future(driver.run(shared(calls)))
+        await asyncio.sleep(0)
+        followers = [asyncio.ensure_future(driver.run(shared(calls))) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        followers[0].cancel()
+        results = await asyncio.gather(leader, *followers[1:])
+        return results, followers[0].cancelled()
+
+    results, cancelled = asyncio.run(scenario())
+    assert cancelled
+    assert results == ["result 1"] * 5
+    assert calls == [1]
+
+
+def test_async_cancelled_leader_does_not_leave_followers_waiting() -> None:
+    driver, calls = async_driver(), []
+
+    async def scenario() -> list[Any]:
+        leader = asyncio.ensure_future(driver.run(shared(calls)))
+        await asyncio.sleep(0)
+        followers = [asyncio.ensure_future(driver.run(shared(calls))) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        return await asyncio.wait_for(asyncio.gather(*followers, return_exceptions=True), timeout=5)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, ProviderUnavailable) for r in results)
+
+
+def test_async_flight_of_a_closed_loop_is_not_followed() -> None:
+    driver, calls = async_driver(), []
+
+    async def abandon() -> None:
+        asyncio.ensure_future(driver.run(shared(calls, seconds=60)))
+        await asyncio.sleep(0.01)  # the flight is running when this loop goes away
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(abandon())
+    loop.close()
+    # A new loop leads its own flight instead of waiting for the dead one.
+    assert asyncio.run(asyncio.wait_for(driver.run(shared(calls, seconds=0)), timeout=5)) == "result 2"
+
+
+@pytest.mark.parametrize("n", [1, 2, 10])
+def test_async_small_flights(n: int) -> None:
+    calls: list[int] = []
+    assert asyncio.run(gather_shared(async_driver(), calls, n)) == ["result 1"] * n
