@@ -139,8 +139,10 @@ def test_async_cancelled_leader_does_not_leave_followers_waiting() -> None:
 def test_async_flight_of_a_closed_loop_is_not_followed() -> None:
     driver, calls = async_driver(), []
 
+    abandoned: list[asyncio.Future[str]] = []
+
     async def abandon() -> None:
-        asyncio.ensure_future(driver.run(shared(calls, seconds=60)))
+        abandoned.append(asyncio.ensure_future(driver.run(shared(calls, seconds=60))))
         await asyncio.sleep(0.01)  # the flight is running when this loop goes away
 
     loop = asyncio.new_event_loop()
