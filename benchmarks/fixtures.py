@@ -37,6 +37,7 @@ PEER_SECRET = "peer-secret-0f9e8d7c6b5a49382716a5b4c3d2e1f0"
 HOST = "app.example.com"
 SESSION_COOKIE = "__Secure-logto.session-token"  # https origin
 USER = "alice"
+OTHER_USER = "bob"  # a second user, to warm a middleware's provider caches
 # A Logto user as a social sign-in leaves it: long avatar URL, verified e-mail.
 PROFILE: dict[str, Any] = {
     "sub": "u1x9kq7d3m2p",
@@ -63,6 +64,7 @@ def config(**overrides: Any) -> LogtoConfig:
 def fake_logto(**kwargs: Any) -> FakeLogto:
     fake = FakeLogto(issuer=ISSUER, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, **kwargs)
     fake.users[USER] = {k: v for k, v in PROFILE.items() if k != "sub"}
+    fake.users[OTHER_USER] = {"name": "Bob", "email": "bob@example.com"}
     return fake
 
 
@@ -265,12 +267,13 @@ def header(headers: Iterable[tuple[str, str]], wanted: str) -> str | None:
 # -- signing in through the middleware -----------------------------------------------------------
 
 
-def sign_in_asgi(app: Any, fake: FakeLogto, loop: asyncio.AbstractEventLoop | None = None) -> str:
-    """Sign in as alice through the ASGI middleware; the session's Cookie header."""
+def sign_in_asgi(app: Any, fake: FakeLogto, loop: asyncio.AbstractEventLoop | None = None,
+                 login: str = USER) -> str:
+    """Sign in as `login` (alice by default) through the ASGI middleware; the session's Cookie header."""
     status, headers = asgi_status_headers(call_asgi(app, asgi_scope("/api/auth/signin"), loop))
     assert status == 302, status
     transaction = cookies_from(headers)
-    callback = urlsplit(fake.authorize(str(header(headers, "location")), login=USER))
+    callback = urlsplit(fake.authorize(str(header(headers, "location")), login=login))
     cookie = "; ".join(f"{k}={v}" for k, v in transaction.items())
     status, headers = asgi_status_headers(call_asgi(app, asgi_scope(callback.path, cookie, callback.query), loop))
     assert status == 302, status
@@ -279,11 +282,11 @@ def sign_in_asgi(app: Any, fake: FakeLogto, loop: asyncio.AbstractEventLoop | No
     return "; ".join(f"{k}={v}" for k, v in session.items())
 
 
-def sign_in_wsgi(app: Any, fake: FakeLogto) -> str:
+def sign_in_wsgi(app: Any, fake: FakeLogto, login: str = USER) -> str:
     status, headers, _ = call_wsgi(app, wsgi_environ("/api/auth/signin"))
     assert status == 302, status
     transaction = cookies_from(headers)
-    callback = urlsplit(fake.authorize(str(header(headers, "location")), login=USER))
+    callback = urlsplit(fake.authorize(str(header(headers, "location")), login=login))
     cookie = "; ".join(f"{k}={v}" for k, v in transaction.items())
     status, headers, _ = call_wsgi(app, wsgi_environ(callback.path, cookie, callback.query))
     assert status == 302, status
