@@ -211,18 +211,17 @@ class LogtoCore:
         if data.expires_at <= now:
             return None
         state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present, data=data)
-        if self.refresher.needs_refresh(data, now):
+        if not self._settled(data, now):
             # Another request refreshed these tokens moments ago: take its result (and its
             # sealed cookie) without a flow.
-            refreshed = self.refresher.recent(data)
+            refreshed = self.refresher.recent(data) if self.refresher.needs_refresh(data, now) else None
             if refreshed is None or not self._settled(refreshed, now):
                 return self._settled_passage(state, data, now)
             state.data, state.dirty = refreshed, True
-        elif now - data.updated_at >= self.config.session_update_age:
-            return self._settled_passage(state, data, now)
         return Passage(self, state)
 
     def _settled(self, data: SessionData, now: float) -> bool:
+        """Whether the session needs neither a refresh nor a roll now."""
         return not self.refresher.needs_refresh(data, now) and now - data.updated_at < self.config.session_update_age
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
