@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 
@@ -65,9 +65,11 @@ def _error_from(response: httpx.Response, body: Any) -> Exception:
 def token_grant(endpoint: str, client_id: str, client_secret: str,
                 form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
     """POST a grant to the token endpoint with client_secret_basic."""
+    # Encoded here rather than with httpx's `data=`: the same bytes, built more cheaply.
     response = yield httpx.Request(
-        "POST", endpoint, data=form,  # type: ignore[arg-type]
-        headers={"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json"})
+        "POST", endpoint, content=urlencode(form).encode("ascii"),
+        headers={"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json",
+                 "Content-Type": "application/x-www-form-urlencoded"})
     body = read_json(response, "token endpoint")
     if response.status_code != 200:
         raise _error_from(response, body)
