@@ -122,8 +122,15 @@ class LogtoCore:
         self.refresher = Refresher(config, self.provider, clock=clock)
         self.routes = Routes(self)
         self._base = config.base_path
-        self._quick_names = {secure: (name, name + ".", (name,)) for secure in (False, True)
-                             for name in [self.cookie_name(self.session_cookie, secure)]}
+        # Per URL scheme, what the quick path needs: the store of decoded cookies, secure or not,
+        # the session cookie's name, the prefix of its chunks, the names present. Empty when the
+        # quick path is off: with trust_host (X-Forwarded-Proto decides), or server-side sessions.
+        self._quick: dict[str, tuple[CookieStore | AuthJsCookieStore, bool, str, str, tuple[str]]] = {}
+        if not config.trust_host and not isinstance(self.sessions, ServerSessions):
+            for scheme in ("http", "https", "ws", "wss"):
+                secure = self._is_secure_scheme(scheme)
+                name = self.cookie_name(self.session_cookie, secure)
+                self._quick[scheme] = (self.sessions, secure, name, name + ".", (name,))
         # The user of a session, built once per decoded session (the stores cache those).
         self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
@@ -197,14 +204,14 @@ class LogtoCore:
         A `Passage` when the session needs nothing now; a flow giving the `Passage` when its
         tokens need a refresh or its expiry a roll; None sends the request down the full path.
         """
-        if self.config.trust_host or isinstance(self.sessions, ServerSessions):
+        quick = self._quick.get(scheme)
+        if quick is None:
             return None
-        secure = self._is_secure_scheme(scheme)  # trust_host (X-Forwarded-Proto) takes the full path
-        name, chunk_prefix, present = self._quick_names[secure]
+        store, secure, name, chunk_prefix, present = quick
         if chunk_prefix in cookie_header:
             return None  # chunks: the full path joins (or clears) them
         value = find_cookie(cookie_header, name)
-        data = self.sessions.cached(value, name) if value else None
+        data = store.cached(value, name) if value else None
         if data is None:
             return None
         now = self.clock()
