@@ -123,14 +123,14 @@ class LogtoCore:
         self.routes = Routes(self)
         self._base = config.base_path
         # Per URL scheme, what the quick path needs: the store of decoded cookies, secure or not,
-        # the session cookie's name, the prefix of its chunks, the names present. Empty when the
+        # the session cookie's name, the prefix of its chunks, the names present, "name=". Empty when the
         # quick path is off: with trust_host (X-Forwarded-Proto decides), or server-side sessions.
-        self._quick: dict[str, tuple[CookieStore | AuthJsCookieStore, bool, str, str, tuple[str]]] = {}
+        self._quick: dict[str, tuple[CookieStore | AuthJsCookieStore, bool, str, str, tuple[str], str]] = {}
         if not config.trust_host and not isinstance(self.sessions, ServerSessions):
             for scheme in ("http", "https", "ws", "wss"):
                 secure = self._is_secure_scheme(scheme)
                 name = self.cookie_name(self.session_cookie, secure)
-                self._quick[scheme] = (self.sessions, secure, name, name + ".", (name,))
+                self._quick[scheme] = (self.sessions, secure, name, name + ".", (name,), name + "=")
         # The user of a session, built once per decoded session (the stores cache those).
         self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
@@ -207,10 +207,15 @@ class LogtoCore:
         quick = self._quick.get(scheme)
         if quick is None:
             return None
-        store, secure, name, chunk_prefix, present = quick
+        store, secure, name, chunk_prefix, present, assignment = quick
         if chunk_prefix in cookie_header:
             return None  # chunks: the full path joins (or clears) them
-        value = find_cookie(cookie_header, name)
+        if cookie_header.startswith(assignment) and cookie_header[len(assignment):len(assignment) + 1] != '"':
+            # The usual header, ours first: what find_cookie would return, without its scan.
+            end = cookie_header.find(";")
+            value: str | None = cookie_header[len(assignment):end if end >= 0 else None].strip()
+        else:
+            value = find_cookie(cookie_header, name)
         data = store.cached(value, name) if value else None
         if data is None:
             return None
