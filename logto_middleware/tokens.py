@@ -28,8 +28,9 @@ BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 MAX_TOKEN_LENGTH = 16 * 1024
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-_ECDSA: dict[str, tuple[str, type[hashes.HashAlgorithm]]] = {
-    "ES256": ("P-256", hashes.SHA256), "ES384": ("P-384", hashes.SHA384), "ES512": ("P-521", hashes.SHA512)}
+_ECDSA: dict[str, tuple[str, ECDSA]] = {
+    "ES256": ("P-256", ECDSA(hashes.SHA256())), "ES384": ("P-384", ECDSA(hashes.SHA384())),
+    "ES512": ("P-521", ECDSA(hashes.SHA512()))}
 
 
 def _segments(token: str) -> list[str]:
@@ -78,7 +79,7 @@ def _verify_ecdsa(key: ECKey, alg: str, parts: list[str]) -> bool:
     """ES256/384/512 (RFC 7518 3.4) with the key's `cryptography` object: the check joserfc
     makes, without decoding the token's segments a second time (Logto signs every ID token
     with ES384, so this is on every sign-in and refresh)."""
-    curve, hash_type = _ECDSA[alg]
+    curve, ecdsa = _ECDSA[alg]
     if key.curve_name != curve:
         return False  # a served key of another curve named by the token's kid
     size = (key.curve_key_size + 7) // 8
@@ -90,7 +91,7 @@ def _verify_ecdsa(key: ECKey, alg: str, parts: list[str]) -> bool:
     if not isinstance(public_key, EllipticCurvePublicKey):
         return False
     try:
-        public_key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ECDSA(hash_type()))
+        public_key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ecdsa)
     except InvalidSignature:
         return False
     return True
