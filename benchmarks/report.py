@@ -188,7 +188,8 @@ def figures_table(results: dict[str, Any]) -> list[str]:
     s3 = results.get("refresh_storm")
     if s3:
         legend["g"] = (f"wall time from the release of the storm to the last response, median of {s3['repeats']} "
-                       f"storms; one round-trip = the lone grant's time in the transport ({s3['rtt_ms']:.0f} ms "
+                       f"storms ({s3.get('big_repeats', s3['repeats'])} at N=1000); one round-trip = the lone grant's "
+                       f"time in the transport ({s3['rtt_ms']:.0f} ms "
                        "fixed delay + FakeLogto)")
         for stack in ("asgi", "wsgi"):
             for n, case in s3[stack].items():

@@ -34,9 +34,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 FULL = {"repeats": 9, "batch_seconds": 0.1, "tp_rounds": 3, "tp_seconds": 5.0, "storm_repeats": 5,
-        "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000, "store_sessions": 100_000}
+        "big_storm_repeats": 15, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
+        "store_sessions": 100_000}
 QUICK = {"repeats": 5, "batch_seconds": 0.04, "tp_rounds": 1, "tp_seconds": 2.0, "storm_repeats": 1,
-         "cb_rounds": 3, "cb_per_round": 10, "anonymous": 50_000, "signed_in": 10_000, "store_sessions": 20_000}
+         "big_storm_repeats": 1, "cb_rounds": 3, "cb_per_round": 10, "anonymous": 50_000, "signed_in": 10_000,
+         "store_sessions": 20_000}
 
 
 def log(message: str) -> None:
@@ -55,7 +57,8 @@ def sections(p: dict[str, Any]) -> dict[str, tuple[str, Callable[[], Any]]]:
     return {
         "1": ("overhead", s1),
         "2": ("throughput", lambda: throughput.run(log, rounds=p["tp_rounds"], seconds=p["tp_seconds"])),
-        "3": ("refresh_storm", lambda: concurrency.refresh_storm(log, repeats=p["storm_repeats"])),
+        "3": ("refresh_storm", lambda: concurrency.refresh_storm(
+            log, repeats=p["storm_repeats"], big_repeats=p["big_storm_repeats"])),
         "4": ("cold_start", lambda: concurrency.cold_start(log)),
         "5": ("callback", lambda: callback_cost.run(log, rounds=p["cb_rounds"], per_round=p["cb_per_round"])),
         "6": ("memory", s6),

@@ -58,7 +58,7 @@ class Passage:
 
     __slots__ = ("_cookies", "_core", "_state", "session", "user")
 
-    def __init__(self, core: LogtoCore, state: SessionState | None) -> None:
+    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
         self._core = core
         self._state = state
         self._cookies: list[str] | None = None
@@ -66,8 +66,9 @@ class Passage:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            self.session = core.session_factory(state.data, SessionTokens(core, state), core.user_for(state.data))
-            self.user = self.session.user
+            user = user if user is not None else core.user_for(state.data)
+            self.session = core.session_factory(state.data, SessionTokens(core, state), user)
+            self.user = user
 
     @property
     def may_write(self) -> bool:
@@ -131,17 +132,23 @@ class LogtoCore:
                 secure = self._is_secure_scheme(scheme)
                 name = self.cookie_name(self.session_cookie, secure)
                 self._quick[scheme] = (self.sessions, secure, name, name + ".", (name,), name + "=")
-        # The user of a session, built once per decoded session (the stores cache those).
-        self._users: BoundedCache[int, tuple[SessionData, LogtoUser]] = BoundedCache(4096)
+        # Per decoded session (the stores cache those): its user, and the time until which it
+        # needs neither a refresh nor a roll and has not expired (the quick path's one check).
+        self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
 
     def user_for(self, data: SessionData) -> LogtoUser:
-        hit = self._users.get(id(data))
+        return self._known_session(data)[1]
+
+    def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
+        hit = self._known.get(id(data))
         if hit is not None and hit[0] is data:
-            return hit[1]
-        user = LogtoUser(data.claims, self.config.profile)
-        self._users.set(id(data), (data, user))
-        return user
+            return hit
+        quiet_until = min(self.refresher.refresh_due_at(data), data.updated_at + self.config.session_update_age,
+                          data.expires_at)
+        hit = (data, LogtoUser(data.claims, self.config.profile), quiet_until)
+        self._known.set(id(data), hit)
+        return hit
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -208,28 +215,34 @@ class LogtoCore:
         if quick is None:
             return None
         store, secure, name, chunk_prefix, present, assignment = quick
-        if chunk_prefix in cookie_header:
-            return None  # chunks: the full path joins (or clears) them
         if cookie_header.startswith(assignment) and cookie_header[len(assignment):len(assignment) + 1] != '"':
             # The usual header, ours first: what find_cookie would return, without its scan.
             end = cookie_header.find(";")
+            if end >= 0 and cookie_header.find(chunk_prefix, end) >= 0:
+                return None  # chunks: the full path joins (or clears) them
             value: str | None = cookie_header[len(assignment):end if end >= 0 else None].strip()
+        elif chunk_prefix in cookie_header:
+            return None
         else:
             value = find_cookie(cookie_header, name)
         data = store.cached(value, name) if value else None
         if data is None:
             return None
         now = self.clock()
+        known = self._known.get(id(data))
+        if known is None or known[0] is not data:
+            known = self._known_session(data)
+        if now < known[2]:  # the usual case: nothing to do
+            return Passage(self, SessionState(name, secure, value, present, data), known[1])
         if data.expires_at <= now:
             return None
-        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present, data=data)
-        if not self._settled(data, now):
-            # Another request refreshed these tokens moments ago: take its result (and its
-            # sealed cookie) without a flow.
-            refreshed = self.refresher.recent(data) if self.refresher.needs_refresh(data, now) else None
-            if refreshed is None or not self._settled(refreshed, now):
-                return self._settled_passage(state, data, now)
-            state.data, state.dirty = refreshed, True
+        # Due for a refresh or a roll. When another request refreshed these tokens moments ago,
+        # take its result (and its sealed cookie) without a flow.
+        state = SessionState(name, secure, value, present, data)
+        refreshed = self.refresher.recent(data) if self.refresher.needs_refresh(data, now) else None
+        if refreshed is None or not self._settled(refreshed, now):
+            return self._settled_passage(state, data, now)
+        state.data, state.dirty = refreshed, True
         return Passage(self, state)
 
     def _settled(self, data: SessionData, now: float) -> bool:

@@ -4,6 +4,7 @@ an outage."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,12 +71,16 @@ class Refresher:
         self._failed: ExpiringCache[RefreshKey, LogtoError] = ExpiringCache(4096, backoff, clock)
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
-        leeway = self._config.refresh_leeway
         if target is not None:
             token = data.resource_token(target.audience)
-            return token is None or token[1] - leeway <= now
-        return (data.refresh_token is not None and data.access_token_expires_at is not None
-                and data.access_token_expires_at - leeway <= now)
+            return token is None or token[1] - self._config.refresh_leeway <= now
+        return self.refresh_due_at(data) <= now
+
+    def refresh_due_at(self, data: SessionData) -> float:
+        """When the session's own access token is due for a refresh (never without a refresh token)."""
+        if data.refresh_token is None or data.access_token_expires_at is None:
+            return math.inf
+        return data.access_token_expires_at - self._config.refresh_leeway
 
     def recent(self, data: SessionData, target: Target | None = None) -> SessionData | None:
         """What a refresh of these very tokens gave moments ago (within the grace window), if any."""
