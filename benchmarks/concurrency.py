@@ -133,8 +133,10 @@ def _summary(results: list[tuple[float, int, str]], expect: str) -> dict[str, An
 # -- section 3 -------------------------------------------------------------------------------------
 
 
-def _refresh_case(stack: str, n: int, fake: FakeLogto, loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
-    """One fresh middleware, one signed-in session whose access token has expired, N requests.
+def _refresh_case(stack: str, n: int, fake: FakeLogto, loop: asyncio.AbstractEventLoop, *,
+                  age: int = _AGE_SESSION) -> dict[str, Any]:
+    """One fresh middleware, one signed-in session whose access token has expired, N requests
+    (with `age=0`, the same storm on a session that needs nothing: what the refresh adds).
 
     The session is signed in "605 s ago" through a twin middleware whose clock runs behind (same
     secret, so the cookie is valid for both); the measured middleware runs on `time.time`, as in
@@ -143,7 +145,7 @@ def _refresh_case(stack: str, n: int, fake: FakeLogto, loop: asyncio.AbstractEve
     """
     transport = fx.ProviderTransport(fake, {"token": RTT})
     past = fx.OffsetClock()
-    past.offset = -_AGE_SESSION
+    past.offset = -age
     fake_clock, fake.clock = fake.clock, past  # the provider signs in "605 s ago" too
     if stack == "asgi":
         asgi_mw = LogtoASGIMiddleware(_storm_app(), fx.config(), http_client=httpx.AsyncClient(transport=transport))
@@ -196,12 +198,16 @@ def refresh_storm(log: Log, *, sizes: tuple[int, ...] = (1, 10, 100, 1000), repe
         cases: dict[str, Any] = {}
         one_round_trip = 0.0
         for n in sorted(sizes):
-            runs, bares = [], []
+            runs, bares, quiets = [], [], []
             for _ in range(big_repeats if n >= 1000 else repeats):
                 bares.append(_bare_storm(stack, n, loop))
+                quiets.append(_refresh_case(stack, n, fake, loop, age=0))
                 runs.append(_refresh_case(stack, n, fake, loop))
+            if any(q["refresh_grants"] or q["failed"] for q in quiets):
+                raise RuntimeError(f"the storm without a refresh refreshed or failed: {quiets}")
             slowest = statistics.median(r["slowest_ms"] for r in runs)
             bare_slowest = statistics.median(r["slowest_ms"] for r in bares)
+            quiet_slowest = statistics.median(r["slowest_ms"] for r in quiets)
             if not one_round_trip:
                 # "One token round-trip": the grant's time inside the transport when it is alone
                 # (the fixed delay plus FakeLogto's work). In a storm the same grant also waits for
@@ -213,11 +219,15 @@ def refresh_storm(log: Log, *, sizes: tuple[int, ...] = (1, 10, 100, 1000), repe
                 "slowest_ms": slowest, "slowest_runs_ms": [r["slowest_ms"] for r in runs],
                 "median_ms": statistics.median(r["median_ms"] for r in runs),
                 "bare_slowest_ms": bare_slowest, "round_trip_ms": one_round_trip,
+                # Informational: the same storm through the middleware on a session that needs
+                # nothing, so `slowest - quiet` is what the refresh itself adds.
+                "quiet_slowest_ms": quiet_slowest, "refresh_added_ms": slowest - quiet_slowest,
                 "grant_in_storm_ms": statistics.median(r["round_trip_ms"] for r in runs),
                 "added_ms": slowest - bare_slowest, "limit_ms": 1.5 * one_round_trip + bare_slowest,
             }
             log(f"3. refresh storm {stack.upper()} N={n}: grants {cases[str(n)]['refresh_grants']}, "
-                f"slowest {slowest:.1f} ms (bare {bare_slowest:.1f} ms, limit {cases[str(n)]['limit_ms']:.1f} ms)")
+                f"slowest {slowest:.1f} ms (bare {bare_slowest:.1f} ms, no refresh {quiet_slowest:.1f} ms, "
+                f"limit {cases[str(n)]['limit_ms']:.1f} ms)")
         out[stack] = cases
     loop.close()
     return out
