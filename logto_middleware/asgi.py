@@ -62,7 +62,7 @@ class LogtoASGIMiddleware:
             if not websocket:
                 quick = self.core.quick_passage(cookie, scope.get("scheme", "http"))
                 if isinstance(quick, Passage):  # the common signed-in request
-                    await self._pass(quick, scope, receive, send)
+                    await self.app(scope, receive, self._bind(quick, scope, send))
                     return
                 flow = quick
         if flow is None:
@@ -91,10 +91,11 @@ class LogtoASGIMiddleware:
             scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
             await self.app(scope, receive, send)
             return
-        await self._pass(outcome, scope, receive, send)
+        await self.app(scope, receive, self._bind(outcome, scope, send))
 
-    async def _pass(self, passage: Passage, scope: Scope, receive: Receive, send: Send) -> None:
-        """Call the app with the user on the scope; the session's cookies go out on its response."""
+    def _bind(self, passage: Passage, scope: Scope, send: Send) -> Send:
+        """Put the user on the scope; the `send` returned adds the session's cookies to the
+        app's response."""
         scope["user"] = passage.user
         scope["auth"] = passage.session if passage.session is not None else _ANONYMOUS_AUTH
 
@@ -109,7 +110,7 @@ class LogtoASGIMiddleware:
                     message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_cookies)
+        return send_with_cookies
 
 
 def _session_headers(scope: Scope) -> tuple[str, str]:

@@ -94,10 +94,10 @@ class Refresher:
         it may return None for a vanished session."""
         for _ in range(2):
             key = refresh_key(data, target)
-            recent, failure = self._recent.get(key), self._failed.get(key)
+            recent = self._recent.get(key)
             if recent is not None:
                 data = recent
-            elif failure is not None:
+            elif (failure := self._failed.get(key)) is not None:
                 raise failure
             else:
                 refreshed: SessionData | None = yield Shared(
