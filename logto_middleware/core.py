@@ -141,6 +141,8 @@ class LogtoCore:
         return self._known_session(data)[1]
 
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
+        """(data, its user, the time until which it needs neither a refresh nor a roll and has
+        not expired), built once per decoded session."""
         hit = self._known.get(id(data))
         if hit is not None and hit[0] is data:
             return hit
@@ -229,25 +231,19 @@ class LogtoCore:
         if data is None:
             return None
         now = self.clock()
-        known = self._known.get(id(data))
-        if known is None or known[0] is not data:
-            known = self._known_session(data)
-        if now < known[2]:  # the usual case: nothing to do
-            return Passage(self, SessionState(name, secure, value, present, data), known[1])
+        _, user, quiet_until = self._known_session(data)
+        if now < quiet_until:  # the usual case: nothing to do
+            return Passage(self, SessionState(name, secure, value, present, data), user)
         if data.expires_at <= now:
             return None
         # Due for a refresh or a roll. When another request refreshed these tokens moments ago,
         # take its result (and its sealed cookie) without a flow.
         state = SessionState(name, secure, value, present, data)
         refreshed = self.refresher.recent(data) if self.refresher.needs_refresh(data, now) else None
-        if refreshed is None or not self._settled(refreshed, now):
+        if refreshed is None or self._known_session(refreshed)[2] <= now:
             return self._settled_passage(state, data, now)
         state.data, state.dirty = refreshed, True
         return Passage(self, state)
-
-    def _settled(self, data: SessionData, now: float) -> bool:
-        """Whether the session needs neither a refresh nor a roll now."""
-        return not self.refresher.needs_refresh(data, now) and now - data.updated_at < self.config.session_update_age
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
         yield from self._settle(state, data, now, refresh=True)
