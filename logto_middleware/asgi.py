@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import httpx
 from starlette.authentication import AuthCredentials
 
+from .cache import BoundedCache
 from .config import LogtoConfig
 from .core import ANONYMOUS, LogtoCore, Passage
 from .flow import AsyncDriver, Flow
@@ -45,6 +46,7 @@ class LogtoASGIMiddleware:
         profile, run = self.config.profile, self.driver.run
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=lambda data, tokens, user: AsyncSession(data, profile, tokens, run, user))
+        self._raw_cookies: BoundedCache[int, tuple[Sequence[str], list[tuple[bytes, bytes]]]] = BoundedCache(64)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -99,25 +101,43 @@ class LogtoASGIMiddleware:
         scope["user"] = passage.user
         scope["auth"] = passage.session if passage.session is not None else _ANONYMOUS_AUTH
 
-        async def send_with_cookies(message: Message) -> None:
+        # A plain function, not a coroutine: the usual message goes straight to `send`.
+        def send_with_cookies(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start" and passage.may_write:
-                cookies = passage.finish_without_io()
-                if cookies is None:
-                    cookies = await self.driver.run(passage.finish())
-                if cookies:
-                    headers = list(message.get("headers", []))
-                    headers += [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
-                    message = {**message, "headers": headers}
-            await send(message)
+                return self._send_start(passage, message, send)
+            return send(message)
 
         return send_with_cookies
+
+    async def _send_start(self, passage: Passage, message: Message, send: Send) -> None:
+        cookies = passage.finish_without_io()
+        if cookies is None:
+            cookies = await self.driver.run(passage.finish())
+        if cookies:
+            message = {**message, "headers": [*message.get("headers", ()), *self._encoded(cookies)]}
+        await send(message)
+
+    def _encoded(self, cookies: Sequence[str]) -> list[tuple[bytes, bytes]]:
+        # The core shares one tuple of headers among the requests that write the same session
+        # (a refresh storm): encode it once too.
+        hit = self._raw_cookies.get(id(cookies))
+        if hit is not None and hit[0] is cookies:
+            return hit[1]
+        encoded = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
+        if isinstance(cookies, tuple):
+            self._raw_cookies.set(id(cookies), (cookies, encoded))
+        return encoded
 
 
 def _session_headers(scope: Scope) -> tuple[str, str]:
     """The Cookie and Authorization headers, without decoding the others."""
+    raw = scope.get("headers", ())
+    found = dict(raw)  # one C call; a repeated header (HTTP/2 splits cookies) takes the loop
+    if len(found) == len(raw):
+        return found.get(b"cookie", b"").decode("latin-1"), found.get(b"authorization", b"").decode("latin-1")
     cookies: list[bytes] = []
     authorization = b""
-    for name, value in scope.get("headers", ()):
+    for name, value in raw:
         if name == b"cookie":
             cookies.append(value)
         elif name == b"authorization":

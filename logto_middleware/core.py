@@ -35,6 +35,8 @@ __all__ = ["LogtoCore", "Passage", "Request", "Response"]
 log = logging.getLogger("logto_middleware")
 
 SESSION_COOKIE = "logto.session-token"
+# What a refresh may raise: the first two end the session, the others keep it for a retry.
+_REFRESH_ERRORS = (OAuthError, TokenValidationError, ProviderUnavailable, ProviderError)
 ANONYMOUS = AnonymousUser()
 
 
@@ -61,7 +63,7 @@ class Passage:
     def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
         self._core = core
         self._state = state
-        self._cookies: list[str] | None = None
+        self._cookies: Sequence[str] | None = None
         if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
@@ -76,7 +78,7 @@ class Passage:
         state = self._state
         return self._cookies is not None or (state is not None and (state.dirty or state.cleared))
 
-    def finish(self) -> Flow[list[str]]:
+    def finish(self) -> Flow[Sequence[str]]:
         """Set-Cookie headers for the app's response (none when nothing changed)."""
         if self._state is None:
             return []
@@ -84,7 +86,7 @@ class Passage:
             self._cookies = yield from self._core.write_session(self._state)
         return self._cookies
 
-    def finish_without_io(self) -> list[str] | None:
+    def finish_without_io(self) -> Sequence[str] | None:
         """`finish()` when it needs no I/O (a cookie store, or nothing to store); None when the
         driver must run `finish()`."""
         if self._state is None:
@@ -135,7 +137,7 @@ class LogtoCore:
         # Per decoded session (the stores cache those): its user, and the time until which it
         # needs neither a refresh nor a roll and has not expired (the quick path's one check).
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
-        self._set_cookies: BoundedCache[tuple[object, ...], list[str]] = BoundedCache(256)
+        self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
 
     def user_for(self, data: SessionData) -> LogtoUser:
         return self._known_session(data)[1]
@@ -239,10 +241,28 @@ class LogtoCore:
         # Due for a refresh or a roll. When another request refreshed these tokens moments ago,
         # take its result (and its sealed cookie) without a flow.
         state = SessionState(name, secure, value, present, data)
-        refreshed = self.refresher.recent(data) if self.refresher.needs_refresh(data, now) else None
+        due = self.refresher.needs_refresh(data, now)
+        refreshed = self.refresher.recent(data) if due else None
+        if refreshed is None and due:
+            return self._refreshed_passage(state, data, now)
         if refreshed is None or self._known_session(refreshed)[2] <= now:
             return self._settled_passage(state, data, now)
         state.data, state.dirty = refreshed, True
+        return Passage(self, state)
+
+    def _refreshed_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
+        """`_settle` for a cookie session whose tokens need a refresh that nobody made yet: one
+        generator between the driver and the single flight, since each of a thousand requests
+        waiting on that flight keeps its frames alive."""
+        try:
+            refreshed: SessionData | None = yield self.refresher.flight(data)
+            state.dirty = True
+        except _REFRESH_ERRORS as exc:
+            refreshed = self._refresh_failed(state, data, exc)
+        if refreshed is None:
+            state.data = None
+        else:
+            self._roll(state, refreshed, now)
         return Passage(self, state)
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
@@ -285,20 +305,28 @@ class LogtoCore:
         if refresh and self.refresher.needs_refresh(data, now):
             try:
                 refreshed = yield from self.refresh_tokens(state, data)
-            except (OAuthError, TokenValidationError) as exc:
-                # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
-                # this session cannot be trusted or continued.
-                log.info("refresh rejected (%s); ending the session", exc)
-                state.cleared = True
-                refreshed = None
-            except (ProviderUnavailable, ProviderError) as exc:
-                log.warning("refresh failed, keeping the session and retrying later: %s", exc)
-                # Not stored: the next request simply tries again.
-                refreshed = data.with_changes(error="RefreshAccessTokenError")
+            except _REFRESH_ERRORS as exc:
+                refreshed = self._refresh_failed(state, data, exc)
             if refreshed is None:
                 state.data = None
                 return
             data = refreshed
+        self._roll(state, data, now)
+
+    def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
+        """The session after a failed refresh: None (and cleared) when it cannot go on."""
+        if isinstance(exc, (OAuthError, TokenValidationError)):
+            # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
+            # this session cannot be trusted or continued.
+            log.info("refresh rejected (%s); ending the session", exc)
+            state.cleared = True
+            return None
+        log.warning("refresh failed, keeping the session and retrying later: %s", exc)
+        # Not stored: the next request simply tries again.
+        return data.with_changes(error="RefreshAccessTokenError")
+
+    def _roll(self, state: SessionState, data: SessionData, now: float) -> None:
+        """Put `data` in `state`, its expiry moved forward when the update age has passed."""
         if now - data.updated_at >= self.config.session_update_age:
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
             state.dirty = state.rolled = True
@@ -320,7 +348,7 @@ class LogtoCore:
         state.data = refreshed
         return refreshed
 
-    def write_session(self, state: SessionState) -> Flow[list[str]]:
+    def write_session(self, state: SessionState) -> Flow[Sequence[str]]:
         cookies = self.cookies_without_io(state)
         data = state.data
         if cookies is not None or data is None:
@@ -333,7 +361,7 @@ class LogtoCore:
             return []
         return self._set_cookies_for(state, data, value)
 
-    def cookies_without_io(self, state: SessionState) -> list[str] | None:
+    def cookies_without_io(self, state: SessionState) -> Sequence[str] | None:
         """The Set-Cookie headers of `state` when writing it needs no store I/O; else None."""
         if not state.writable:
             return []
@@ -346,19 +374,20 @@ class LogtoCore:
             return self._set_cookies_for(state, data, self.sessions.seal(data))
         return None
 
-    def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> list[str]:
+    def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> Sequence[str]:
         state.dirty = False
         if value == state.cookie_value and not state.rolled:
-            return []  # a server-side session whose id did not change
+            return ()  # a server-side session whose id did not change
         max_age = max(0, data.expires_at - int(self.clock()))
         key = (state.cookie_name, value, max_age, state.secure, *state.present)
         headers = self._set_cookies.get(key)
         if headers is None:
-            # Concurrent requests that refreshed one session send the same headers: build them once.
-            headers = write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
-                                    present=state.present)
+            # Concurrent requests that refreshed one session send the same headers: built once,
+            # and shared (hence a tuple).
+            headers = tuple(write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure,
+                                          present=state.present))
             self._set_cookies.set(key, headers)
-        return list(headers)
+        return headers
 
     def clear_session(self, state: SessionState) -> list[str]:
         names = state.present or [state.cookie_name]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from .cookies import parse_cookie_header
 
@@ -57,11 +57,22 @@ class Request:
 
 
 def _first_values(text: str) -> dict[str, str]:
+    """`parse_qsl(text, keep_blank_values=True)`, first value of each name, without its
+    function call per name and value."""
     values: dict[str, str] = {}
     # Only the first 100 fields count (a longer query is not an error, just ignored beyond).
-    for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
-        values.setdefault(key, value)
+    for field in text.split("&", 100)[:100]:
+        if field:
+            key, _, value = field.partition("=")
+            key = _unquote_plus(key)
+            if key not in values:
+                values[key] = _unquote_plus(value)
     return values
+
+
+def _unquote_plus(text: str) -> str:
+    text = text.replace("+", " ")
+    return unquote(text) if "%" in text else text
 
 
 @dataclass
@@ -71,12 +82,12 @@ class Response:
     body: bytes = b""
 
     @classmethod
-    def json(cls, value: object, status: int = 200, cookies: list[str] | None = None) -> Response:
+    def json(cls, value: object, status: int = 200, cookies: Sequence[str] | None = None) -> Response:
         body = json.dumps(value, separators=(",", ":")).encode()
         return cls(status, _no_store("application/json", cookies), body)
 
     @classmethod
-    def html(cls, body: bytes, status: int = 200, cookies: list[str] | None = None) -> Response:
+    def html(cls, body: bytes, status: int = 200, cookies: Sequence[str] | None = None) -> Response:
         headers = _no_store("text/html; charset=utf-8", cookies)
         # Our pages hold a sign-out button: no framing (clickjacking), no scripts.
         headers += [("x-frame-options", "DENY"), ("content-security-policy",
@@ -85,13 +96,13 @@ class Response:
         return cls(status, headers, body)
 
     @classmethod
-    def redirect(cls, location: str, cookies: list[str] | None = None) -> Response:
+    def redirect(cls, location: str, cookies: Sequence[str] | None = None) -> Response:
         headers = _no_store("text/plain; charset=utf-8", cookies)
         headers.append(("location", location))
         return cls(302, headers)
 
 
-def _no_store(content_type: str, cookies: list[str] | None) -> list[tuple[str, str]]:
+def _no_store(content_type: str, cookies: Sequence[str] | None) -> list[tuple[str, str]]:
     headers = [("content-type", content_type), ("cache-control", "no-store")]
     headers += [("set-cookie", cookie) for cookie in cookies or ()]
     return headers

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from cachetools import TTLCache
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, import_key
 
+from .cache import ExpiringCache
 from .errors import ProviderError, ProviderUnavailable
 from .flow import Flow, Shared
 
@@ -91,17 +91,16 @@ class ProviderCache:
         self._clock = clock
         self._refetch_interval = refetch_interval
         self._lock = threading.Lock()
-        self._fresh: TTLCache[str, Any] = TTLCache(maxsize=4, ttl=ttl, timer=clock)
+        self._fresh: ExpiringCache[str, Any] = ExpiringCache(4, ttl, clock)
         self._last_good: dict[str, Any] = {}
         self._jwks_fetched_at = float("-inf")
 
     def _cached(self, name: str) -> Any:
-        with self._lock:
-            return self._fresh.get(name)
+        return self._fresh.get(name)
 
     def _store(self, name: str, value: Any) -> None:
         with self._lock:
-            self._fresh[name] = value
+            self._fresh.set(name, value)
             self._last_good[name] = value
 
     def metadata(self) -> Flow[ProviderMetadata]:

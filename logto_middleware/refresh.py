@@ -86,6 +86,16 @@ class Refresher:
         """What a refresh of these very tokens gave moments ago (within the grace window), if any."""
         return self._recent.get(refresh_key(data, target))
 
+    def flight(self, data: SessionData) -> Shared:
+        """The effect that refreshes the session's own tokens once for every concurrent request
+        (for a caller that found no `recent` result); raises the failure of a grant for these
+        tokens that failed moments ago."""
+        key = refresh_key(data)
+        failure = self._failed.get(key)
+        if failure is not None:
+            raise failure
+        return Shared(("refresh", key), partial(self._run, data, key, None, None))
+
     def refresh(self, data: SessionData, around: Guard | None = None,
                 target: Target | None = None) -> Flow[SessionData | None]:
         """New tokens for `data` (or a token for `target`); raises `OAuthError`,

@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode
@@ -90,13 +90,13 @@ class Routes:
     def _url(self, request: Request, route: str) -> str:
         return f"{self.core.origin(request)}{self.config.base_path}/{route}"
 
-    def _error(self, request: Request, code: str, cookies: list[str] | None = None) -> Response:
+    def _error(self, request: Request, code: str, cookies: Sequence[str] | None = None) -> Response:
         location = self._url(request, "error") + "?" + urlencode({"error": code})
         if request.headers.get("x-auth-return-redirect") and request.method == "POST":
             return Response.json({"url": location}, cookies=cookies)
         return Response.redirect(location, cookies)
 
-    def _redirect(self, request: Request, location: str, cookies: list[str] | None = None) -> Response:
+    def _redirect(self, request: Request, location: str, cookies: Sequence[str] | None = None) -> Response:
         # Auth.js's client posts with this header and expects the target as JSON.
         if request.headers.get("x-auth-return-redirect") and request.method == "POST":
             return Response.json({"url": location}, cookies=cookies)
@@ -178,7 +178,7 @@ class Routes:
                             max_age=TRANSACTION_MAX_AGE, secure=secure)
         return self._redirect(request, location, [cookie])
 
-    def _provider_failure(self, request: Request, exc: LogtoError, cookies: list[str] | None = None) -> Response:
+    def _provider_failure(self, request: Request, exc: LogtoError, cookies: Sequence[str] | None = None) -> Response:
         if isinstance(exc, ProviderUnavailable):
             log.warning("provider unavailable: %s", exc)
             return self._error(request, "ProviderUnavailable", cookies)

@@ -101,6 +101,11 @@ def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collectio
                       types: Collection[str] | None = None) -> Flow[dict[str, Any]]:
     """Check a JWT's signature with the provider's keys (and its `typ` header when `types` is
     given); returns its claims unvalidated."""
+    return (yield from _verified_alg_and_claims(token, provider, algorithms, types))[1]
+
+
+def _verified_alg_and_claims(token: str, provider: ProviderCache, algorithms: Collection[str],
+                             types: Collection[str] | None = None) -> Flow[tuple[str, dict[str, Any]]]:
     parts = _segments(token)
     header = _json_segment(parts[0])
     if types is not None and str(header.get("typ", "")).lower() not in types:
@@ -126,7 +131,7 @@ def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collectio
         raise TokenValidationError("token signature could not be checked") from exc
     if not valid:
         raise TokenValidationError("token signature is invalid")
-    return _json_segment(parts[1])
+    return alg, _json_segment(parts[1])
 
 
 def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
@@ -137,7 +142,7 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
 
     `nonce` is checked when given (the authorization-code response); `subject` when refreshing.
     """
-    claims = yield from verify_signed_jwt(token, provider, algorithms)
+    alg, claims = yield from _verified_alg_and_claims(token, provider, algorithms)
     check_standard_claims(claims, issuer=issuer, audience=client_id, now=now, leeway=leeway)
     azp = claims.get("azp")
     if azp is not None and azp != client_id:
@@ -150,10 +155,9 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
             raise TokenValidationError("token nonce does not match the sign-in request")
     if subject is not None and claims.get("sub") != subject:
         raise TokenValidationError("token subject changed")
-    if access_token is not None and "at_hash" in claims:
-        header = _json_segment(token.split(".")[0])
-        if not hmac.compare_digest(str(claims["at_hash"]), at_hash(access_token, str(header["alg"]))):
-            raise TokenValidationError("token at_hash does not match the access token")
+    if access_token is not None and "at_hash" in claims and not hmac.compare_digest(
+            str(claims["at_hash"]), at_hash(access_token, alg)):
+        raise TokenValidationError("token at_hash does not match the access token")
     return claims
 
 

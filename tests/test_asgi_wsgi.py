@@ -141,3 +141,31 @@ def test_provider_error_on_callback_lands_on_error_page(harness: Harness, error:
     page = harness.client.get(response.headers["location"])
     assert page.status_code == (403 if code == "AccessDenied" else 400)
     assert harness.me()["authenticated"] is False
+
+
+def test_cookie_split_over_several_headers_is_joined(fake: FakeLogto) -> None:
+    """HTTP/2 servers may hand each cookie over as a header of its own."""
+    config = config_for(fake)
+
+    async def who(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.user.display_name or "-")
+
+    app = LogtoASGIMiddleware(Starlette(routes=[Route("/", who)]), config, http_client=fake.async_httpx_client())
+    cookie = make_session_cookie(config, {"sub": "u", "name": "Ada"})
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http", "query_string": b"",
+             "headers": [(b"host", b"localhost:3000"), (b"cookie", b"theme=dark"),
+                         (b"cookie", cookie.encode()), (b"cookie", b"lang=fr")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[-1]["body"] == b"Ada"
+    scope["headers"] = [(b"host", b"localhost:3000"), (b"cookie", b"theme=dark"), (b"cookie", b"lang=fr")]
+    asyncio.run(app(scope, receive, send))
+    assert sent[-1]["body"] == b"-"
+

@@ -156,3 +156,28 @@ def test_async_flight_of_a_closed_loop_is_not_followed() -> None:
 def test_async_small_flights(n: int) -> None:
     calls: list[int] = []
     assert asyncio.run(gather_shared(async_driver(), calls, n)) == ["result 1"] * n
+
+
+@pytest.mark.parametrize("text", ["", "a", "a=", "=b", "a=1&a=2", "x=%41%zz&y=b+c", "&&k=v&", "k=%E2%82%AC",
+                                  "n=" + "&n=".join(str(i) for i in range(150)), "p=a%2Bb+c&q", "é=è&;=x"])
+def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from logto_middleware.messages import Request
+
+    expected: dict[str, str] = {}
+    for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
+        expected.setdefault(key, value)
+    assert Request("GET", "/", text, {}, "https").query == expected
+
+
+@pytest.mark.parametrize("value", ["abc-DEF_123.~", "http://localhost:3000/api/auth/callback/logto", "a b+c",
+                                   "sec#ret:x", "é", ""])
+def test_form_body_is_urlencode(value: str) -> None:
+    from urllib.parse import urlencode
+
+    from logto_middleware.oauth import form_body
+
+    form = {"grant_type": "authorization_code", "code": value, "redirect uri": value}
+    assert form_body(form) == urlencode(form).encode()
+    assert form_body(list(form.items())) == urlencode(list(form.items())).encode()

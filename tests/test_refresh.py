@@ -172,19 +172,21 @@ def test_concurrent_asgi_requests_refresh_once(fake: FakeLogto, clock: Clock) ->
     middleware = LogtoASGIMiddleware(asgi_echo_app(), config,
                                      http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow)), clock=clock)
 
-    async def one() -> dict[str, Any]:
+    async def one() -> tuple[dict[str, Any], list[str]]:
         transport = httpx.ASGITransport(app=middleware)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost:3000") as client:
             response = await client.get("/", headers={"cookie": cookie})
-            return response.json()  # type: ignore[no-any-return]
+            return response.json(), response.headers.get_list("set-cookie")
 
-    async def many() -> list[dict[str, Any]]:
+    async def many() -> list[tuple[dict[str, Any], list[str]]]:
         return await asyncio.gather(*(one() for _ in range(50)))
 
     results = asyncio.run(many())
-    assert all(r["authenticated"] and r["error"] is None for r in results)
-    assert len({r["access_token"] for r in results}) == 1
+    assert all(r["authenticated"] and r["error"] is None for r, _ in results)
+    assert len({r["access_token"] for r, _ in results}) == 1
     assert fake.counts["token:refresh_token"] == 1
+    # Every request writes the refreshed session back, all with the same cookie (sealed once).
+    assert results[0][1] and all(set_cookies == results[0][1] for _, set_cookies in results)
 
 
 def test_concurrent_wsgi_threads_refresh_once(fake: FakeLogto, clock: Clock) -> None:
