@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -21,14 +20,19 @@ _NONCE_SIZE = 12
 _TAG_SIZE = 16
 
 
+# `base64.urlsafe_b64encode`/`urlsafe_b64decode` in one C call each instead of three Python frames.
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def b64decode(text: str) -> bytes:
     """Decode unpadded base64url; raises ValueError on anything else."""
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return binascii.a2b_base64((text + "=" * (-len(text) % 4)).encode("ascii").translate(_FROM_URLSAFE))
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("not base64url") from exc
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 __all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
+# `json.dumps(..., separators=...)` builds an encoder on every call; this one is built once.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class LogtoUser(BaseUser):
@@ -135,7 +137,7 @@ class SessionData:
                 data[name] = value
         if self.extra:
             data["extra"] = self.extra
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _COMPACT_JSON.encode(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionData | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -18,6 +17,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet
 from joserfc.util import urlsafe_b64decode
 
+from .cache import BoundedCache
+from .crypto import b64decode, b64encode
 from .errors import TokenValidationError
 from .flow import Flow
 from .provider import ProviderCache
@@ -27,6 +28,7 @@ __all__ = ["at_hash", "decode_unverified", "verify_id_token", "verify_logout_tok
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 MAX_TOKEN_LENGTH = 16 * 1024
+_picked: BoundedCache[tuple[int, str | None, str], tuple[KeySet, Key | None]] = BoundedCache(64)
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
 _ECDSA: dict[str, tuple[str, ECDSA]] = {
     "ES256": ("P-256", ECDSA(hashes.SHA256())), "ES384": ("P-384", ECDSA(hashes.SHA384())),
@@ -46,7 +48,7 @@ def _segments(token: str) -> list[str]:
 
 def _json_segment(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        value = json.loads(b64decode(segment).decode("utf-8"))  # JOSE JSON is UTF-8 (RFC 7515)
     except ValueError as exc:
         raise TokenValidationError("token segment is not base64url JSON") from exc
     if not isinstance(value, dict):
@@ -63,10 +65,20 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def at_hash(access_token: str, alg: str) -> str:
     """OpenID Connect `at_hash`: the left half of the access token's hash, base64url."""
     digest = _HASHES.get(alg[-3:], hashlib.sha256)(access_token.encode()).digest()
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+    return b64encode(digest[: len(digest) // 2])
 
 
 def _pick_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
+    # The JWKS is cached, so the same (keys, kid, alg) comes back on every sign-in and refresh.
+    hit = _picked.get((id(keys), kid, alg))
+    if hit is not None and hit[0] is keys:
+        return hit[1]
+    key = _pick_key_uncached(keys, kid, alg)
+    _picked.set((id(keys), kid, alg), (keys, key))
+    return key
+
+
+def _pick_key_uncached(keys: KeySet, kid: str | None, alg: str) -> Key | None:
     kty = {"ES": "EC", "RS": "RSA", "PS": "RSA", "Ed": "OKP"}.get(alg[:2])
     candidates = [k for k in keys.keys if k.key_type == kty and k.get("alg", alg) == alg]
     if kid is not None:
