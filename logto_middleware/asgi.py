@@ -101,21 +101,25 @@ class LogtoASGIMiddleware:
         scope["user"] = passage.user
         scope["auth"] = passage.session if passage.session is not None else _ANONYMOUS_AUTH
 
-        # A plain function, not a coroutine: the usual message goes straight to `send`.
+        # A plain function, not a coroutine: a message goes straight to `send` unless writing the
+        # session needs the store's I/O.
         def send_with_cookies(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start" and passage.may_write:
-                return self._send_start(passage, message, send)
+                cookies = passage.finish_without_io()
+                if cookies is None:
+                    return self._send_start_after_io(passage, message, send)
+                if cookies:
+                    message = self._with_cookies(message, cookies)
             return send(message)
 
         return send_with_cookies
 
-    async def _send_start(self, passage: Passage, message: Message, send: Send) -> None:
-        cookies = passage.finish_without_io()
-        if cookies is None:
-            cookies = await self.driver.run(passage.finish())
-        if cookies:
-            message = {**message, "headers": [*message.get("headers", ()), *self._encoded(cookies)]}
-        await send(message)
+    async def _send_start_after_io(self, passage: Passage, message: Message, send: Send) -> None:
+        cookies = await self.driver.run(passage.finish())
+        await send(self._with_cookies(message, cookies) if cookies else message)
+
+    def _with_cookies(self, message: Message, cookies: Sequence[str]) -> Message:
+        return {**message, "headers": [*message.get("headers", ()), *self._encoded(cookies)]}
 
     def _encoded(self, cookies: Sequence[str]) -> list[tuple[bytes, bytes]]:
         # The core shares one tuple of headers among the requests that write the same session

@@ -68,7 +68,7 @@ class Passage:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            user = user if user is not None else core.user_for(state.data)
+            user = user if user is not None else core._known_session(state.data)[1]
             self.session = core.session_factory(state.data, SessionTokens(core, state), user)
             self.user = user
 
@@ -138,6 +138,8 @@ class LogtoCore:
         # needs neither a refresh nor a roll and has not expired (the quick path's one check).
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
+        self._cookie_headers: BoundedCache[tuple[object, ...], tuple[SessionData, str, Sequence[str]]] = \
+            BoundedCache(256)
 
     def user_for(self, data: SessionData) -> LogtoUser:
         return self._known_session(data)[1]
@@ -261,6 +263,8 @@ class LogtoCore:
             refreshed = self._refresh_failed(state, data, exc)
         if refreshed is None:
             state.data = None
+        elif now - refreshed.updated_at < self.config.session_update_age:
+            state.data = refreshed  # no roll due: `_roll` without its call
         else:
             self._roll(state, refreshed, now)
         return Passage(self, state)
@@ -371,7 +375,18 @@ class LogtoCore:
         if not state.dirty or data is None:
             return []
         if isinstance(self.sessions, CookieStore):
-            return self._set_cookies_for(state, data, self.sessions.seal(data))
+            # Keyed by the session object, then by what else the headers depend on: the requests
+            # that share one refreshed session find its headers without sealing it again.
+            max_age = max(0, data.expires_at - int(self.clock()))
+            key = (id(data), state.cookie_name, max_age, state.secure, *state.present)
+            hit = self._cookie_headers.get(key)
+            if hit is not None and hit[0] is data and hit[1] != state.cookie_value:
+                state.dirty = False
+                return hit[2]
+            value = self.sessions.seal(data)
+            headers = self._set_cookies_for(state, data, value)
+            self._cookie_headers.set(key, (data, value, headers))
+            return headers
         return None
 
     def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> Sequence[str]:
