@@ -67,6 +67,8 @@ class LogtoASGIMiddleware:
                     await self.app(scope, receive, self._bind(quick, scope, send))
                     return
                 flow = quick
+                # A request waiting on a refresh keeps this frame: not its copy of the Cookie header.
+                del cookie, authorization
         if flow is None:
             request = _request_from_scope(scope)
             if not websocket and request.method == "POST" and self.core.is_route(request.path):

@@ -85,7 +85,7 @@ class AuthJsCookieStore:
         self._max_age = max_age
         self._clock = clock
         self._keys: dict[str, _Keys] = {}
-        self._cache: BoundedCache[tuple[str, str], SessionData] = BoundedCache(cache_size)
+        self._cache: BoundedCache[tuple[str, str], tuple[str, SessionData]] = BoundedCache(cache_size)
         self._lock = threading.Lock()
 
     def _keys_for(self, salt: str) -> _Keys:
@@ -138,22 +138,28 @@ class AuthJsCookieStore:
 
     def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
         """The session of a token seen (and decrypted) before, without decrypting it again."""
+        hit = self._cache.get((cookie_name, cookie_value))
+        return hit[1] if hit is not None else None
+
+    def cached_entry(self, cookie_value: str,
+                     cookie_name: str = AUTHJS_SESSION_COOKIE) -> tuple[str, SessionData] | None:
+        """`cached()`, with the store's own copy of the (equal) token."""
         return self._cache.get((cookie_name, cookie_value))
 
     def load(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[SessionData | None]:
         cached = self._cache.get((cookie_name, cookie_value))
         if cached is not None:
-            return returns(cached)
+            return returns(cached[1])
         payload = self.decode(cookie_value, cookie_name)
         data = session_from_token(payload) if payload is not None else None
         if data is not None:
-            self._cache.set((cookie_name, cookie_value), data)
+            self._cache.set((cookie_name, cookie_value), (cookie_value, data))
         return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None,
              cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[str]:
         value = self.encode(token_from_session(data), cookie_name, max(1, data.expires_at - int(self._clock())))
-        self._cache.set((cookie_name, value), data)
+        self._cache.set((cookie_name, value), (value, data))
         return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:

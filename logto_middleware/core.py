@@ -231,9 +231,11 @@ class LogtoCore:
             return None
         else:
             value = find_cookie(cookie_header, name)
-        data = store.cached(value, name) if value else None
-        if data is None:
+        entry = store.cached_entry(value, name) if value else None
+        if entry is None:
             return None
+        # The store's copy of the value: a request waiting on a refresh holds no 1-2 KB copy of its own.
+        value, data = entry
         now = self.clock()
         _, user, quiet_until = self._known_session(data)
         if now < quiet_until:  # the usual case: nothing to do

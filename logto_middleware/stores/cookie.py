@@ -34,8 +34,13 @@ class CookieStore:
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
         """The session of a cookie value seen (and authenticated) before, without decrypting."""
+        hit = self.cached_entry(cookie_value, cookie_name)
+        return hit[1] if hit is not None else None
+
+    def cached_entry(self, cookie_value: str, cookie_name: str = "") -> tuple[str, SessionData] | None:
+        """`cached()`, with the store's own copy of the (equal) cookie value."""
         hit = self._cache.get(cookie_value[-_TAG_CHARS:])
-        return hit[1] if hit is not None and hit[0] == cookie_value else None
+        return hit if hit is not None and hit[0] == cookie_value else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         cached = self.cached(cookie_value)
