@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .cache import ExpiringCache
+from .cache import BoundedCache, ExpiringCache
 from .config import LogtoConfig
 from .errors import LogtoError
 from .flow import Flow, Shared
@@ -69,6 +69,7 @@ class Refresher:
         self._recent: ExpiringCache[RefreshKey, SessionData] = ExpiringCache(4096, grace, clock)
         # Recent outages: no new grant for the same tokens until the back-off ends.
         self._failed: ExpiringCache[RefreshKey, LogtoError] = ExpiringCache(4096, backoff, clock)
+        self._effects: BoundedCache[RefreshKey, tuple[SessionData, Shared]] = BoundedCache(256)
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
         if target is not None:
@@ -94,7 +95,14 @@ class Refresher:
         failure = self._failed.get(key)
         if failure is not None:
             raise failure
-        return Shared(("refresh", key), partial(self._run, data, key, None, None))
+        # Concurrent requests on one cookie share its decoded session: they share the effect too,
+        # rather than each keeping five objects alive while it waits.
+        hit = self._effects.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        effect = Shared(("refresh", key), partial(self._run, data, key, None, None))
+        self._effects.set(key, (data, effect))
+        return effect
 
     def refresh(self, data: SessionData, around: Guard | None = None,
                 target: Target | None = None) -> Flow[SessionData | None]:
