@@ -137,13 +137,9 @@ class LogtoASGIMiddleware:
 
 def _session_headers(scope: Scope) -> tuple[str, str]:
     """The Cookie and Authorization headers, without decoding the others."""
-    raw = scope.get("headers", ())
-    found = dict(raw)  # one C call; a repeated header (HTTP/2 splits cookies) takes the loop
-    if len(found) == len(raw):
-        return found.get(b"cookie", b"").decode("latin-1"), found.get(b"authorization", b"").decode("latin-1")
     cookies: list[bytes] = []
     authorization = b""
-    for name, value in raw:
+    for name, value in scope.get("headers", ()):
         if name == b"cookie":
             cookies.append(value)
         elif name == b"authorization":
