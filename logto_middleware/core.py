@@ -237,7 +237,10 @@ class LogtoCore:
         # The store's copy of the value: a request waiting on a refresh holds no 1-2 KB copy of its own.
         value, data = entry
         now = self.clock()
-        _, user, quiet_until = self._known_session(data)
+        known = self._known.get(id(data))  # `_known_session`'s hit, without its call
+        if known is None or known[0] is not data:
+            known = self._known_session(data)
+        _, user, quiet_until = known
         if now < quiet_until:  # the usual case: nothing to do
             return Passage(self, SessionState(name, secure, value, present, data), user)
         if data.expires_at <= now:
