@@ -141,9 +141,6 @@ class LogtoCore:
         self._cookie_headers: BoundedCache[tuple[object, ...], tuple[SessionData, str, Sequence[str]]] = \
             BoundedCache(256)
 
-    def user_for(self, data: SessionData) -> LogtoUser:
-        return self._known_session(data)[1]
-
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
         """(data, its user, the time until which it needs neither a refresh nor a roll and has
         not expired), built once per decoded session."""
@@ -267,7 +264,7 @@ class LogtoCore:
         except _REFRESH_ERRORS as exc:
             refreshed = self._refresh_failed(state, data, exc)
         if refreshed is None:
-            state.data = None
+            state.data, state.cleared = None, True
         elif now - refreshed.updated_at < self.config.session_update_age:
             state.data = refreshed  # no roll due: `_roll` without its call
         else:
@@ -390,7 +387,8 @@ class LogtoCore:
                 return hit[2]
             value = self.sessions.seal(data)
             headers = self._set_cookies_for(state, data, value)
-            self._cookie_headers.set(key, (data, value, headers))
+            if headers:  # not the "unchanged value" answer, which holds for this request only
+                self._cookie_headers.set(key, (data, value, headers))
             return headers
         return None
 
