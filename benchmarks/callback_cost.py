@@ -132,30 +132,25 @@ class _Stack:
 
     def _pairs(self, transactions: list[fx.Transaction], verify: Callable[[], None]) -> tuple[int, int, int]:
         """One verification, then one callback, for each transaction: (floor CPU, callback CPU,
-        callback wall), ns."""
+        callback wall), ns. One loop for both stacks: a WSGI callback runs inside it synchronously."""
         cpu_clock, wall_clock = time.thread_time_ns, time.perf_counter_ns
-        if self.stack == "asgi":
-            async def all_() -> tuple[int, int, int]:
-                floor = cpu = wall = 0
-                for t in transactions:
-                    start = cpu_clock()
-                    verify()
-                    floor += cpu_clock() - start
-                    wall_start, start = wall_clock(), cpu_clock()
-                    await _one_asgi(self.app, t)
-                    cpu, wall = cpu + cpu_clock() - start, wall + wall_clock() - wall_start
-                return floor, cpu, wall
+        asgi = self.stack == "asgi"
 
-            return self.loop.run_until_complete(all_())
-        floor = cpu = wall = 0
-        for t in transactions:
-            start = cpu_clock()
-            verify()
-            floor += cpu_clock() - start
-            wall_start, start = wall_clock(), cpu_clock()
-            _one_wsgi(self.app, t)
-            cpu, wall = cpu + cpu_clock() - start, wall + wall_clock() - wall_start
-        return floor, cpu, wall
+        async def all_() -> tuple[int, int, int]:
+            floor = cpu = wall = 0
+            for t in transactions:
+                start = cpu_clock()
+                verify()
+                floor += cpu_clock() - start
+                wall_start, start = wall_clock(), cpu_clock()
+                if asgi:
+                    await _one_asgi(self.app, t)
+                else:
+                    _one_wsgi(self.app, t)
+                cpu, wall = cpu + cpu_clock() - start, wall + wall_clock() - wall_start
+            return floor, cpu, wall
+
+        return self.loop.run_until_complete(all_())
 
     def round(self, transactions: list[fx.Transaction], verify: Callable[[], None]) -> dict[str, float]:
         """Per callback: own CPU time, own wall time, provider CPU time, provider requests, and
