@@ -56,7 +56,7 @@ class LogtoASGIMiddleware:
         flow: Flow[Response | Passage] | None = None
         if websocket or not self.core.is_route(scope["path"]):
             cookie, authorization = _session_headers(scope)
-            if self.core.session_cookie not in cookie and not self.core.may_have_session(cookie, authorization):
+            if not self.core.may_have_session(cookie, authorization):
                 # The common anonymous request: nothing to read, nothing to write.
                 scope["user"], scope["auth"] = ANONYMOUS, _ANONYMOUS_AUTH
                 await self.app(scope, receive, send)

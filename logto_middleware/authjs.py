@@ -138,7 +138,7 @@ class AuthJsCookieStore:
 
     def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
         """The session of a token seen (and decrypted) before, without decrypting it again."""
-        hit = self._cache.get((cookie_name, cookie_value))
+        hit = self.cached_entry(cookie_value, cookie_name)
         return hit[1] if hit is not None else None
 
     def cached_entry(self, cookie_value: str,
@@ -147,9 +147,9 @@ class AuthJsCookieStore:
         return self._cache.get((cookie_name, cookie_value))
 
     def load(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[SessionData | None]:
-        cached = self._cache.get((cookie_name, cookie_value))
+        cached = self.cached(cookie_value, cookie_name)
         if cached is not None:
-            return returns(cached[1])
+            return returns(cached)
         payload = self.decode(cookie_value, cookie_name)
         data = session_from_token(payload) if payload is not None else None
         if data is not None:

@@ -138,8 +138,6 @@ class LogtoCore:
         # needs neither a refresh nor a roll and has not expired (the quick path's one check).
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
-        self._cookie_headers: BoundedCache[tuple[object, ...], tuple[SessionData, str, Sequence[str]]] = \
-            BoundedCache(256)
 
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
         """(data, its user, the time until which it needs neither a refresh nor a roll and has
@@ -234,10 +232,7 @@ class LogtoCore:
         # The store's copy of the value: a request waiting on a refresh holds no 1-2 KB copy of its own.
         value, data = entry
         now = self.clock()
-        known = self._known.get(id(data))  # `_known_session`'s hit, without its call
-        if known is None or known[0] is not data:
-            known = self._known_session(data)
-        _, user, quiet_until = known
+        _, user, quiet_until = self._known_session(data)
         if now < quiet_until:  # the usual case: nothing to do
             return Passage(self, SessionState(name, secure, value, present, data), user)
         if data.expires_at <= now:
@@ -265,8 +260,6 @@ class LogtoCore:
             refreshed = self._refresh_failed(state, data, exc)
         if refreshed is None:
             state.data, state.cleared = None, True
-        elif now - refreshed.updated_at < self.config.session_update_age:
-            state.data = refreshed  # no roll due: `_roll` without its call
         else:
             self._roll(state, refreshed, now)
         return Passage(self, state)
@@ -377,19 +370,9 @@ class LogtoCore:
         if not state.dirty or data is None:
             return []
         if isinstance(self.sessions, CookieStore):
-            # Keyed by the session object, then by what else the headers depend on: the requests
-            # that share one refreshed session find its headers without sealing it again.
-            max_age = max(0, data.expires_at - int(self.clock()))
-            key = (id(data), state.cookie_name, max_age, state.secure, *state.present)
-            hit = self._cookie_headers.get(key)
-            if hit is not None and hit[0] is data and hit[1] != state.cookie_value:
-                state.dirty = False
-                return hit[2]
-            value = self.sessions.seal(data)
-            headers = self._set_cookies_for(state, data, value)
-            if headers:  # not the "unchanged value" answer, which holds for this request only
-                self._cookie_headers.set(key, (data, value, headers))
-            return headers
+            # Requests sharing one refreshed session share its sealed value (`seal`) and, through
+            # `_set_cookies_for`, one tuple of headers.
+            return self._set_cookies_for(state, data, self.sessions.seal(data))
         return None
 
     def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> Sequence[str]:

@@ -246,10 +246,7 @@ class AsyncSession(Session):
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
                  run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None) -> None:
-        # Session.__init__'s three lines, inlined: one of these is made for every signed-in request.
-        self._tokens = tokens
-        self.user = user if user is not None else LogtoUser(data.claims, profile)
-        self._data_ = data
+        super().__init__(data, profile, tokens, user)
         self._run = run
 
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
@@ -277,9 +274,7 @@ class SyncSession(Session):
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
                  run: Callable[[Flow[Any]], Any], user: LogtoUser | None = None) -> None:
-        self._tokens = tokens  # Session.__init__, inlined as in AsyncSession
-        self.user = user if user is not None else LogtoUser(data.claims, profile)
-        self._data_ = data
+        super().__init__(data, profile, tokens, user)
         self._run = run
 
     def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:

@@ -48,8 +48,7 @@ class LogtoWSGIMiddleware:
         flow: Flow[Response | Passage] | None = None
         if not self.core.is_route(path):
             cookie = environ.get("HTTP_COOKIE", "")
-            if self.core.session_cookie not in cookie and not self.core.may_have_session(
-                    cookie, environ.get("HTTP_AUTHORIZATION", "")):
+            if not self.core.may_have_session(cookie, environ.get("HTTP_AUTHORIZATION", "")):
                 # The common anonymous request: nothing to read, nothing to write.
                 return self._pass(Passage(self.core, None), environ, start_response)
             quick = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
