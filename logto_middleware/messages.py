@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import parse_qsl
 
 from .cookies import parse_cookie_header
 
@@ -58,22 +58,11 @@ class Request:
 
 
 def _first_values(text: str) -> dict[str, str]:
-    """`parse_qsl(text, keep_blank_values=True)`, first value of each name, without its
-    function call per name and value."""
     values: dict[str, str] = {}
     # Only the first 100 fields count (a longer query is not an error, just ignored beyond).
-    for field in text.split("&", 100)[:100]:
-        if field:
-            key, _, value = field.partition("=")
-            key = _unquote_plus(key)
-            if key not in values:
-                values[key] = _unquote_plus(value)
+    for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
+        values.setdefault(key, value)
     return values
-
-
-def _unquote_plus(text: str) -> str:
-    text = text.replace("+", " ")
-    return unquote(text) if "%" in text else text
 
 
 @dataclass
