@@ -4,12 +4,14 @@ recency bookkeeping); inserts past the bound evict the oldest entry."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-__all__ = ["BoundedCache", "ExpiringCache"]
+__all__ = ["BoundedCache", "ExpiringCache", "RecentKeys"]
 
 K = TypeVar("K")
+H = TypeVar("H", bound=Hashable)
 V = TypeVar("V")
 
 
@@ -57,3 +59,35 @@ class ExpiringCache(Generic[K, V]):
 
     def set(self, key: K, value: V) -> None:
         self._entries.set(key, (self._clock() + self._ttl, value))
+
+
+class RecentKeys(Generic[H]):
+    """The keys added in the last `ttl` seconds (by `clock`), at most `maxsize` of them (the
+    oldest are forgotten first): a replay check in O(1), expired keys dropped as new ones come."""
+
+    def __init__(self, maxsize: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.maxsize, self._ttl, self._clock = maxsize, ttl, clock
+        self._keys: set[H] = set()
+        self._order: deque[tuple[float, H]] = deque()  # (expiry, key), oldest first
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def add(self, key: H) -> bool:
+        """Remember `key`; False when it is already remembered (a replay)."""
+        now = self._clock()
+        with self._lock:
+            keys, order = self._keys, self._order
+            while order and order[0][0] <= now:
+                keys.discard(order.popleft()[1])
+            if key in keys:
+                return False
+            keys.add(key)
+            order.append((now + self._ttl, key))
+            if len(order) > self.maxsize:
+                keys.discard(order.popleft()[1])
+            return True

@@ -7,15 +7,13 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode
 
-from cachetools import TTLCache
-
 from .authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
+from .cache import RecentKeys
 from .cookies import delete_cookie, set_cookie
 from .crypto import Cipher, Signer, b64encode
 from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -57,9 +55,7 @@ class Routes:
             self._csrf = Signer(core.config.secrets, "csrf token")
             self._csrf_cookie_name = CSRF_COOKIE
         # States already redeemed: a replayed callback is refused even with the old cookie.
-        self._used_states: TTLCache[str, bool] = TTLCache(maxsize=100_000, ttl=TRANSACTION_MAX_AGE,
-                                                          timer=core.clock)
-        self._lock = threading.Lock()
+        self._used_states: RecentKeys[str] = RecentKeys(100_000, TRANSACTION_MAX_AGE, core.clock)
         self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Flow[Response]]]] = {
             "signin": (("GET", "POST"), self.signin),
             "signin/logto": (("GET", "POST"), self.signin),
@@ -217,10 +213,7 @@ class Routes:
         if transaction is None or not hmac.compare_digest(transaction["state"].encode(), state.encode()):
             log.info("callback without a matching sign-in transaction")
             return self._error(request, "MissingCSRF", cookies)
-        with self._lock:
-            replayed = state in self._used_states
-            self._used_states[state] = True
-        if replayed:
+        if not self._used_states.add(state):
             log.warning("callback replayed a state that was already used")
             return self._error(request, "MissingCSRF", cookies)
         try:
