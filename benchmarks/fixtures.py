@@ -339,30 +339,31 @@ class ProviderTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         return "discovery" if path.startswith("/.well-known/") else path.strip("/")
 
     def _delay(self, request: httpx.Request) -> float:
-        return self._delays.get(self._endpoint(request), 0.0)
+        return self._delays.get(self._endpoint(request), 0.0) if self._delays else 0.0
 
     def endpoint(self, name: str) -> tuple[int, int]:
         """Calls to one endpoint ("token", "jwks", "discovery"...) and their total wall time (ns)."""
         with self._lock:
             return self._by_endpoint.get(name, (0, 0))
 
-    def _account(self, request: httpx.Request, wall: int, cpu: int) -> None:
+    def _account(self, request: httpx.Request, start: int, cpu: int) -> None:
+        # The clocks are read last, so that this bookkeeping counts as the provider's time too.
         name = self._endpoint(request)
         with self._lock:
+            wall = time.perf_counter_ns() - start
             self.provider_ns += wall
-            self.provider_cpu_ns += cpu
+            self.provider_cpu_ns += time.thread_time_ns() - cpu
             self.calls += 1
             calls, total = self._by_endpoint.get(name, (0, 0))
             self._by_endpoint[name] = (calls + 1, total + wall)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        start = time.perf_counter_ns()
+        start, cpu = time.perf_counter_ns(), time.thread_time_ns()
         delay = self._delay(request)
         if delay:
             time.sleep(delay)
-        cpu = time.thread_time_ns()
         response = self._inner.handle_request(request)
-        self._account(request, time.perf_counter_ns() - start, time.thread_time_ns() - cpu)
+        self._account(request, start, cpu)
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -370,9 +371,10 @@ class ProviderTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
         delay = self._delay(request)
         if delay:
             await asyncio.sleep(delay)
+        # After the sleep: other tasks run on this thread while it lasts.
         cpu = time.thread_time_ns()
         response = self._inner.handle_request(request)
-        self._account(request, time.perf_counter_ns() - start, time.thread_time_ns() - cpu)
+        self._account(request, start, cpu)
         return response
 
 
