@@ -121,18 +121,16 @@ class LogtoASGIMiddleware:
         await send(self._with_cookies(message, cookies) if cookies else message)
 
     def _with_cookies(self, message: Message, cookies: Sequence[str]) -> Message:
-        return {**message, "headers": [*message.get("headers", ()), *self._encoded(cookies)]}
-
-    def _encoded(self, cookies: Sequence[str]) -> list[tuple[bytes, bytes]]:
         # The core shares one tuple of headers among the requests that write the same session
         # (a refresh storm): encode it once too.
         hit = self._raw_cookies.get(id(cookies))
         if hit is not None and hit[0] is cookies:
-            return hit[1]
-        encoded = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
-        if isinstance(cookies, tuple):
-            self._raw_cookies.set(id(cookies), (cookies, encoded))
-        return encoded
+            encoded = hit[1]
+        else:
+            encoded = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
+            if isinstance(cookies, tuple):
+                self._raw_cookies.set(id(cookies), (cookies, encoded))
+        return {**message, "headers": [*message.get("headers", ()), *encoded]}
 
 
 def _session_headers(scope: Scope) -> tuple[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from .cookies import parse_cookie_header
 
@@ -58,10 +58,18 @@ class Request:
 
 
 def _first_values(text: str) -> dict[str, str]:
+    """`parse_qsl(text, keep_blank_values=True)`, first value of each name, decoding (plus as
+    space, UTF-8 percent-escapes with replacement) only the parts that need it."""
     values: dict[str, str] = {}
     # Only the first 100 fields count (a longer query is not an error, just ignored beyond).
-    for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
-        values.setdefault(key, value)
+    for pair in text.split("&", 100)[:100]:
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key, errors="replace")
+        if key not in values:
+            values[key] = unquote_plus(value, errors="replace") if "%" in value or "+" in value else value
     return values
 
 

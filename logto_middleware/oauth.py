@@ -68,14 +68,17 @@ def _error_from(response: httpx.Response, body: Any) -> Exception:
 
 # What `urlencode` leaves as it is; most grant values (codes, verifiers, tokens) are only that.
 _FORM_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+# The values that do need quoting are the configuration's (redirect URI, scopes, resources):
+# quoted once each.
+_form_quoted = lru_cache(maxsize=64)(quote_plus)
 
 
 def form_body(form: Mapping[str, str] | Sequence[tuple[str, str]]) -> bytes:
     """`urlencode(form)` as bytes (HTML form encoding, RFC 6749 appendix B), quoting only the
     values that need it."""
     pairs = form.items() if isinstance(form, Mapping) else form
-    plain = _FORM_PLAIN
-    return "&".join([f"{key if plain(key) else quote_plus(key)}={value if plain(value) else quote_plus(value)}"
+    plain, quoted = _FORM_PLAIN, _form_quoted
+    return "&".join([f"{key if plain(key) else quoted(key)}={value if plain(value) else quoted(value)}"
                      for key, value in pairs]).encode("ascii")
 
 
@@ -85,14 +88,19 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+@lru_cache(maxsize=16)
+def _grant_headers(client_id: str, client_secret: str) -> httpx.Headers:
+    # httpx copies a `Headers` object into each request as it is (a dict is normalized anew).
+    return httpx.Headers({"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json",
+                          "Content-Type": "application/x-www-form-urlencoded"})
+
+
 def token_grant(endpoint: str, client_id: str, client_secret: str,
                 form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
     """POST a grant to the token endpoint with client_secret_basic."""
     # Encoded here rather than with httpx's `data=`: the same bytes, built more cheaply.
-    response = yield httpx.Request(
-        "POST", _parsed_url(endpoint), content=form_body(form),
-        headers={"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json",
-                 "Content-Type": "application/x-www-form-urlencoded"})
+    response = yield httpx.Request("POST", _parsed_url(endpoint), content=form_body(form),
+                                   headers=_grant_headers(client_id, client_secret))
     body = read_json(response, "token endpoint")
     if response.status_code != 200:
         raise _error_from(response, body)

@@ -123,11 +123,10 @@ def _read_body(environ: dict[str, Any]) -> bytes | None:
     return stream.read(length) if stream is not None and length > 0 else b""
 
 
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
 def _respond(start_response: StartResponse, response: Response) -> list[bytes]:
-    try:
-        phrase = HTTPStatus(response.status).phrase
-    except ValueError:
-        phrase = ""
     headers = [*response.headers, ("Content-Length", str(len(response.body)))]
-    start_response(f"{response.status} {phrase}", headers)
+    start_response(_STATUS_LINES.get(response.status) or f"{response.status} ", headers)
     return [response.body]

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logto_middleware.errors import ProviderUnavailable
 from logto_middleware.flow import AsyncDriver, Flow, Shared, Sleep, SyncDriver
@@ -158,17 +160,31 @@ def test_async_small_flights(n: int) -> None:
     assert asyncio.run(gather_shared(async_driver(), calls, n)) == ["result 1"] * n
 
 
-@pytest.mark.parametrize("text", ["", "a", "a=", "=b", "a=1&a=2", "x=%41%zz&y=b+c", "&&k=v&", "k=%E2%82%AC",
-                                  "n=" + "&n=".join(str(i) for i in range(150)), "p=a%2Bb+c&q", "é=è&;=x"])
-def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
+def _parse_qsl_first_values(text: str) -> dict[str, str]:
     from urllib.parse import parse_qsl
-
-    from logto_middleware.messages import Request
 
     expected: dict[str, str] = {}
     for key, value in parse_qsl("&".join(text.split("&", 100)[:100]), keep_blank_values=True):
         expected.setdefault(key, value)
-    assert Request("GET", "/", text, {}, "https").query == expected
+    return expected
+
+
+@pytest.mark.parametrize("text", ["", "a", "a=", "=b", "a=1&a=2", "x=%41%zz&y=b+c", "&&k=v&", "k=%E2%82%AC",
+                                  "n=" + "&n=".join(str(i) for i in range(150)), "p=a%2Bb+c&q", "é=è&;=x",
+                                  "%", "a%2", "+=+", "a=%C3", "k=v=w", "a+b=c%20d&a b=2", "x=%FF%FE", "%61=1&a=2",
+                                  "code=abc&state=xyz&iss=https%3A%2F%2Fk8x2qp.logto.app%2Foidc"])
+def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
+    from logto_middleware.messages import Request
+
+    assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab=&%+2F0C3é; ", max_size=40))
+def test_query_parsing_matches_parse_qsl_on_any_text(text: str) -> None:
+    from logto_middleware.messages import Request
+
+    assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
 
 
 @pytest.mark.parametrize("value", ["abc-DEF_123.~", "http://localhost:3000/api/auth/callback/logto", "a b+c",
