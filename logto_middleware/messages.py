@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from urllib.parse import unquote_plus
 
 from .cookies import parse_cookie_header
@@ -57,6 +58,10 @@ class Request:
         return "application/json" in self.headers.get("accept", "")
 
 
+# The encoded parts that recur (the callback's `iss`, callback URLs) are decoded once.
+_decoded = lru_cache(maxsize=128)(partial(unquote_plus, errors="replace"))
+
+
 def _first_values(text: str) -> dict[str, str]:
     """`parse_qsl(text, keep_blank_values=True)`, first value of each name, decoding (plus as
     space, UTF-8 percent-escapes with replacement) only the parts that need it."""
@@ -67,9 +72,9 @@ def _first_values(text: str) -> dict[str, str]:
             continue
         key, _, value = pair.partition("=")
         if "%" in key or "+" in key:
-            key = unquote_plus(key, errors="replace")
+            key = _decoded(key)
         if key not in values:
-            values[key] = unquote_plus(value, errors="replace") if "%" in value or "+" in value else value
+            values[key] = _decoded(value) if "%" in value or "+" in value else value
     return values
 
 
