@@ -58,8 +58,14 @@ class Request:
         return "application/json" in self.headers.get("accept", "")
 
 
-# The encoded parts that recur (the callback's `iss`, callback URLs) are decoded once.
-_decoded = lru_cache(maxsize=128)(partial(unquote_plus, errors="replace"))
+_decode = partial(unquote_plus, errors="replace")
+# The short encoded parts that recur (the callback's `iss`, callback URLs) are decoded once;
+# long ones are not kept (the cache holds what any client sends).
+_decode_cached = lru_cache(maxsize=128)(_decode)
+
+
+def _decoded(part: str) -> str:
+    return _decode_cached(part) if len(part) <= 512 else _decode(part)
 
 
 def _first_values(text: str) -> dict[str, str]:

@@ -172,7 +172,8 @@ def _parse_qsl_first_values(text: str) -> dict[str, str]:
 @pytest.mark.parametrize("text", ["", "a", "a=", "=b", "a=1&a=2", "x=%41%zz&y=b+c", "&&k=v&", "k=%E2%82%AC",
                                   "n=" + "&n=".join(str(i) for i in range(150)), "p=a%2Bb+c&q", "é=è&;=x",
                                   "%", "a%2", "+=+", "a=%C3", "k=v=w", "a+b=c%20d&a b=2", "x=%FF%FE", "%61=1&a=2",
-                                  "code=abc&state=xyz&iss=https%3A%2F%2Fk8x2qp.logto.app%2Foidc"])
+                                  "code=abc&state=xyz&iss=https%3A%2F%2Fk8x2qp.logto.app%2Foidc",
+                                  "v=" + "%41+" * 300 + "&" + "%42" * 200 + "=w"])
 def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
     from logto_middleware.messages import Request
 
@@ -197,3 +198,20 @@ def test_form_body_is_urlencode(value: str) -> None:
     form = {"grant_type": "authorization_code", "code": value, "redirect uri": value}
     assert form_body(form) == urlencode(form).encode()
     assert form_body(list(form.items())) == urlencode(list(form.items())).encode()
+
+
+def test_token_requests_do_not_share_their_headers() -> None:
+    """The grant headers are built once per client; each request gets its own copy."""
+    from logto_middleware.oauth import token_grant
+
+    first = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "x"}))
+    second = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "y"}))
+    assert isinstance(first, httpx.Request) and isinstance(second, httpx.Request)
+    first.headers["Authorization"] = "Bearer changed"
+    first.headers["X-Extra"] = "1"
+    assert second.headers["Authorization"].startswith("Basic ")
+    assert "X-Extra" not in second.headers
+    assert second.headers["Content-Length"] == str(len(b"grant_type=y"))
+    third = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "z"}))
+    assert isinstance(third, httpx.Request)
+    assert third.headers["Authorization"] == second.headers["Authorization"] and "X-Extra" not in third.headers
