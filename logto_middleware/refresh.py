@@ -87,20 +87,22 @@ class Refresher:
         """What a refresh of these very tokens gave moments ago (within the grace window), if any."""
         return self._recent.get(refresh_key(data, target))
 
-    def flight(self, data: SessionData) -> Shared:
-        """The effect that refreshes the session's own tokens once for every concurrent request
-        (for a caller that found no `recent` result); raises the failure of a grant for these
-        tokens that failed moments ago."""
-        key = refresh_key(data)
+    def flight(self, data: SessionData, around: Guard | None = None, target: Target | None = None) -> Shared:
+        """The effect that refreshes `data`'s tokens (or gets a token for `target`) once for every
+        concurrent request, for a caller that found no `recent` result; raises the failure of a
+        grant for these tokens that failed moments ago."""
+        key = refresh_key(data, target)
         failure = self._failed.get(key)
         if failure is not None:
             raise failure
+        if around is not None:  # a server-side store's guard belongs to its request
+            return Shared(("refresh", key), partial(self._run, data, key, around, target))
         # Concurrent requests on one cookie share its decoded session: they share the effect too,
         # rather than each keeping five objects alive while it waits.
         hit = self._effects.get(key)
         if hit is not None and hit[0] is data:
             return hit[1]
-        effect = Shared(("refresh", key), partial(self._run, data, key, None, None))
+        effect = Shared(("refresh", key), partial(self._run, data, key, None, target))
         self._effects.set(key, (data, effect))
         return effect
 
@@ -111,16 +113,11 @@ class Refresher:
         `around` wraps the grant (a server-side store uses it to refresh once across processes);
         it may return None for a vanished session."""
         for _ in range(2):
-            key = refresh_key(data, target)
-            recent = self._recent.get(key)
-            if recent is not None:
-                data = recent
-            elif (failure := self._failed.get(key)) is not None:
-                raise failure
-            else:
-                refreshed: SessionData | None = yield Shared(
-                    ("refresh", key), partial(self._run, data, key, around, target))
+            recent = self._recent.get(refresh_key(data, target))
+            if recent is None:
+                refreshed: SessionData | None = yield self.flight(data, around, target)
                 return refreshed
+            data = recent
             if not self.needs_refresh(data, self._clock(), target):
                 return data
         return data
