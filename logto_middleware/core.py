@@ -47,7 +47,7 @@ class SessionState:
     cookie_name: str
     secure: bool
     cookie_value: str | None = None
-    present: Sequence[str] = ()  # the names of the cookie and its chunks in the request
+    present: tuple[str, ...] = ()  # the names of the cookie and its chunks in the request
     data: SessionData | None = None
     writable: bool = True  # False when the session came in an Authorization header
     dirty: bool = False  # the data changed: store it
@@ -60,10 +60,11 @@ class Passage:
 
     __slots__ = ("_cookies", "_core", "_state", "session", "user")
 
-    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
+    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None,
+                 cookies: Sequence[str] | None = None) -> None:
         self._core = core
         self._state = state
-        self._cookies: Sequence[str] | None = None
+        self._cookies = cookies  # the Set-Cookie headers made for the state as it is (see `finish`)
         if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
@@ -80,19 +81,23 @@ class Passage:
 
     def finish(self) -> Flow[Sequence[str]]:
         """Set-Cookie headers for the app's response (none when nothing changed)."""
-        if self._state is None:
+        state = self._state
+        if state is None:
             return []
-        if self._cookies is None:  # start_response may be called again with exc_info
-            self._cookies = yield from self._core.write_session(self._state)
+        # Made once (start_response may be called again with exc_info), again if the app changed
+        # the session after they were made.
+        if self._cookies is None or state.dirty or state.cleared:
+            self._cookies = yield from self._core.write_session(state)
         return self._cookies
 
     def finish_without_io(self) -> Sequence[str] | None:
         """`finish()` when it needs no I/O (a cookie store, or nothing to store); None when the
         driver must run `finish()`."""
-        if self._state is None:
+        state = self._state
+        if state is None:
             return []
-        if self._cookies is None:
-            self._cookies = self._core.cookies_without_io(self._state)
+        if self._cookies is None or state.dirty or state.cleared:
+            self._cookies = self._core.cookies_without_io(state)
         return self._cookies
 
 
@@ -138,6 +143,8 @@ class LogtoCore:
         # needs neither a refresh nor a roll and has not expired (the quick path's one check).
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
+        self._after_refresh: BoundedCache[
+            int, tuple[SessionData, str | None, tuple[str, ...], int, LogtoUser, tuple[str, ...]]] = BoundedCache(64)
 
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
         """(data, its user, the time until which it needs neither a refresh nor a roll and has
@@ -260,9 +267,27 @@ class LogtoCore:
             refreshed = self._refresh_failed(state, data, exc)
         if refreshed is None:
             state.data, state.cleared = None, True
-        else:
-            self._roll(state, refreshed, now)
-        return Passage(self, state)
+            return Passage(self, state)
+        self._roll(state, refreshed, now)
+        if state.rolled:  # a copy of its own: nothing to share
+            return Passage(self, state)
+        return self._passage_after_refresh(state, refreshed)
+
+    def _passage_after_refresh(self, state: SessionState, data: SessionData) -> Passage:
+        """The requests that waited on one refresh of one cookie share the refreshed session
+        object: its user and its Set-Cookie headers are made once for all of them (the store's
+        copy of the cookie value and the quick path's tuple of names are shared objects too)."""
+        second = int(self.clock())
+        hit = self._after_refresh.get(id(data))
+        if (hit is not None and hit[0] is data and hit[1] is state.cookie_value and hit[2] is state.present
+                and hit[3] == second):
+            state.dirty = False
+            return Passage(self, state, hit[4], hit[5])
+        passage = Passage(self, state)
+        cookies = passage.finish_without_io()
+        if isinstance(cookies, tuple) and isinstance(passage.user, LogtoUser):
+            self._after_refresh.set(id(data), (data, state.cookie_value, state.present, second, passage.user, cookies))
+        return passage
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
         yield from self._settle(state, data, now, refresh=True)
@@ -277,7 +302,7 @@ class LogtoCore:
         secure = self.is_secure(request)
         name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
-        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=present)
+        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=tuple(present))
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state
@@ -379,8 +404,10 @@ class LogtoCore:
         state.dirty = False
         if value == state.cookie_value and not state.rolled:
             return ()  # a server-side session whose id did not change
-        max_age = max(0, data.expires_at - int(self.clock()))
-        key = (state.cookie_name, value, max_age, state.secure, *state.present)
+        max_age = data.expires_at - int(self.clock())
+        if max_age < 0:
+            max_age = 0
+        key = (value, max_age, state.cookie_name, state.secure, state.present)
         headers = self._set_cookies.get(key)
         if headers is None:
             # Concurrent requests that refreshed one session send the same headers: built once,

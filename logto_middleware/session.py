@@ -246,7 +246,7 @@ class AsyncSession(Session):
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
                  run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None) -> None:
-        super().__init__(data, profile, tokens, user)
+        Session.__init__(self, data, profile, tokens, user)
         self._run = run
 
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
@@ -274,7 +274,7 @@ class SyncSession(Session):
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
                  run: Callable[[Flow[Any]], Any], user: LogtoUser | None = None) -> None:
-        super().__init__(data, profile, tokens, user)
+        Session.__init__(self, data, profile, tokens, user)
         self._run = run
 
     def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:

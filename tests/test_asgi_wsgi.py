@@ -169,3 +169,37 @@ def test_cookie_split_over_several_headers_is_joined(fake: FakeLogto) -> None:
     asyncio.run(app(scope, receive, send))
     assert sent[-1]["body"] == b"-"
 
+
+
+def test_cookies_are_added_to_a_copy_of_the_apps_start_message(fake: FakeLogto) -> None:
+    """An app may send the same message dict on every response: another request's Set-Cookie
+    must never end up in it."""
+    config = config_for(fake)
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+    original = [*start["headers"]]  # type: ignore[misc]
+
+    async def constant(scope: Any, receive: Any, send: Any) -> None:
+        await send(start)
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    app = LogtoASGIMiddleware(constant, config, http_client=fake.async_httpx_client())
+    tampered = make_session_cookie(config, {"sub": "u"})[:-4] + "AAAA"
+
+    def headers_of(cookie: str | None) -> list[tuple[bytes, bytes]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        raw = [(b"host", b"localhost:3000")] + ([(b"cookie", cookie.encode())] if cookie else [])
+        scope = {"type": "http", "method": "GET", "path": "/", "scheme": "http", "query_string": b"", "headers": raw}
+        asyncio.run(app(scope, receive, send))
+        return list(sent[0]["headers"])
+
+    cleared = headers_of(tampered)
+    assert any(name == b"set-cookie" for name, _ in cleared)  # the forged cookie is cleared
+    assert headers_of(None) == original  # the next visitor gets none of it
+    assert start["headers"] == original

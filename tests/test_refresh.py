@@ -11,6 +11,7 @@ import pytest
 from conftest import SECRET, Clock, Harness, asgi_echo_app, wsgi_echo_app
 
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware.flow import run_without_io
 from logto_middleware.testing import FakeLogto
 
 
@@ -224,3 +225,91 @@ def test_concurrent_wsgi_threads_refresh_once(fake: FakeLogto, clock: Clock) -> 
     assert all(r["authenticated"] and r["error"] is None for r in results)
     assert len({r["access_token"] for r in results}) == 1
     assert fake.counts["token:refresh_token"] == 1
+
+
+def _storm_middleware(fake: FakeLogto, clock: Clock, config: LogtoConfig, app: Any) -> LogtoASGIMiddleware:
+    inner = fake.transport()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            await asyncio.sleep(0.05)  # every request of the storm arrives during the grant
+        return inner.handle_request(request)
+
+    return LogtoASGIMiddleware(app, config, http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow)),
+                               clock=clock)
+
+
+async def _storm(middleware: LogtoASGIMiddleware, cookie: str, paths: list[str]) -> list[httpx.Response]:
+    async def one(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost:3000") as client:
+            return await client.get(path, headers={"cookie": cookie})
+
+    return list(await asyncio.gather(*(one(path) for path in paths)))
+
+
+def test_requests_waiting_on_one_refresh_share_its_user_and_cookie(fake: FakeLogto, clock: Clock) -> None:
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    users: set[int] = set()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        users.add(id(scope["user"]))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["user"].id.encode()})
+
+    middleware = _storm_middleware(fake, clock, config, app)
+    made: list[object] = []
+    write = middleware.core.cookies_without_io
+
+    def counted(state: Any) -> Any:
+        made.append(state)
+        return write(state)
+
+    middleware.core.cookies_without_io = counted  # type: ignore[method-assign]
+    responses = asyncio.run(_storm(middleware, cookie, ["/"] * 30))
+    assert fake.counts["token:refresh_token"] == 1
+    assert {r.text for r in responses} == {fake.user_claims("alice")["sub"]}
+    set_cookies = {tuple(r.headers.get_list("set-cookie")) for r in responses}
+    assert len(set_cookies) == 1 and next(iter(set_cookies))
+    # Made by the request that decoded the cookie (the full path) and once more for the 29
+    # that waited on its refresh; one user object for all of them.
+    assert len(made) <= 2
+    assert len(users) == 1
+
+
+def test_a_request_that_changes_its_session_after_a_shared_refresh_writes_its_own_cookie(
+        fake: FakeLogto, clock: Clock) -> None:
+    api = "https://api.example.com"
+    fake.resources[api] = ["read:items"]
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET, resources=[api], scopes="openid offline_access profile email read:items")
+    harness = Harness("wsgi", fake, clock, secret=SECRET, resources=[api],
+                      scopes="openid offline_access profile email read:items")
+    harness.sign_in("alice")
+    cookie = "; ".join(f"{k}={v}" for k, v in harness.client.cookies.items())
+    clock.advance(fake.access_token_ttl)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        token = ""
+        if scope["path"] == "/api-call":  # after the session's own refresh, a token for the API
+            token = await scope["auth"].get_access_token(resource=api)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": token.encode()})
+
+    middleware = _storm_middleware(fake, clock, config, app)
+    paths = ["/"] * 5 + ["/api-call"] + ["/"] * 5
+    responses = asyncio.run(_storm(middleware, cookie, paths))
+    assert fake.counts["token:refresh_token"] == 2  # the session's own grant, then the API's
+    api_response = responses[paths.index("/api-call")]
+    assert api_response.text
+    others = {tuple(r.headers.get_list("set-cookie")) for i, r in enumerate(responses) if paths[i] == "/"}
+    assert len(others) == 1
+    written = api_response.headers.get_list("set-cookie")
+    assert written and tuple(written) not in others
+    name, _, rest = written[0].partition("=")
+    data = run_without_io(middleware.core.sessions.load(rest.split(";", 1)[0], name))
+    assert data is not None and data.resource_token(api) is not None
+    assert data.resource_token(api)[0] == api_response.text  # type: ignore[index]
