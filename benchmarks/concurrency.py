@@ -217,6 +217,7 @@ def refresh_storm(log: Log, *, sizes: tuple[int, ...] = (1, 10, 100, 1000), repe
                 "refresh_grants": [r["refresh_grants"] for r in runs],
                 "failed": sum(r["failed"] for r in runs), "failures": sorted({f for r in runs for f in r["failures"]}),
                 "slowest_ms": slowest, "slowest_runs_ms": [r["slowest_ms"] for r in runs],
+                "bare_runs_ms": [b["slowest_ms"] for b in bares], "quiet_runs_ms": [q["slowest_ms"] for q in quiets],
                 "median_ms": statistics.median(r["median_ms"] for r in runs),
                 "bare_slowest_ms": bare_slowest, "round_trip_ms": one_round_trip,
                 # Informational: the same storm through the middleware on a session that needs
