@@ -1,9 +1,11 @@
-"""Access tokens for the signed-in user: the session's own, API resources', organizations',
-and the userinfo call. One implementation, run by the ASGI or the WSGI driver."""
+"""A request's session state, and the access tokens it gets on demand for the signed-in user:
+the session's own, API resources', organizations', and the userinfo call. One implementation,
+run by the ASGI or the WSGI driver."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,39 +18,42 @@ from .session import SessionData
 from .tokens import decode_unverified
 
 if TYPE_CHECKING:
-    from .core import LogtoCore, SessionState
+    from .core import LogtoCore
 
-__all__ = ["SessionTokens"]
+__all__ = ["SessionState", "SessionTokens"]
 
 log = logging.getLogger("logto_middleware")
 
 
-class SessionTokens:
-    """Binds a request's session to the core, so the session can get tokens on demand; the
-    refreshed session is written back on the app's response."""
+@dataclass(slots=True)
+class SessionState:
+    """A request's session as read, and what must be written back. It is also what the
+    request's `Session` gets tokens through (its `SessionTokens`): a refresh made on demand lands
+    here, and the middleware writes it back on the app's response."""
 
-    __slots__ = ("_core", "_state")
-
-    def __init__(self, core: LogtoCore, state: SessionState) -> None:
-        self._core = core
-        self._state = state
-
-    @property
-    def data(self) -> SessionData | None:
-        """The request's current session data (it changes when tokens are refreshed)."""
-        return self._state.data
+    core: LogtoCore = field(repr=False)
+    cookie_name: str
+    secure: bool
+    cookie_value: str | None = None
+    present: tuple[str, ...] = ()  # the names of the cookie and its chunks in the request
+    data: SessionData | None = None
+    writable: bool = True  # False when the session came in an Authorization header
+    dirty: bool = False  # the data changed: store it
+    rolled: bool = False  # the expiry moved: send the cookie again
+    cleared: bool = False
 
     def access_token(self, resource: str | None = None, organization_id: str | None = None) -> Flow[str]:
         """A valid access token: the session's own, or one for an API resource or organization."""
-        data = self._state.data
+        data = self.data
         if data is None:
             raise AccessTokenError("not signed in")
         target = None if resource is None and organization_id is None else Target(resource, organization_id)
         if target is not None and data.refresh_token is None:
             raise AccessTokenError("the session has no refresh token: sign in with offline_access and prompt=consent")
-        if self._core.refresher.needs_refresh(data, self._core.clock(), target):
+        core = self.core
+        if core.refresher.needs_refresh(data, core.clock(), target):
             try:
-                refreshed = yield from self._core.refresh_tokens(self._state, data, target)
+                refreshed = yield from core.refresh_tokens(self, data, target)
             except LogtoError as exc:
                 error = getattr(exc, "error", None) or type(exc).__name__
                 log.info("access token for %s refused: %s", target.audience if target else "the session", error)
@@ -76,7 +81,7 @@ class SessionTokens:
     def user_info(self) -> Flow[dict[str, Any]]:
         """The userinfo endpoint's claims for the signed-in user (refreshing the token first)."""
         token = yield from self.access_token()
-        metadata = yield from self._core.provider.metadata()
+        metadata = yield from self.core.provider.metadata()
         if metadata.userinfo_endpoint is None:
             raise ProviderError("the provider has no userinfo endpoint")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -86,12 +91,12 @@ class SessionTokens:
         body = read_json(response, "userinfo")
         if response.status_code != 200 or not isinstance(body, dict):
             raise ProviderError(f"userinfo answered {response.status_code}")
-        if body.get("sub") != data_sub(self._state):
+        if body.get("sub") != (self.data.claims.get("sub") if self.data is not None else None):
             raise ProviderError("userinfo answered for another subject")
         return body
 
 
-def data_sub(state: SessionState) -> Any:
-    return state.data.claims.get("sub") if state.data is not None else None
+SessionTokens = SessionState
+"""What a `Session` gets its tokens through: the state of its request."""
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote
 
-from .access import SessionTokens
+from .access import SessionState, SessionTokens
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
 from .cache import BoundedCache
 from .config import LogtoConfig, ProfileMapper
@@ -30,7 +29,7 @@ from .routes import Routes
 from .session import AnonymousUser, LogtoUser, Session, SessionData
 from .stores import CookieStore, ServerSessions, SessionStore, store_from_setting
 
-__all__ = ["LogtoCore", "Passage", "Request", "Response"]
+__all__ = ["LogtoCore", "Passage", "Request", "Response", "SessionState"]
 
 log = logging.getLogger("logto_middleware")
 
@@ -38,21 +37,6 @@ SESSION_COOKIE = "logto.session-token"
 # What a refresh may raise: the first two end the session, the others keep it for a retry.
 _REFRESH_ERRORS = (OAuthError, TokenValidationError, ProviderUnavailable, ProviderError)
 ANONYMOUS = AnonymousUser()
-
-
-@dataclass(slots=True)
-class SessionState:
-    """A request's session as read, and what must be written back."""
-
-    cookie_name: str
-    secure: bool
-    cookie_value: str | None = None
-    present: tuple[str, ...] = ()  # the names of the cookie and its chunks in the request
-    data: SessionData | None = None
-    writable: bool = True  # False when the session came in an Authorization header
-    dirty: bool = False  # the data changed: store it
-    rolled: bool = False  # the expiry moved: send the cookie again
-    cleared: bool = False
 
 
 class Passage:
@@ -70,7 +54,7 @@ class Passage:
             self.session: Session | None = None
         else:
             user = user if user is not None else core._known_session(state.data)[1]
-            self.session = core.session_factory(state.data, SessionTokens(core, state), user)
+            self.session = core.session_factory(state.data, state, user)
             self.user = user
 
     @property
@@ -241,12 +225,12 @@ class LogtoCore:
         now = self.clock()
         _, user, quiet_until = self._known_session(data)
         if now < quiet_until:  # the usual case: nothing to do
-            return Passage(self, SessionState(name, secure, value, present, data), user)
+            return Passage(self, SessionState(self, name, secure, value, present, data), user)
         if data.expires_at <= now:
             return None
         # Due for a refresh or a roll. When another request refreshed these tokens moments ago,
         # take its result (and its sealed cookie) without a flow.
-        state = SessionState(name, secure, value, present, data)
+        state = SessionState(self, name, secure, value, present, data)
         due = self.refresher.needs_refresh(data, now)
         refreshed = self.refresher.recent(data) if due else None
         if refreshed is None and due:
@@ -302,7 +286,7 @@ class LogtoCore:
         secure = self.is_secure(request)
         name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
-        state = SessionState(cookie_name=name, secure=secure, cookie_value=value, present=tuple(present))
+        state = SessionState(self, cookie_name=name, secure=secure, cookie_value=value, present=tuple(present))
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state

@@ -165,12 +165,12 @@ def test_shared_set_cookie_headers_follow_each_request(fake: FakeLogto) -> None:
     core = LogtoCore(config)
     data = core.new_session({"sub": "u", "name": "Ada"}, access_token="at")
     sealed = core.sessions.seal(data)  # type: ignore[union-attr]
-    same = SessionState("logto.session-token", False, sealed, ("logto.session-token",), data, dirty=True)
+    same = SessionState(core, "logto.session-token", False, sealed, ("logto.session-token",), data, dirty=True)
     assert core.cookies_without_io(same) == ()
-    other = SessionState("logto.session-token", False, "old-value", ("logto.session-token",), data, dirty=True)
+    other = SessionState(core, "logto.session-token", False, "old-value", ("logto.session-token",), data, dirty=True)
     headers = core.cookies_without_io(other)
     assert headers and headers[0].startswith(f"logto.session-token={sealed};")
-    again = SessionState("logto.session-token", False, "older-value", ("logto.session-token",), data, dirty=True)
+    again = SessionState(core, "logto.session-token", False, "older-value", ("logto.session-token",), data, dirty=True)
     assert core.cookies_without_io(again) is headers  # shared, not rebuilt
-    assert core.cookies_without_io(SessionState("logto.session-token", False, sealed, ("logto.session-token",),
+    assert core.cookies_without_io(SessionState(core, "logto.session-token", False, sealed, ("logto.session-token",),
                                                 data, dirty=True)) == ()
