@@ -174,11 +174,12 @@ def figures_table(results: dict[str, Any]) -> list[str]:
                      f"{s1['floor']['mad_us']:.1f} µs", "d"])
     s2 = results.get("throughput")
     if s2:
-        legend["e"] = (f"uvicorn, 1 worker on CPU 0, driven by wrk -t1 -c{s2['connections']} on CPU 1; "
-                       f"{s2['rounds']} alternating runs of {s2['seconds_per_run']:.0f} s, median; CPU-µs/req = "
-                       "server CPU time (/proc) / requests completed")
-        legend["f"] = (f"median of per-run ratios; the server used {s2['server_cpu_share']:.0%} of a core, wrk "
-                       f"{s2['wrk_cpu_share']:.0%} of one; {s2['errors']} non-2xx or socket errors")
+        legend["e"] = (f"uvicorn, 1 worker each, both servers on CPU 0, loaded at the same time by one wrk -t1 "
+                       f"-c{s2['connections']} each on CPU 1; {s2['rounds']} rounds of {s2['seconds_per_run']:.0f} s, "
+                       "median; CPU-µs/req = server CPU time (/proc) / requests completed (two servers share a core "
+                       "and its caches: higher than alone)")
+        legend["f"] = (f"median of per-round ratios; each server used {s2['server_cpu_share']:.0%} of CPU 0, each wrk "
+                       f"{s2['wrk_cpu_share']:.0%} of CPU 1; {s2['errors']} non-2xx or socket errors")
         rows.append(["2", "uvicorn bare app", f"{s2['bare_rps']:.0f} req/s, {s2['bare_cpu_us_per_request']:.0f} "
                      "CPU-µs/req", "e"])
         rows.append(["2", "uvicorn + logto, signed in", f"{s2['logto_rps']:.0f} req/s, "
