@@ -57,6 +57,17 @@ class Passage:
             self.session = core.session_factory(state.data, state, user)
             self.user = user
 
+    def update(self, user: LogtoUser | None, cookies: Sequence[str] | None = None) -> None:
+        """The session changed after this passage was built (a refresh it waited on): `user` is
+        its user now (None: the session ended), `cookies` its Set-Cookie headers if made already."""
+        if user is None:
+            self.user, self.session = ANONYMOUS, None
+        else:
+            self.user = user
+            if self.session is not None:
+                self.session.user = user
+        self._cookies = cookies
+
     @property
     def may_write(self) -> bool:
         """False when `finish()` can only return no header (nothing changed so far)."""
@@ -234,16 +245,20 @@ class LogtoCore:
         due = self.refresher.needs_refresh(data, now)
         refreshed = self.refresher.recent(data) if due else None
         if refreshed is None and due:
-            return self._refreshed_passage(state, data, now)
+            return self._refreshed_passage(state, data, now, user)
         if refreshed is None or self._known_session(refreshed)[2] <= now:
             return self._settled_passage(state, data, now)
         state.data, state.dirty = refreshed, True
         return Passage(self, state)
 
-    def _refreshed_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
+    def _refreshed_passage(self, state: SessionState, data: SessionData, now: float,
+                           user: LogtoUser) -> Flow[Passage]:
         """`_settle` for a cookie session whose tokens need a refresh that nobody made yet: one
         generator between the driver and the single flight, since each of a thousand requests
-        waiting on that flight keeps its frames alive."""
+        waiting on that flight keeps its frames alive. The passage is built before the wait (idle
+        time for an event loop, where a thousand waiting requests would otherwise all build theirs
+        after it) and brought up to date after."""
+        passage = Passage(self, state, user)
         try:
             refreshed: SessionData | None = yield self.refresher.flight(data)
             state.dirty = True
@@ -251,13 +266,16 @@ class LogtoCore:
             refreshed = self._refresh_failed(state, data, exc)
         if refreshed is None:
             state.data, state.cleared = None, True
-            return Passage(self, state)
-        self._roll(state, refreshed, now)
+            passage.update(None)
+            return passage
+        rolled = self._roll(state, refreshed, now)
         if state.rolled:  # a copy of its own: nothing to share
-            return Passage(self, state)
-        return self._passage_after_refresh(state, refreshed)
+            passage.update(self._known_session(rolled)[1])
+        else:
+            self._share_refresh(passage, state, refreshed)
+        return passage
 
-    def _passage_after_refresh(self, state: SessionState, data: SessionData) -> Passage:
+    def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData) -> None:
         """The requests that waited on one refresh of one cookie share the refreshed session
         object: its user and its Set-Cookie headers are made once for all of them (the store's
         copy of the cookie value and the quick path's tuple of names are shared objects too)."""
@@ -266,12 +284,13 @@ class LogtoCore:
         if (hit is not None and hit[0] is data and hit[1] is state.cookie_value and hit[2] is state.present
                 and hit[3] == second):
             state.dirty = False
-            return Passage(self, state, hit[4], hit[5])
-        passage = Passage(self, state)
+            passage.update(hit[4], hit[5])
+            return
+        user = self._known_session(data)[1]
+        passage.update(user)
         cookies = passage.finish_without_io()
-        if isinstance(cookies, tuple) and isinstance(passage.user, LogtoUser):
-            self._after_refresh.set(id(data), (data, state.cookie_value, state.present, second, passage.user, cookies))
-        return passage
+        if isinstance(cookies, tuple):
+            self._after_refresh.set(id(data), (data, state.cookie_value, state.present, second, user, cookies))
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
         yield from self._settle(state, data, now, refresh=True)
@@ -333,12 +352,13 @@ class LogtoCore:
         # Not stored: the next request simply tries again.
         return data.with_changes(error="RefreshAccessTokenError")
 
-    def _roll(self, state: SessionState, data: SessionData, now: float) -> None:
-        """Put `data` in `state`, its expiry moved forward when the update age has passed."""
+    def _roll(self, state: SessionState, data: SessionData, now: float) -> SessionData:
+        """Put `data` in `state` (and return it), its expiry moved forward when the update age has passed."""
         if now - data.updated_at >= self.config.session_update_age:
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
             state.dirty = state.rolled = True
         state.data = data
+        return data
 
     def refresh_tokens(self, state: SessionState, data: SessionData,
                        target: Target | None = None) -> Flow[SessionData | None]:
