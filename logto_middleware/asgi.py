@@ -130,7 +130,10 @@ class LogtoASGIMiddleware:
             encoded = [(b"set-cookie", cookie.encode("latin-1")) for cookie in cookies]
             if isinstance(cookies, tuple):
                 self._raw_cookies.set(id(cookies), (cookies, encoded))
-        return {**message, "headers": [*message.get("headers", ()), *encoded]}
+        # A new message: the app's may be one it sends on every response.
+        written = dict(message)
+        written["headers"] = [*message.get("headers", ()), *encoded]
+        return written
 
 
 def _session_headers(scope: Scope) -> tuple[str, str]:
