@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
 import httpx
 import pytest
 from conftest import SECRET, Clock, Harness, asgi_echo_app, wsgi_echo_app
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware.flow import run_without_io
@@ -315,16 +320,12 @@ def test_a_request_that_changes_its_session_after_a_shared_refresh_writes_its_ow
     assert data.resource_token(api)[0] == api_response.text  # type: ignore[index]
 
 
-async def _names_asgi(request: Any) -> Any:
-    from starlette.responses import JSONResponse
-
+async def _names_asgi(request: Request) -> JSONResponse:
     auth = request.auth
     return JSONResponse({"user": request.user.name, "session_user": getattr(getattr(auth, "user", None), "name", None)})
 
 
 def _names_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    import json
-
     session = environ["logto.session"]
     body = {"user": environ["logto.user"].name, "session_user": session.user.name if session is not None else None}
     start_response("200 OK", [("Content-Type", "application/json")])
@@ -334,9 +335,6 @@ def _names_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 @pytest.mark.parametrize("later", [3600 + 5, 25 * 3600], ids=["refresh", "refresh-and-roll"])
 def test_the_user_after_a_refresh_is_the_one_of_the_new_id_token(kind: str, fake: FakeLogto, clock: Clock,
                                                                    later: int) -> None:
-    from starlette.applications import Starlette
-    from starlette.routing import Route
-
     harness = Harness(kind, fake, clock, asgi_app=Starlette(routes=[Route("/", _names_asgi)]), wsgi_app=_names_wsgi)
     harness.sign_in("alice")
     assert harness.client.get("/").json() == {"user": "Alice", "session_user": "Alice"}
