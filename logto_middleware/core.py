@@ -44,11 +44,11 @@ class Passage:
 
     __slots__ = ("_cookies", "_core", "_state", "session", "user")
 
-    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None,
-                 cookies: Sequence[str] | None = None) -> None:
+    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
         self._core = core
         self._state = state
-        self._cookies = cookies  # the Set-Cookie headers made for the state as it is (see `finish`)
+        # The Set-Cookie headers made for the state as it is (see `finish`).
+        self._cookies: Sequence[str] | None = None
         if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
