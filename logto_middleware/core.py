@@ -42,13 +42,17 @@ ANONYMOUS = AnonymousUser()
 class Passage:
     """A request that goes on to the wrapped app."""
 
-    __slots__ = ("_cookies", "_core", "_state", "session", "user")
+    __slots__ = ("_cookies", "_core", "_state", "pending", "session", "user")
 
     def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
         self._core = core
         self._state = state
         # The Set-Cookie headers made for the state as it is (see `finish`).
         self._cookies: Sequence[str] | None = None
+        # A flow the request must run before the app (a refresh it shares with concurrent
+        # requests); it brings `user` and `session` up to date. Built first so that the adapters
+        # can do their own per-request work before the wait, which is idle time for an event loop.
+        self.pending: Flow[None] | None = None
         if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
@@ -68,6 +72,10 @@ class Passage:
                 self.session.user = user
         self._cookies = cookies
 
+    def abandon(self) -> None:
+        """Fail closed: the request goes on anonymous and writes no cookie."""
+        self.user, self.session, self._state, self._cookies, self.pending = ANONYMOUS, None, None, None, None
+
     @property
     def may_write(self) -> bool:
         """False when `finish()` can only return no header (nothing changed so far)."""
@@ -77,23 +85,20 @@ class Passage:
     def finish(self) -> Flow[Sequence[str]]:
         """Set-Cookie headers for the app's response (none when nothing changed)."""
         state = self._state
-        if state is None:
-            return []
         # Made once (start_response may be called again with exc_info), again if the app changed
         # the session after they were made.
-        if self._cookies is None or state.dirty or state.cleared:
+        if state is not None and (state.dirty or state.cleared):
             self._cookies = yield from self._core.write_session(state)
-        return self._cookies
+        return self._cookies or ()
 
     def finish_without_io(self) -> Sequence[str] | None:
         """`finish()` when it needs no I/O (a cookie store, or nothing to store); None when the
         driver must run `finish()`."""
         state = self._state
-        if state is None:
-            return []
-        if self._cookies is None or state.dirty or state.cleared:
-            self._cookies = self._core.cookies_without_io(state)
-        return self._cookies
+        if state is not None and (state.dirty or state.cleared):
+            cookies = self._cookies = self._core.cookies_without_io(state)
+            return cookies
+        return self._cookies or ()
 
 
 def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens,
@@ -211,8 +216,9 @@ class LogtoCore:
         """The quick path of a request whose session cookie was decoded before (one unchunked
         cookie in the cookie store): no parsing of the other cookies, no `Request`.
 
-        A `Passage` when the session needs nothing now; a flow giving the `Passage` when its
-        tokens need a refresh or its expiry a roll; None sends the request down the full path.
+        A `Passage` when the session needs nothing now, or only a refresh of its tokens (then the
+        passage's `pending` flow waits on it); a flow giving the `Passage` when its expiry needs a
+        roll; None sends the request down the full path.
         """
         quick = self._quick.get(scheme)
         if quick is None:
@@ -252,44 +258,49 @@ class LogtoCore:
         return Passage(self, state)
 
     def _refreshed_passage(self, state: SessionState, data: SessionData, now: float,
-                           user: LogtoUser) -> Flow[Passage]:
-        """`_settle` for a cookie session whose tokens need a refresh that nobody made yet: one
-        generator between the driver and the single flight, since each of a thousand requests
-        waiting on that flight keeps its frames alive. The passage is built before the wait (idle
-        time for an event loop, where a thousand waiting requests would otherwise all build theirs
-        after it) and brought up to date after."""
+                           user: LogtoUser) -> Passage:
+        """`_settle` for a cookie session whose tokens need a refresh that nobody made yet, as
+        a passage whose `pending` flow waits on the refresh (a single flight for concurrent
+        requests) and brings the passage up to date."""
         passage = Passage(self, state, user)
-        try:
-            refreshed: SessionData | None = yield self.refresher.flight(data)
-            state.dirty = True
-        except _REFRESH_ERRORS as exc:
-            refreshed = self._refresh_failed(state, data, exc)
-        if refreshed is None:
-            state.data, state.cleared = None, True
-            passage.update(None)
-            return passage
-        rolled = self._roll(state, refreshed, now)
-        if state.rolled:  # a copy of its own: nothing to share
-            passage.update(self._known_session(rolled)[1])
-        else:
-            self._share_refresh(passage, state, refreshed)
+        passage.pending = self._refresh_pending(passage, state, data, now)
         return passage
 
-    def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData) -> None:
-        """The requests that waited on one refresh of one cookie share the refreshed session
-        object: its user and its Set-Cookie headers are made once for all of them (the store's
-        copy of the cookie value and the quick path's tuple of names are shared objects too)."""
+    def _refresh_pending(self, passage: Passage, state: SessionState, data: SessionData,
+                         now: float) -> Flow[None]:
+        # One generator between the driver and the single flight: each of a thousand requests
+        # waiting on that flight keeps its frames alive.
+        try:
+            refreshed: SessionData = yield self.refresher.flight(data)
+            state.dirty = True
+        except _REFRESH_ERRORS as exc:
+            kept = self._refresh_failed(state, data, exc)
+            if kept is None:
+                state.data, state.cleared = None, True
+                passage.update(None)
+                return
+            refreshed = kept
+        self._share_refresh(passage, state, refreshed, now)
+
+    def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData, now: float) -> None:
+        """Put the refreshed `data` in the request's state and passage. The requests that waited
+        on one refresh of one cookie share the refreshed session object: its user and its
+        Set-Cookie headers are made once for all of them (the store's copy of the cookie value
+        and the quick path's tuple of names are shared objects too)."""
         second = int(self.clock())
         hit = self._after_refresh.get(id(data))
         if (hit is not None and hit[0] is data and hit[1] is state.cookie_value and hit[2] is state.present
-                and hit[3] == second):
-            state.dirty = False
+                and hit[3] == second and now - data.updated_at < self.config.session_update_age):
+            state.data, state.dirty = data, False
             passage.update(hit[4], hit[5])
             return
-        user = self._known_session(data)[1]
+        rolled = self._roll(state, data, now)
+        user = self._known_session(rolled)[1]
         passage.update(user)
+        if state.rolled:  # a copy of its own: nothing to share
+            return
         cookies = passage.finish_without_io()
-        if isinstance(cookies, tuple):
+        if cookies and isinstance(cookies, tuple):
             self._after_refresh.set(id(data), (data, state.cookie_value, state.present, second, user, cookies))
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:

@@ -53,6 +53,12 @@ class LogtoWSGIMiddleware:
                 return self._pass(Passage(self.core, None), environ, start_response)
             quick = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
             if isinstance(quick, Passage):  # the common signed-in request
+                if quick.pending is not None:  # its tokens are being refreshed: wait
+                    try:
+                        self.driver.run(quick.pending)
+                    except Exception:
+                        log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
+                        quick.abandon()
                 return self._pass(quick, environ, start_response)
             flow = quick
         if flow is None:

@@ -154,6 +154,38 @@ def test_request_with_just_rotated_tokens_gets_the_new_ones(kind: str, fake: Fak
     assert fake.counts["token:refresh_token"] == 1
 
 
+@pytest.mark.parametrize("decoded_before", [True, False], ids=["quick-path", "full-path"])
+def test_a_bug_during_a_refresh_fails_closed_and_keeps_the_cookie(kind: str, fake: FakeLogto, clock: Clock,
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   decoded_before: bool) -> None:
+    """Not a provider failure (those keep the session): an exception nobody expected. The request
+    goes on anonymous, writes no cookie, and the next request is signed in again."""
+    harness = Harness(kind, fake, clock)
+    harness.sign_in("alice")
+    if decoded_before:
+        harness.me()  # the middleware has decoded this cookie: the next request takes the quick path
+    else:
+        cookies = dict(harness.client.cookies)
+        harness = Harness(kind, fake, clock)  # a middleware that never saw the cookie
+        for name, value in cookies.items():
+            harness.client.cookies.set(name, value)
+
+    def bug(body: Any) -> httpx.Response:
+        raise RuntimeError("a bug in the transport")
+
+    fake.token_response_hook = bug
+    expire_access_token(harness)
+    with caplog.at_level("ERROR", logger="logto_middleware"):
+        response = harness.client.get("/")
+    assert response.status_code == 200
+    assert response.json()["authenticated"] is False
+    assert response.headers.get_list("set-cookie") == []
+    assert any("logto_middleware failed on GET /" in r.getMessage() for r in caplog.records)
+    fake.token_response_hook = None
+    assert harness.me()["authenticated"] is True
+    assert fake.counts["token:refresh_token"] >= 1
+
+
 # -- concurrency --------------------------------------------------------------------------
 
 
