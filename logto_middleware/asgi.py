@@ -64,11 +64,16 @@ class LogtoASGIMiddleware:
             if not websocket:
                 quick = self.core.quick_passage(cookie, scope.get("scheme", "http"))
                 if isinstance(quick, Passage):  # the common signed-in request
-                    send_with_cookies = self._bind(quick, scope, send)
                     if quick.pending is not None:  # its tokens are being refreshed: wait
+                        # Waiting requests keep this frame: not its copy of the Cookie header.
                         del cookie, authorization
-                        await self._settle(quick, quick.pending, scope)
-                    await self.app(scope, receive, send_with_cookies)
+                        try:
+                            quick.settle(await self.driver.join(quick.pending))
+                        except Exception as exc:
+                            if not quick.settle_failure(exc):
+                                log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"),
+                                              scope["path"])
+                    await self.app(scope, receive, self._bind(quick, scope, send))
                     return
                 flow = quick
                 # A request waiting on a refresh keeps this frame: not its copy of the Cookie header.
@@ -119,16 +124,6 @@ class LogtoASGIMiddleware:
             return send(message)
 
         return send_with_cookies
-
-    async def _settle(self, passage: Passage, pending: Flow[None], scope: Scope) -> None:
-        """Run the passage's pending flow (bound already), then put its user on the scope again."""
-        try:
-            await self.driver.run(pending)
-        except Exception:
-            log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"), scope.get("path", "/"))
-            passage.abandon()
-        scope["user"] = passage.user
-        scope["auth"] = passage.session if passage.session is not None else _ANONYMOUS_AUTH
 
     async def _send_start_after_io(self, passage: Passage, message: Message, send: Send) -> None:
         cookies = await self.driver.run(passage.finish())

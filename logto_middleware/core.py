@@ -19,7 +19,7 @@ from .cache import BoundedCache
 from .config import LogtoConfig, ProfileMapper
 from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
-from .flow import Flow
+from .flow import Flow, Shared
 from .messages import Request, Response
 from .pages import unavailable_page
 from .provider import ProviderCache
@@ -49,10 +49,11 @@ class Passage:
         self._state = state
         # The Set-Cookie headers made for the state as it is (see `finish`).
         self._cookies: Sequence[str] | None = None
-        # A flow the request must run before the app (a refresh it shares with concurrent
-        # requests); it brings `user` and `session` up to date. Built first so that the adapters
-        # can do their own per-request work before the wait, which is idle time for an event loop.
-        self.pending: Flow[None] | None = None
+        # The single flight the request must wait on before the app (the refresh of its tokens,
+        # shared with concurrent requests): the adapter's driver joins it, then hands its outcome
+        # to `settle` or `settle_failure`. The passage is built before the wait, which is idle
+        # time for an event loop.
+        self.pending: Shared | None = None
         if state is None or state.data is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
@@ -71,6 +72,31 @@ class Passage:
             if self.session is not None:
                 self.session.user = user
         self._cookies = cookies
+
+    def settle(self, refreshed: SessionData) -> None:
+        """The pending refresh gave `refreshed`."""
+        self.pending = None
+        state = self._state
+        if state is not None:
+            state.dirty = True
+            self._core._share_refresh(self, state, refreshed)
+
+    def settle_failure(self, exc: Exception) -> bool:
+        """The pending refresh failed with `exc`. False when that is no failure of the provider or
+        of the tokens (a bug): the request then goes on anonymous and writes nothing, and the
+        caller logs `exc`."""
+        self.pending = None
+        state = self._state
+        if state is None or state.data is None or not isinstance(exc, _REFRESH_ERRORS):
+            self.abandon()
+            return False
+        kept = self._core._refresh_failed(state, state.data, exc)
+        if kept is None:
+            state.data, state.cleared = None, True
+            self.update(None)
+        else:
+            self._core._share_refresh(self, state, kept)
+        return True
 
     def abandon(self) -> None:
         """Fail closed: the request goes on anonymous and writes no cookie."""
@@ -217,8 +243,8 @@ class LogtoCore:
         cookie in the cookie store): no parsing of the other cookies, no `Request`.
 
         A `Passage` when the session needs nothing now, or only a refresh of its tokens (then the
-        passage's `pending` flow waits on it); a flow giving the `Passage` when its expiry needs a
-        roll; None sends the request down the full path.
+        passage's `pending` effect is that refresh); a flow giving the `Passage` when its expiry
+        needs a roll; None sends the request down the full path.
         """
         quick = self._quick.get(scheme)
         if quick is None:
@@ -251,43 +277,29 @@ class LogtoCore:
         due = self.refresher.needs_refresh(data, now)
         refreshed = self.refresher.recent(data) if due else None
         if refreshed is None and due:
-            return self._refreshed_passage(state, data, now, user)
+            return self._refreshed_passage(state, data, user)
         if refreshed is None or self._known_session(refreshed)[2] <= now:
             return self._settled_passage(state, data, now)
         state.data, state.dirty = refreshed, True
         return Passage(self, state)
 
-    def _refreshed_passage(self, state: SessionState, data: SessionData, now: float,
-                           user: LogtoUser) -> Passage:
-        """`_settle` for a cookie session whose tokens need a refresh that nobody made yet, as
-        a passage whose `pending` flow waits on the refresh (a single flight for concurrent
-        requests) and brings the passage up to date."""
+    def _refreshed_passage(self, state: SessionState, data: SessionData, user: LogtoUser) -> Passage:
+        """The passage of a cookie session whose tokens need a refresh that nobody made yet: its
+        `pending` effect is the refresh's single flight, shared with concurrent requests."""
         passage = Passage(self, state, user)
-        passage.pending = self._refresh_pending(passage, state, data, now)
+        try:
+            passage.pending = self.refresher.flight(data)
+        except _REFRESH_ERRORS as exc:  # a grant for these tokens failed moments ago
+            passage.settle_failure(exc)
         return passage
 
-    def _refresh_pending(self, passage: Passage, state: SessionState, data: SessionData,
-                         now: float) -> Flow[None]:
-        # One generator between the driver and the single flight: each of a thousand requests
-        # waiting on that flight keeps its frames alive.
-        try:
-            refreshed: SessionData = yield self.refresher.flight(data)
-            state.dirty = True
-        except _REFRESH_ERRORS as exc:
-            kept = self._refresh_failed(state, data, exc)
-            if kept is None:
-                state.data, state.cleared = None, True
-                passage.update(None)
-                return
-            refreshed = kept
-        self._share_refresh(passage, state, refreshed, now)
-
-    def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData, now: float) -> None:
+    def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData) -> None:
         """Put the refreshed `data` in the request's state and passage. The requests that waited
         on one refresh of one cookie share the refreshed session object: its user and its
         Set-Cookie headers are made once for all of them (the store's copy of the cookie value
         and the quick path's tuple of names are shared objects too)."""
-        second = int(self.clock())
+        now = self.clock()
+        second = int(now)
         hit = self._after_refresh.get(id(data))
         if (hit is not None and hit[0] is data and hit[1] is state.cookie_value and hit[2] is state.present
                 and hit[3] == second and now - data.updated_at < self.config.session_update_age):

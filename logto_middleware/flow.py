@@ -113,6 +113,10 @@ class SyncDriver:
             except Exception as exc:
                 error = exc
 
+    def join(self, effect: Shared) -> Any:
+        """The outcome of `effect`'s single flight: the running one's, or one led by the caller."""
+        return self._shared(effect)
+
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, httpx.Request):
             try:
@@ -207,6 +211,12 @@ class AsyncDriver:
             await asyncio.sleep(effect.seconds)
             return None
         return await self._lead(effect)
+
+    def join(self, effect: Shared) -> Awaitable[Any]:
+        """The outcome of `effect`'s single flight: the running one's (a future to await, nothing
+        more), or one led by the caller."""
+        waiter = self._follow(effect)
+        return waiter if waiter is not None else self._lead(effect)
 
     def _follow(self, effect: Shared) -> asyncio.Future[Any] | None:
         """A future for the running flight of `effect.key` (None when there is none: lead it).

@@ -55,10 +55,11 @@ class LogtoWSGIMiddleware:
             if isinstance(quick, Passage):  # the common signed-in request
                 if quick.pending is not None:  # its tokens are being refreshed: wait
                     try:
-                        self.driver.run(quick.pending)
-                    except Exception:
-                        log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
-                        quick.abandon()
+                        quick.settle(self.driver.join(quick.pending))
+                    except Exception as exc:
+                        if not quick.settle_failure(exc):
+                            log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"),
+                                          path)
                 return self._pass(quick, environ, start_response)
             flow = quick
         if flow is None:
