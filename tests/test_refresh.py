@@ -84,6 +84,20 @@ def test_provider_5xx_keeps_the_session(harness: Harness, status: int) -> None:
     assert body["access_token"] != before
 
 
+def test_requests_during_the_back_off_keep_the_session_without_a_grant(harness: Harness) -> None:
+    harness.sign_in("alice")
+    harness.me()  # decoded once: the requests below take the quick path
+    harness.fake.fail_next("token", status=503)
+    expire_access_token(harness)
+    assert harness.me()["error"] == "RefreshAccessTokenError"
+    grants = harness.fake.counts["token:refresh_token"]
+    harness.clock.advance(2)  # inside the 5 s back-off
+    for _ in range(2):
+        body = harness.me()
+        assert body["authenticated"] is True and body["error"] == "RefreshAccessTokenError"
+    assert harness.fake.counts["token:refresh_token"] == grants
+
+
 def test_provider_non_json_keeps_the_session(harness: Harness) -> None:
     harness.sign_in("alice")
     harness.fake.token_response_hook = lambda body: httpx.Response(200, text="<html>oops</html>")
