@@ -280,8 +280,11 @@ class LogtoCore:
             return self._refreshed_passage(state, data, user)
         if refreshed is None or self._known_session(refreshed)[2] <= now:
             return self._settled_passage(state, data, now)
-        state.data, state.dirty = refreshed, True
-        return Passage(self, state)
+        # A request that came just after the refresh: it shares the outcome as those that waited.
+        passage = Passage(self, state, user)
+        state.dirty = True
+        self._share_refresh(passage, state, refreshed)
+        return passage
 
     def _refreshed_passage(self, state: SessionState, data: SessionData, user: LogtoUser) -> Passage:
         """The passage of a cookie session whose tokens need a refresh that nobody made yet: its

@@ -200,6 +200,26 @@ def test_a_bug_during_a_refresh_fails_closed_and_keeps_the_cookie(kind: str, fak
     assert fake.counts["token:refresh_token"] >= 1
 
 
+def test_a_request_just_after_a_refresh_gets_its_tokens_and_cookie(kind: str, fake: FakeLogto, clock: Clock) -> None:
+    """It left before the refreshed cookie came back, and arrives a few seconds later (so nothing
+    is shared with the requests of the refresh's second): it writes the refreshed session too."""
+    harness = Harness(kind, fake, clock)
+    harness.sign_in("alice")
+    harness.me()
+    old_cookies = dict(harness.client.cookies)
+    expire_access_token(harness)
+    refreshed = harness.me()["access_token"]
+    clock.advance(3)
+    harness.client.cookies.clear()
+    for name, value in old_cookies.items():
+        harness.client.cookies.set(name, value)
+    response = harness.client.get("/")
+    assert response.json()["access_token"] == refreshed
+    assert any(c.startswith("logto.session-token=") for c in response.headers.get_list("set-cookie"))
+    assert harness.me()["access_token"] == refreshed  # the cookie it wrote holds the new tokens
+    assert fake.counts["token:refresh_token"] == 1
+
+
 # -- concurrency --------------------------------------------------------------------------
 
 
