@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from .access import SessionState, SessionTokens
@@ -127,6 +128,19 @@ class Passage:
         return self._cookies or ()
 
 
+class _SharedRefresh(NamedTuple):
+    """What the requests that waited on one refresh of one cookie, in one second, share."""
+
+    refreshed: SessionData
+    cookie_value: str | None
+    present: tuple[str, ...]
+    second: int
+    rolled: bool
+    settled: SessionData  # `refreshed`, or its rolled copy
+    user: LogtoUser
+    cookies: tuple[str, ...]
+
+
 def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens,
                    user: LogtoUser) -> Session:
     return Session(data, profile, tokens, user)
@@ -169,8 +183,7 @@ class LogtoCore:
         # needs neither a refresh nor a roll and has not expired (the quick path's one check).
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
-        self._after_refresh: BoundedCache[
-            int, tuple[SessionData, str | None, tuple[str, ...], int, LogtoUser, tuple[str, ...]]] = BoundedCache(64)
+        self._after_refresh: BoundedCache[int, _SharedRefresh] = BoundedCache(64)
 
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
         """(data, its user, the time until which it needs neither a refresh nor a roll and has
@@ -298,25 +311,26 @@ class LogtoCore:
 
     def _share_refresh(self, passage: Passage, state: SessionState, data: SessionData) -> None:
         """Put the refreshed `data` in the request's state and passage. The requests that waited
-        on one refresh of one cookie share the refreshed session object: its user and its
-        Set-Cookie headers are made once for all of them (the store's copy of the cookie value
-        and the quick path's tuple of names are shared objects too)."""
+        on one refresh of one cookie share its outcome: the session object (rolled once when its
+        expiry is due), its user and its Set-Cookie headers are made once for all of them."""
         now = self.clock()
         second = int(now)
-        hit = self._after_refresh.get(id(data))
-        if (hit is not None and hit[0] is data and hit[1] is state.cookie_value and hit[2] is state.present
-                and hit[3] == second and now - data.updated_at < self.config.session_update_age):
-            state.data, state.dirty = data, False
-            passage.update(hit[4], hit[5])
+        rolls = now - data.updated_at >= self.config.session_update_age
+        shared = self._after_refresh.get(id(data))
+        # The store's copy of the cookie value and the quick path's tuple of names are shared
+        # objects too; Max-Age and a roll count from the second.
+        if (shared is not None and shared.refreshed is data and shared.cookie_value is state.cookie_value
+                and shared.present is state.present and shared.second == second and shared.rolled == rolls):
+            state.data, state.dirty, state.rolled = shared.settled, False, rolls
+            passage.update(shared.user, shared.cookies)
             return
-        rolled = self._roll(state, data, now)
-        user = self._known_session(rolled)[1]
+        settled = self._roll(state, data, now)
+        user = self._known_session(settled)[1]
         passage.update(user)
-        if state.rolled:  # a copy of its own: nothing to share
-            return
         cookies = passage.finish_without_io()
         if cookies and isinstance(cookies, tuple):
-            self._after_refresh.set(id(data), (data, state.cookie_value, state.present, second, user, cookies))
+            self._after_refresh.set(id(data), _SharedRefresh(data, state.cookie_value, state.present, second, rolls,
+                                                             settled, user, cookies))
 
     def _settled_passage(self, state: SessionState, data: SessionData, now: float) -> Flow[Passage]:
         yield from self._settle(state, data, now, refresh=True)
