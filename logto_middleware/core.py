@@ -184,6 +184,7 @@ class LogtoCore:
         self._known: BoundedCache[int, tuple[SessionData, LogtoUser, float]] = BoundedCache(4096)
         self._set_cookies: BoundedCache[tuple[object, ...], tuple[str, ...]] = BoundedCache(256)
         self._after_refresh: BoundedCache[int, _SharedRefresh] = BoundedCache(64)
+        self._logged_failures: BoundedCache[int, Exception] = BoundedCache(64)
 
     def _known_session(self, data: SessionData) -> tuple[SessionData, LogtoUser, float]:
         """(data, its user, the time until which it needs neither a refresh nor a roll and has
@@ -382,13 +383,21 @@ class LogtoCore:
 
     def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
         """The session after a failed refresh: None (and cleared) when it cannot go on."""
+        # Every request that waited on a failed grant, or came during its back-off, gets the
+        # same exception: one log line for all of them (a provider outage would write a line
+        # per request otherwise).
+        first = self._logged_failures.get(id(exc)) is not exc
+        if first:
+            self._logged_failures.set(id(exc), exc)
         if isinstance(exc, (OAuthError, TokenValidationError)):
             # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
             # this session cannot be trusted or continued.
-            log.info("refresh rejected (%s); ending the session", exc)
+            if first:
+                log.info("refresh rejected (%s); ending the session", exc)
             state.cleared = True
             return None
-        log.warning("refresh failed, keeping the session and retrying later: %s", exc)
+        if first:
+            log.warning("refresh failed, keeping the session and retrying later: %s", exc)
         # Not stored: the next request simply tries again.
         return data.with_changes(error="RefreshAccessTokenError")
 

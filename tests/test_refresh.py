@@ -98,6 +98,26 @@ def test_requests_during_the_back_off_keep_the_session_without_a_grant(harness: 
     assert harness.fake.counts["token:refresh_token"] == grants
 
 
+def _refresh_warnings(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("refresh failed" in r.getMessage() for r in caplog.records)
+
+
+def test_an_outage_logs_one_line_per_failed_grant_not_per_request(harness: Harness,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    harness.sign_in("alice")
+    harness.me()
+    expire_access_token(harness)
+    with caplog.at_level("INFO", logger="logto_middleware"):
+        harness.fake.fail_next("token", status=503)
+        for _ in range(3):  # the failure, then two requests during its back-off
+            assert harness.me()["error"] == "RefreshAccessTokenError"
+        assert _refresh_warnings(caplog) == 1
+        harness.clock.advance(10)  # past the back-off: a new grant, failing again, is a new line
+        harness.fake.fail_next("token", status=503)
+        assert harness.me()["error"] == "RefreshAccessTokenError"
+        assert _refresh_warnings(caplog) == 2
+
+
 def test_provider_non_json_keeps_the_session(harness: Harness) -> None:
     harness.sign_in("alice")
     harness.fake.token_response_hook = lambda body: httpx.Response(200, text="<html>oops</html>")
@@ -317,6 +337,29 @@ async def _storm(middleware: LogtoASGIMiddleware, cookie: str, paths: list[str])
             return await client.get(path, headers={"cookie": cookie})
 
     return list(await asyncio.gather(*(one(path) for path in paths)))
+
+
+@pytest.mark.parametrize("failure", ["outage", "invalid_grant"])
+def test_requests_waiting_on_a_failed_refresh_log_it_once(fake: FakeLogto, clock: Clock,
+                                                         caplog: pytest.LogCaptureFixture, failure: str) -> None:
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    if failure == "outage":
+        fake.fail_next("token", status=503)
+    else:
+        fake.token_response_hook = lambda body: httpx.Response(400, json={"error": "invalid_grant"})
+    middleware = _storm_middleware(fake, clock, config, asgi_echo_app())
+    with caplog.at_level("INFO", logger="logto_middleware"):
+        responses = asyncio.run(_storm(middleware, cookie, ["/"] * 30))
+    bodies = [r.json() for r in responses]
+    if failure == "outage":
+        assert [b["error"] for b in bodies] == ["RefreshAccessTokenError"] * 30
+        assert _refresh_warnings(caplog) == 1
+    else:
+        assert not any(b["authenticated"] for b in bodies)
+        assert sum("refresh rejected" in r.getMessage() for r in caplog.records) == 1
 
 
 @pytest.mark.parametrize("later", [3600, 25 * 3600], ids=["refresh", "refresh-and-roll"])
