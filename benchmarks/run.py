@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 FULL = {"repeats": 9, "batch_seconds": 0.1, "tp_rounds": 8, "tp_seconds": 4.0, "storm_repeats": 5,
-        "big_storm_repeats": 15, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
+        "big_storm_repeats": 25, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
         "store_sessions": 100_000}
 QUICK = {"repeats": 5, "batch_seconds": 0.04, "tp_rounds": 1, "tp_seconds": 2.0, "storm_repeats": 1,
          "big_storm_repeats": 1, "cb_rounds": 3, "cb_per_round": 10, "anonymous": 50_000, "signed_in": 10_000,
