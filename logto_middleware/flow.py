@@ -157,7 +157,9 @@ class SyncDriver:
             wakeup.acquire()
             flight.wake(place + 1)
         if flight.error is not None:
-            raise flight.error
+            # Shared by every follower: raised afresh, or each raise would add its frames to the
+            # one traceback (and keep them alive as long as the exception).
+            raise flight.error.with_traceback(None)
         return flight.result
 
 

@@ -94,7 +94,7 @@ class Refresher:
         key = refresh_key(data, target)
         failure = self._failed.get(key)
         if failure is not None:
-            raise failure
+            raise failure.with_traceback(None)  # raised again and again during the back-off: no growing traceback
         if around is not None:  # a server-side store's guard belongs to its request
             return Shared(("refresh", key), partial(self._run, data, key, around, target))
         # Concurrent requests on one cookie share its decoded session: they share the effect too,

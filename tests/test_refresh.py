@@ -118,6 +118,59 @@ def test_an_outage_logs_one_line_per_failed_grant_not_per_request(harness: Harne
         assert _refresh_warnings(caplog) == 2
 
 
+def _traceback_length(exc: BaseException) -> int:
+    length, tb = 0, exc.__traceback__
+    while tb is not None:
+        length, tb = length + 1, tb.tb_next
+    return length
+
+
+def test_a_shared_failure_keeps_no_growing_traceback(fake: FakeLogto, clock: Clock,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threads that waited on a failed grant, and the requests of its back-off, raise one
+    exception object: raised as is, each would add its frames to its traceback and keep them alive."""
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    inner = fake.transport()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            threading.Event().wait(0.05)
+        return inner.handle_request(request)
+
+    provider = httpx.Client(transport=httpx.MockTransport(slow))
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=provider, clock=clock)
+    seen: list[Exception] = []
+    failed = middleware.core._refresh_failed
+
+    def record(state: Any, data: Any, exc: Exception) -> Any:
+        seen.append(exc)
+        return failed(state, data, exc)
+
+    monkeypatch.setattr(middleware.core, "_refresh_failed", record)
+    fake.fail_next("token", status=503)
+    gate = threading.Barrier(20, timeout=5)
+
+    def one() -> None:
+        client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
+        gate.wait()
+        client.get("/", headers={"cookie": cookie})
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
+    for _ in range(20):  # during the back-off
+        assert client.get("/", headers={"cookie": cookie}).json()["error"] == "RefreshAccessTokenError"
+    assert len(seen) == 40 and len({id(exc) for exc in seen}) == 1
+    assert fake.counts["token:refresh_token"] == 1
+    assert _traceback_length(seen[0]) < 20
+
+
 def test_provider_non_json_keeps_the_session(harness: Harness) -> None:
     harness.sign_in("alice")
     harness.fake.token_response_hook = lambda body: httpx.Response(200, text="<html>oops</html>")
