@@ -118,6 +118,18 @@ def test_an_outage_logs_one_line_per_failed_grant_not_per_request(harness: Harne
         assert _refresh_warnings(caplog) == 2
 
 
+def _slow_grants(fake: FakeLogto) -> httpx.Client:
+    """A client to the fake whose token requests take 50 ms: concurrent threads all arrive during one."""
+    inner = fake.transport()
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            threading.Event().wait(0.05)
+        return inner.handle_request(request)
+
+    return httpx.Client(transport=httpx.MockTransport(slow))
+
+
 def _traceback_length(exc: BaseException) -> int:
     length, tb = 0, exc.__traceback__
     while tb is not None:
@@ -133,15 +145,7 @@ def test_a_shared_failure_keeps_no_growing_traceback(fake: FakeLogto, clock: Clo
                          secret=SECRET)
     cookie = signed_in_cookie(fake, clock, config)
     clock.advance(fake.access_token_ttl)
-    inner = fake.transport()
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            threading.Event().wait(0.05)
-        return inner.handle_request(request)
-
-    provider = httpx.Client(transport=httpx.MockTransport(slow))
-    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=provider, clock=clock)
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
     seen: list[Exception] = []
     failed = middleware.core._refresh_failed
 
@@ -340,16 +344,8 @@ def test_concurrent_wsgi_threads_refresh_once(fake: FakeLogto, clock: Clock) -> 
                          secret=SECRET)
     cookie = signed_in_cookie(fake, clock, config)
     clock.advance(fake.access_token_ttl)
-    inner = fake.transport()
     gate = threading.Barrier(20, timeout=5)
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/token"):
-            threading.Event().wait(0.05)
-        return inner.handle_request(request)
-
-    client = httpx.Client(transport=httpx.MockTransport(slow))
-    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=client, clock=clock)
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
