@@ -167,6 +167,8 @@ def test_a_shared_failure_keeps_no_growing_traceback(fake: FakeLogto, clock: Clo
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(seen) == 20 and len({id(exc) for exc in seen}) == 1
+    assert _traceback_length(seen[0]) < 20
     client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
     for _ in range(20):  # during the back-off
         assert client.get("/", headers={"cookie": cookie}).json()["error"] == "RefreshAccessTokenError"
