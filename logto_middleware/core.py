@@ -92,8 +92,8 @@ class Passage:
             self.abandon()
             return False
         kept = self._core._refresh_failed(state, state.data, exc)
-        if kept is None:
-            state.data, state.cleared = None, True
+        if kept is None:  # the session ended (`_refresh_failed` cleared it)
+            state.data = None
             self.update(None)
         else:
             self._core._share_refresh(self, state, kept)

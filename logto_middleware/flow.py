@@ -193,15 +193,16 @@ class AsyncDriver:
                 return effect  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                if type(effect) is Shared and (waiter := self._follow(effect)) is not None:
-                    # Awaited right here: a thousand waiting followers keep no frame more alive.
-                    value = await waiter
+                if isinstance(effect, Shared):
+                    # A follower awaits its future right here: a thousand waiting followers keep
+                    # no frame more alive.
+                    value = await self.join(effect)
                 else:
                     value = await self._perform(effect)
             except Exception as exc:
                 error = exc
 
-    async def _perform(self, effect: Effect) -> Any:
+    async def _perform(self, effect: httpx.Request | Call | Sleep) -> Any:
         if isinstance(effect, httpx.Request):
             try:
                 return await self.client.send(effect)
@@ -209,10 +210,8 @@ class AsyncDriver:
                 raise _unavailable(exc, effect) from None
         if isinstance(effect, Call):
             return await effect.async_(*effect.args)
-        if isinstance(effect, Sleep):
-            await asyncio.sleep(effect.seconds)
-            return None
-        return await self._lead(effect)
+        await asyncio.sleep(effect.seconds)
+        return None
 
     def join(self, effect: Shared) -> Awaitable[Any]:
         """The outcome of `effect`'s single flight: the running one's (a future to await, nothing

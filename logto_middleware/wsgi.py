@@ -92,11 +92,11 @@ class LogtoWSGIMiddleware:
 
         def start_response_with_cookies(status: str, headers: list[tuple[str, str]],
                                         exc_info: ExcInfo | None = None) -> Any:
-            if not passage.may_write:
-                return start_response(status, headers, exc_info)
             cookies = passage.finish_without_io()
             if cookies is None:
                 cookies = self.driver.run(passage.finish())
+            if not cookies:
+                return start_response(status, headers, exc_info)
             return start_response(status, headers + [("Set-Cookie", c) for c in cookies], exc_info)
 
         return self.app(environ, start_response_with_cookies)
