@@ -6,10 +6,12 @@ Both apps add this folder to `sys.path` and `import common`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+import signal
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
@@ -42,6 +44,7 @@ __all__ = [
     "me_payload",
     "profile_page",
     "public_url",
+    "serve",
     "signin_redirect",
     "userinfo_scopes_granted",
 ]
@@ -192,6 +195,21 @@ def configure_logging() -> None:
 def exit_quietly(signum: int, frame: FrameType | None) -> None:
     """A SIGTERM handler: leave like after Ctrl-C, with exit status 0 and no traceback."""
     raise SystemExit(0)
+
+
+def serve(run: Callable[[], object], banner: str) -> None:
+    """Print `banner` and run the server until Ctrl-C or SIGTERM, both ending it with exit status
+    0 and no traceback."""
+    signal.signal(signal.SIGTERM, exit_quietly)
+    print(banner, flush=True)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run()
+    finally:
+        # The server has stopped and the process is leaving. A SIGTERM now (`make demo` stopping
+        # a child that Ctrl-C already stopped) has nothing to interrupt: raised while the
+        # interpreter waits for its threads, SystemExit would print a traceback.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def public_url(host: str, port: int) -> str:

@@ -14,7 +14,6 @@ provider.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 
@@ -186,11 +185,9 @@ def main() -> None:
         server = create_server(application, host=host, port=port)
     except OSError as exc:
         sys.exit(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    # waitress stops serving on KeyboardInterrupt (Ctrl-C) and SystemExit (SIGTERM, see below).
-    signal.signal(signal.SIGTERM, common.exit_quietly)
-    print(f"Logto + {FRAMEWORK} example (waitress): open {url}", flush=True)
+    # waitress stops serving on KeyboardInterrupt (Ctrl-C) and SystemExit (SIGTERM, see `common.serve`).
     try:
-        server.run()
+        common.serve(server.run, f"Logto + {FRAMEWORK} example (waitress): open {url}")
     finally:
         server.close()
 

@@ -13,8 +13,6 @@ read:items) and calls it from /api-demo. `make demo` runs it against a local dev
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
 from pathlib import Path
 from typing import cast
@@ -181,10 +179,7 @@ def main() -> None:
 
     common.configure_logging()
     # uvicorn shuts down gracefully on Ctrl-C and SIGTERM, then re-raises the signal: exit quietly.
-    signal.signal(signal.SIGTERM, common.exit_quietly)
-    print(f"Logto + {FRAMEWORK} example: open {url}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.run(application, host=host, port=port)
+    common.serve(lambda: uvicorn.run(application, host=host, port=port), f"Logto + {FRAMEWORK} example: open {url}")
 
 
 if __name__ == "__main__":
