@@ -1,7 +1,7 @@
 """`make bench`: every benchmark of the suite, a table with PASS/FAIL per target, results/latest.json,
 results/latest.png and the results section of benchmarks/README.md.
 
-    .venv/bin/python benchmarks/run.py             # the full suite (about 3 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py             # the full suite (about 4 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick     # reduced counts, writes results/quick.*, ~1 minute
     .venv/bin/python benchmarks/run.py --only 1,3  # some sections, writes results/partial.*
     .venv/bin/python benchmarks/run.py --profile   # cProfile of the hot paths, nothing written
