@@ -70,7 +70,7 @@ class LogtoASGIMiddleware:
                         try:
                             quick.settle(await self.driver.join(quick.pending))
                         except Exception as exc:
-                            if not quick.settle_failure(exc):
+                            if not quick.settle_failure(exc) and self.core.first_report(exc):
                                 log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"),
                                               scope["path"])
                     await self.app(scope, receive, self._bind(quick, scope, send))
@@ -89,9 +89,10 @@ class LogtoASGIMiddleware:
             flow = self.core.handle(request, websocket=websocket)
         try:
             outcome = await self.driver.run(flow)
-        except Exception:
+        except Exception as exc:
             path = scope.get("path", "/")
-            log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"), path)
+            if self.core.first_report(exc):
+                log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"), path)
             if websocket or not self.core.is_route(path):
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
             else:

@@ -85,7 +85,7 @@ class Passage:
     def settle_failure(self, exc: Exception) -> bool:
         """The pending refresh failed with `exc`. False when that is no failure of the provider or
         of the tokens (a bug): the request then goes on anonymous and writes nothing, and the
-        caller logs `exc`."""
+        caller logs `exc` (once for all the requests that share it: `LogtoCore.first_report`)."""
         self.pending = None
         state = self._state
         if state is None or state.data is None or not isinstance(exc, _REFRESH_ERRORS):
@@ -381,14 +381,18 @@ class LogtoCore:
             data = refreshed
         self._roll(state, data, now)
 
+    def first_report(self, exc: Exception) -> bool:
+        """True the first time `exc` is reported (to be logged), False after. Every request that
+        waited on a failed grant, or came during its back-off, gets the same exception object:
+        one log line for all of them (an outage, or a bug, would write a line per request)."""
+        if self._logged_failures.get(id(exc)) is exc:
+            return False
+        self._logged_failures.set(id(exc), exc)
+        return True
+
     def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
         """The session after a failed refresh: None (and cleared) when it cannot go on."""
-        # Every request that waited on a failed grant, or came during its back-off, gets the
-        # same exception: one log line for all of them (a provider outage would write a line
-        # per request otherwise).
-        first = self._logged_failures.get(id(exc)) is not exc
-        if first:
-            self._logged_failures.set(id(exc), exc)
+        first = self.first_report(exc)
         if isinstance(exc, (OAuthError, TokenValidationError)):
             # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
             # this session cannot be trusted or continued.

@@ -57,7 +57,7 @@ class LogtoWSGIMiddleware:
                     try:
                         quick.settle(self.driver.join(quick.pending))
                     except Exception as exc:
-                        if not quick.settle_failure(exc):
+                        if not quick.settle_failure(exc) and self.core.first_report(exc):
                             log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"),
                                           path)
                 return self._pass(quick, environ, start_response)
@@ -72,8 +72,9 @@ class LogtoWSGIMiddleware:
             flow = self.core.handle(request)
         try:
             outcome = self.driver.run(flow)
-        except Exception:
-            log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
+        except Exception as exc:
+            if self.core.first_report(exc):
+                log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
             if self.core.is_route(path):
                 outcome = Response.json({"error": "InternalError"}, 500)
             else:

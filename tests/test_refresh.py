@@ -130,6 +130,24 @@ def _slow_grants(fake: FakeLogto) -> httpx.Client:
     return httpx.Client(transport=httpx.MockTransport(slow))
 
 
+def _thread_storm(middleware: LogtoWSGIMiddleware, cookie: str, n: int) -> list[httpx.Response]:
+    """`n` threads released together, each sending one request with `cookie`."""
+    gate = threading.Barrier(n, timeout=5)
+    responses: list[httpx.Response] = []
+
+    def one() -> None:
+        client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
+        gate.wait()
+        responses.append(client.get("/", headers={"cookie": cookie}))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return responses
+
+
 def _traceback_length(exc: BaseException) -> int:
     length, tb = 0, exc.__traceback__
     while tb is not None:
@@ -155,18 +173,7 @@ def test_a_shared_failure_keeps_no_growing_traceback(fake: FakeLogto, clock: Clo
 
     monkeypatch.setattr(middleware.core, "_refresh_failed", record)
     fake.fail_next("token", status=503)
-    gate = threading.Barrier(20, timeout=5)
-
-    def one() -> None:
-        client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
-        gate.wait()
-        client.get("/", headers={"cookie": cookie})
-
-    threads = [threading.Thread(target=one) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _thread_storm(middleware, cookie, 20)
     assert len(seen) == 20 and len({id(exc) for exc in seen}) == 1
     assert _traceback_length(seen[0]) < 20
     client = httpx.Client(transport=httpx.WSGITransport(app=middleware), base_url="http://localhost:3000")
@@ -390,27 +397,58 @@ async def _storm(middleware: LogtoASGIMiddleware, cookie: str, paths: list[str])
     return list(await asyncio.gather(*(one(path) for path in paths)))
 
 
-@pytest.mark.parametrize("failure", ["outage", "invalid_grant"])
+def _failing_grants(fake: FakeLogto, failure: str) -> None:
+    if failure == "outage":
+        fake.fail_next("token", status=503)
+    elif failure == "invalid_grant":
+        fake.token_response_hook = lambda body: httpx.Response(400, json={"error": "invalid_grant"})
+    else:
+        def bug(body: Any) -> httpx.Response:
+            raise RuntimeError("a bug in the transport")
+
+        fake.token_response_hook = bug
+
+
+def _check_logged_once(failure: str, responses: list[httpx.Response], caplog: pytest.LogCaptureFixture) -> None:
+    bodies = [r.json() for r in responses]
+    messages = [r.getMessage() for r in caplog.records]
+    if failure == "outage":
+        assert [b["error"] for b in bodies] == ["RefreshAccessTokenError"] * len(bodies)
+        assert _refresh_warnings(caplog) == 1
+    else:
+        assert not any(b["authenticated"] for b in bodies)
+        wanted = "refresh rejected" if failure == "invalid_grant" else "logto_middleware failed on GET /"
+        assert sum(wanted in m for m in messages) == 1
+
+
+@pytest.mark.parametrize("failure", ["outage", "invalid_grant", "bug"])
 def test_requests_waiting_on_a_failed_refresh_log_it_once(fake: FakeLogto, clock: Clock,
                                                          caplog: pytest.LogCaptureFixture, failure: str) -> None:
     config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
                          secret=SECRET)
     cookie = signed_in_cookie(fake, clock, config)
     clock.advance(fake.access_token_ttl)
-    if failure == "outage":
-        fake.fail_next("token", status=503)
-    else:
-        fake.token_response_hook = lambda body: httpx.Response(400, json={"error": "invalid_grant"})
+    _failing_grants(fake, failure)
     middleware = _storm_middleware(fake, clock, config, asgi_echo_app())
     with caplog.at_level("INFO", logger="logto_middleware"):
         responses = asyncio.run(_storm(middleware, cookie, ["/"] * 30))
-    bodies = [r.json() for r in responses]
-    if failure == "outage":
-        assert [b["error"] for b in bodies] == ["RefreshAccessTokenError"] * 30
-        assert _refresh_warnings(caplog) == 1
-    else:
-        assert not any(b["authenticated"] for b in bodies)
-        assert sum("refresh rejected" in r.getMessage() for r in caplog.records) == 1
+    assert fake.counts["token:refresh_token"] == 1
+    _check_logged_once(failure, responses, caplog)
+
+
+@pytest.mark.parametrize("failure", ["outage", "invalid_grant", "bug"])
+def test_threads_waiting_on_a_failed_refresh_log_it_once(fake: FakeLogto, clock: Clock,
+                                                        caplog: pytest.LogCaptureFixture, failure: str) -> None:
+    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
+                         secret=SECRET)
+    cookie = signed_in_cookie(fake, clock, config)
+    clock.advance(fake.access_token_ttl)
+    _failing_grants(fake, failure)
+    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
+    with caplog.at_level("INFO", logger="logto_middleware"):
+        responses = _thread_storm(middleware, cookie, 20)
+    assert fake.counts["token:refresh_token"] == 1
+    _check_logged_once(failure, responses, caplog)
 
 
 @pytest.mark.parametrize("later", [3600, 25 * 3600], ids=["refresh", "refresh-and-roll"])
