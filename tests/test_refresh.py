@@ -421,32 +421,23 @@ def _check_logged_once(failure: str, responses: list[httpx.Response], caplog: py
         assert sum(wanted in m for m in messages) == 1
 
 
+@pytest.mark.parametrize("stack", ["asgi-tasks", "wsgi-threads"])
 @pytest.mark.parametrize("failure", ["outage", "invalid_grant", "bug"])
 def test_requests_waiting_on_a_failed_refresh_log_it_once(fake: FakeLogto, clock: Clock,
-                                                         caplog: pytest.LogCaptureFixture, failure: str) -> None:
+                                                         caplog: pytest.LogCaptureFixture, failure: str,
+                                                         stack: str) -> None:
     config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
                          secret=SECRET)
     cookie = signed_in_cookie(fake, clock, config)
     clock.advance(fake.access_token_ttl)
     _failing_grants(fake, failure)
-    middleware = _storm_middleware(fake, clock, config, asgi_echo_app())
     with caplog.at_level("INFO", logger="logto_middleware"):
-        responses = asyncio.run(_storm(middleware, cookie, ["/"] * 30))
-    assert fake.counts["token:refresh_token"] == 1
-    _check_logged_once(failure, responses, caplog)
-
-
-@pytest.mark.parametrize("failure", ["outage", "invalid_grant", "bug"])
-def test_threads_waiting_on_a_failed_refresh_log_it_once(fake: FakeLogto, clock: Clock,
-                                                        caplog: pytest.LogCaptureFixture, failure: str) -> None:
-    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
-                         secret=SECRET)
-    cookie = signed_in_cookie(fake, clock, config)
-    clock.advance(fake.access_token_ttl)
-    _failing_grants(fake, failure)
-    middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
-    with caplog.at_level("INFO", logger="logto_middleware"):
-        responses = _thread_storm(middleware, cookie, 20)
+        if stack == "asgi-tasks":
+            middleware = _storm_middleware(fake, clock, config, asgi_echo_app())
+            responses = asyncio.run(_storm(middleware, cookie, ["/"] * 30))
+        else:
+            wsgi = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
+            responses = _thread_storm(wsgi, cookie, 20)
     assert fake.counts["token:refresh_token"] == 1
     _check_logged_once(failure, responses, caplog)
 
