@@ -1,7 +1,7 @@
 """`make bench`: every benchmark of the suite, a table with PASS/FAIL per target, results/latest.json,
 results/latest.png and the results section of benchmarks/README.md.
 
-    .venv/bin/python benchmarks/run.py             # the full suite (about 4 minutes on 2 cores)
+    .venv/bin/python benchmarks/run.py             # the full suite (about 5 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --quick     # reduced counts, writes results/quick.*, ~1 minute
     .venv/bin/python benchmarks/run.py --only 1,3  # some sections, writes results/partial.*
     .venv/bin/python benchmarks/run.py --profile   # cProfile of the hot paths, nothing written
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 FULL = {"repeats": 9, "batch_seconds": 0.1, "tp_rounds": 8, "tp_seconds": 4.0, "storm_repeats": 5,
-        "big_storm_repeats": 25, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
+        "big_storm_repeats": 40, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
         "store_sessions": 100_000}
 QUICK = {"repeats": 5, "batch_seconds": 0.04, "tp_rounds": 1, "tp_seconds": 2.0, "storm_repeats": 1,
          "big_storm_repeats": 1, "cb_rounds": 3, "cb_per_round": 10, "anonymous": 50_000, "signed_in": 10_000,
