@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -19,8 +18,6 @@ from .session import AsyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoASGIMiddleware"]
-
-log = logging.getLogger("logto_middleware")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,9 +67,8 @@ class LogtoASGIMiddleware:
                         try:
                             quick.settle(await self.driver.join(quick.pending))
                         except Exception as exc:
-                            if not quick.settle_failure(exc) and self.core.first_report(exc):
-                                log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"),
-                                              scope["path"])
+                            if not quick.settle_failure(exc):
+                                self.core.report_failure(exc, scope.get("method", "GET"), scope["path"])
                     await self.app(scope, receive, self._bind(quick, scope, send))
                     return
                 flow = quick
@@ -91,8 +87,7 @@ class LogtoASGIMiddleware:
             outcome = await self.driver.run(flow)
         except Exception as exc:
             path = scope.get("path", "/")
-            if self.core.first_report(exc):
-                log.exception("logto_middleware failed on %s %s", scope.get("method", "GET"), path)
+            self.core.report_failure(exc, scope.get("method", "GET"), path)
             if websocket or not self.core.is_route(path):
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
             else:

@@ -85,7 +85,7 @@ class Passage:
     def settle_failure(self, exc: Exception) -> bool:
         """The pending refresh failed with `exc`. False when that is no failure of the provider or
         of the tokens (a bug): the request then goes on anonymous and writes nothing, and the
-        caller logs `exc` (once for all the requests that share it: `LogtoCore.first_report`)."""
+        caller reports `exc` (`LogtoCore.report_failure`)."""
         self.pending = None
         state = self._state
         if state is None or state.data is None or not isinstance(exc, _REFRESH_ERRORS):
@@ -192,8 +192,7 @@ class LogtoCore:
         hit = self._known.get(id(data))
         if hit is not None and hit[0] is data:
             return hit
-        quiet_until = min(self.refresher.refresh_due_at(data), data.updated_at + self.config.session_update_age,
-                          data.expires_at)
+        quiet_until = min(self.refresher.refresh_due_at(data), self._roll_due_at(data), data.expires_at)
         hit = (data, LogtoUser(data.claims, self.config.profile), quiet_until)
         self._known.set(id(data), hit)
         return hit
@@ -316,7 +315,7 @@ class LogtoCore:
         expiry is due), its user and its Set-Cookie headers are made once for all of them."""
         now = self.clock()
         second = int(now)
-        rolls = now - data.updated_at >= self.config.session_update_age
+        rolls = now >= self._roll_due_at(data)
         shared = self._after_refresh.get(id(data))
         # The store's copy of the cookie value and the quick path's tuple of names are shared
         # objects too; Max-Age and a roll count from the second.
@@ -381,7 +380,7 @@ class LogtoCore:
             data = refreshed
         self._roll(state, data, now)
 
-    def first_report(self, exc: Exception) -> bool:
+    def _first_report(self, exc: Exception) -> bool:
         """True the first time `exc` is reported (to be logged), False after. Every request that
         waited on a failed grant, or came during its back-off, gets the same exception object:
         one log line for all of them (an outage, or a bug, would write a line per request)."""
@@ -390,9 +389,15 @@ class LogtoCore:
         self._logged_failures.set(id(exc), exc)
         return True
 
+    def report_failure(self, exc: Exception, method: str, path: str) -> None:
+        """Log an unexpected exception the request failed closed on, with its traceback: once
+        for all the requests that share it."""
+        if self._first_report(exc):
+            log.error("logto_middleware failed on %s %s", method, path, exc_info=exc)
+
     def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
         """The session after a failed refresh: None (and cleared) when it cannot go on."""
-        first = self.first_report(exc)
+        first = self._first_report(exc)
         if isinstance(exc, (OAuthError, TokenValidationError)):
             # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
             # this session cannot be trusted or continued.
@@ -405,9 +410,13 @@ class LogtoCore:
         # Not stored: the next request simply tries again.
         return data.with_changes(error="RefreshAccessTokenError")
 
+    def _roll_due_at(self, data: SessionData) -> float:
+        """When the session's expiry is due to move forward (its update age has passed)."""
+        return data.updated_at + self.config.session_update_age
+
     def _roll(self, state: SessionState, data: SessionData, now: float) -> SessionData:
         """Put `data` in `state` (and return it), its expiry moved forward when the update age has passed."""
-        if now - data.updated_at >= self.config.session_update_age:
+        if now >= self._roll_due_at(data):
             data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
             state.dirty = state.rolled = True
         state.data = data

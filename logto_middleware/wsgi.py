@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -19,8 +18,6 @@ from .session import SyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoWSGIMiddleware"]
-
-log = logging.getLogger("logto_middleware")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 StartResponse = Callable[..., Any]
@@ -57,9 +54,8 @@ class LogtoWSGIMiddleware:
                     try:
                         quick.settle(self.driver.join(quick.pending))
                     except Exception as exc:
-                        if not quick.settle_failure(exc) and self.core.first_report(exc):
-                            log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"),
-                                          path)
+                        if not quick.settle_failure(exc):
+                            self.core.report_failure(exc, environ.get("REQUEST_METHOD", "GET"), path)
                 return self._pass(quick, environ, start_response)
             flow = quick
         if flow is None:
@@ -73,8 +69,7 @@ class LogtoWSGIMiddleware:
         try:
             outcome = self.driver.run(flow)
         except Exception as exc:
-            if self.core.first_report(exc):
-                log.exception("logto_middleware failed on %s %s", environ.get("REQUEST_METHOD", "GET"), path)
+            self.core.report_failure(exc, environ.get("REQUEST_METHOD", "GET"), path)
             if self.core.is_route(path):
                 outcome = Response.json({"error": "InternalError"}, 500)
             else:
