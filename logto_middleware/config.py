@@ -35,6 +35,12 @@ class LogtoConfig:
     """Settings of the middleware. Build it with keyword arguments or `LogtoConfig.from_env()`.
 
     `secret` may be a list: the first secret encrypts, all of them decrypt (rotation).
+
+    `refresh_lock` (`AUTH_REFRESH_LOCK`) is where the app's processes agree on who refreshes a
+    session's tokens (see `logto_middleware.coordination`): empty, the default, for a private
+    directory of this host (every worker process of one machine); an absolute directory; a
+    `redis://` URL for processes on several hosts; `off` for none (one process only). Server-side
+    sessions (`session_store`) always use their store's lock instead.
     """
 
     issuer: str
@@ -58,6 +64,7 @@ class LogtoConfig:
     session_store: str = "cookie"
     resources: Sequence[str] = ()
     session_format: str = "logto"
+    refresh_lock: str = ""
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
 
@@ -113,6 +120,14 @@ class LogtoConfig:
         if self.session_format == "authjs" and store != "cookie":
             raise _fail("session_format", "AUTH_SESSION_FORMAT",
                         "authjs keeps the session in Auth.js's cookie: it cannot be combined with a server-side store")
+        lock = self.refresh_lock.strip()
+        if lock.lower() in ("off", "none", "false", "0"):
+            lock = "off"
+        elif lock and not lock.startswith(("redis://", "rediss://", "unix://")) and not os.path.isabs(lock):
+            raise _fail("refresh_lock", "AUTH_REFRESH_LOCK",
+                        f"must be empty (a private local directory), off, a redis:// URL or an absolute directory, "
+                        f"not {self.refresh_lock!r}")
+        set_(self, "refresh_lock", lock)
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")
 
@@ -131,7 +146,8 @@ class LogtoConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> LogtoConfig:
         """Read `AUTH_LOGTO_ISSUER`, `AUTH_LOGTO_ID`, `AUTH_LOGTO_SECRET`, `AUTH_SECRET` (and
-        `AUTH_SECRET_1`, `AUTH_SECRET_2`, ...), `AUTH_URL`, `AUTH_TRUST_HOST`; keyword arguments win."""
+        `AUTH_SECRET_1`, `AUTH_SECRET_2`, ...), `AUTH_URL`, `AUTH_TRUST_HOST`, `AUTH_LOGTO_RESOURCES`,
+        `AUTH_SESSION_FORMAT`, `AUTH_SESSION_STORE`, `AUTH_REFRESH_LOCK`; keyword arguments win."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for name, var in (("issuer", "AUTH_LOGTO_ISSUER"), ("client_id", "AUTH_LOGTO_ID"),
@@ -150,6 +166,8 @@ class LogtoConfig:
             values["session_format"] = env["AUTH_SESSION_FORMAT"].strip().lower()
         if env.get("AUTH_SESSION_STORE", "").strip():
             values["session_store"] = env["AUTH_SESSION_STORE"].strip()
+        if env.get("AUTH_REFRESH_LOCK", "").strip():
+            values["refresh_lock"] = env["AUTH_REFRESH_LOCK"].strip()
         values.update(overrides)
         return cls(**values)
 

@@ -14,11 +14,12 @@ from functools import partial
 from typing import NamedTuple
 from urllib.parse import unquote
 
-from .access import SessionState, SessionTokens
+from .access import REFRESH_DEFERRED, SessionState, SessionTokens
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
 from .cache import BoundedCache
 from .config import LogtoConfig, ProfileMapper
 from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
+from .coordination import RefreshCoordinator, lock_from_setting
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from .flow import Flow, Shared
 from .messages import Request, Response
@@ -110,12 +111,15 @@ class Passage:
         return self._cookies is not None or (state is not None and (state.dirty or state.cleared))
 
     def finish(self) -> Flow[Sequence[str]]:
-        """Set-Cookie headers for the app's response (none when nothing changed)."""
+        """Set-Cookie headers for the app's response (none when nothing changed). The response
+        starts: a refresh the app asks for later is not made (its tokens could not be written)."""
         state = self._state
         # Made once (start_response may be called again with exc_info), again if the app changed
         # the session after they were made.
         if state is not None and (state.dirty or state.cleared):
             self._cookies = yield from self._core.write_session(state)
+        if state is not None:
+            state.writable = False
         return self._cookies or ()
 
     def finish_without_io(self) -> Sequence[str] | None:
@@ -123,8 +127,12 @@ class Passage:
         driver must run `finish()`."""
         state = self._state
         if state is not None and (state.dirty or state.cleared):
-            cookies = self._cookies = self._core.cookies_without_io(state)
-            return cookies
+            cookies = self._core.cookies_without_io(state)
+            if cookies is None:
+                return None
+            self._cookies = cookies
+        if state is not None:
+            state.writable = False
         return self._cookies or ()
 
 
@@ -167,7 +175,12 @@ class LogtoCore:
         else:
             self.sessions = ServerSessions(store, config.secrets, clock=clock)
         self.provider = ProviderCache(config.issuer, clock=clock)
-        self.refresher = Refresher(config, self.provider, clock=clock)
+        coordinator = None
+        if not isinstance(self.sessions, ServerSessions):  # a store's own lock coordinates those
+            lock = lock_from_setting(config.refresh_lock)
+            if lock is not None:
+                coordinator = RefreshCoordinator(lock, config.secrets)
+        self.refresher = Refresher(config, self.provider, clock=clock, coordinator=coordinator)
         self.routes = Routes(self)
         self._base = config.base_path
         # Per URL scheme, what the quick path needs: the store of decoded cookies, secure or not,
@@ -207,13 +220,12 @@ class LogtoCore:
         try:
             if not websocket and self.is_route(request.path):
                 return (yield from self.routes.dispatch(request, request.path[len(self._base):].strip("/")))
-            state = yield from self.read_session(request, refresh=not websocket)
+            # A websocket's handshake response carries no cookie: nothing it changes is written.
+            state = yield from self.read_session(request, refresh=True, writable=not websocket)
         except StoreUnavailable as exc:
             # Nothing is logged out or lost: the browser keeps its cookie and retries.
             log.error("session store unavailable: %s", exc)
             return self.store_unavailable(request)
-        if websocket:
-            state.dirty = state.rolled = state.cleared = False
         return Passage(self, state if state.present or state.data is not None else None)
 
     def store_unavailable(self, request: Request) -> Response:
@@ -326,8 +338,8 @@ class LogtoCore:
             return
         settled = self._roll(state, data, now)
         user = self._known_session(settled)[1]
-        passage.update(user)
-        cookies = passage.finish_without_io()
+        cookies = self.cookies_without_io(state) if state.dirty or state.cleared else ()
+        passage.update(user, cookies)
         if cookies and isinstance(cookies, tuple):
             self._after_refresh.set(id(data), _SharedRefresh(data, state.cookie_value, state.present, second, rolls,
                                                              settled, user, cookies))
@@ -341,11 +353,12 @@ class LogtoCore:
             return base
         return ("__Host-" if host_only else "__Secure-") + base
 
-    def read_session(self, request: Request, *, refresh: bool) -> Flow[SessionState]:
+    def read_session(self, request: Request, *, refresh: bool, writable: bool = True) -> Flow[SessionState]:
         secure = self.is_secure(request)
         name = self.cookie_name(self.session_cookie, secure)
         value, present = read_chunked(request.cookies, name)
-        state = SessionState(self, cookie_name=name, secure=secure, cookie_value=value, present=tuple(present))
+        state = SessionState(self, cookie_name=name, secure=secure, cookie_value=value, present=tuple(present),
+                             writable=writable)
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state
@@ -369,7 +382,9 @@ class LogtoCore:
     def _settle(self, state: SessionState, data: SessionData, now: float, *, refresh: bool) -> Flow[None]:
         """Refresh the tokens when they are about to expire, roll the expiry when due; the
         outcome goes into `state`."""
-        if refresh and self.refresher.needs_refresh(data, now):
+        if refresh and self.refresher.needs_refresh(data, now) and not state.may_refresh:
+            data = data.with_changes(error=REFRESH_DEFERRED)
+        elif refresh and self.refresher.needs_refresh(data, now):
             try:
                 refreshed = yield from self.refresh_tokens(state, data)
             except _REFRESH_ERRORS as exc:

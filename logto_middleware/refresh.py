@@ -13,7 +13,8 @@ from typing import Any
 
 from .cache import BoundedCache, ExpiringCache
 from .config import LogtoConfig
-from .errors import LogtoError
+from .coordination import RefreshCoordinator
+from .errors import LogtoError, StoreUnavailable
 from .flow import Flow, Shared
 from .oauth import token_grant
 from .provider import ProviderCache
@@ -61,10 +62,13 @@ class Refresher:
     """Runs refresh-token grants when a token is about to expire."""
 
     def __init__(self, config: LogtoConfig, provider: ProviderCache, *,
-                 clock: Callable[[], float] = time.time, grace: float = 60.0, backoff: float = 5.0) -> None:
+                 clock: Callable[[], float] = time.time, grace: float = 60.0, backoff: float = 5.0,
+                 coordinator: RefreshCoordinator | None = None) -> None:
         self._config = config
         self._provider = provider
         self._clock = clock
+        # Runs a grant once across the app's processes (None: this process alone decides).
+        self.coordinator = coordinator
         # Results of recent refreshes: a request that still carries the old tokens gets these.
         self._recent: ExpiringCache[RefreshKey, SessionData] = ExpiringCache(4096, grace, clock)
         # Recent outages: no new grant for the same tokens until the back-off ends.
@@ -127,42 +131,48 @@ class Refresher:
         recent = self._recent.get(key)
         if recent is not None:
             return recent  # a flight for these tokens ended between our check and our start
-        grant = partial(self._grant, key=key, target=target)
-        if around is None:
-            return (yield from grant(data))
+        grant = partial(self._grant, target=target)
+        try:
+            if around is not None:
+                def settled(current: SessionData) -> bool:
+                    # Another process did the work while we waited for the lock.
+                    if target is not None:
+                        return not self.needs_refresh(current, self._clock(), target)
+                    return refresh_key(current) != refresh_key(data)
 
-        def settled(current: SessionData) -> bool:
-            # Another process did the work while we waited for the lock.
-            if target is not None:
-                return not self.needs_refresh(current, self._clock(), target)
-            return refresh_key(current) != refresh_key(data)
+                refreshed = yield from around(data, grant, settled)
+            elif self.coordinator is not None:
+                refreshed = yield from self.coordinator.run(key, data, grant)
+            else:
+                refreshed = yield from grant(data)
+        except LogtoError as exc:
+            if not isinstance(exc, StoreUnavailable):  # the store's outage is not these tokens' failure
+                self._failed.set(key, exc)
+            raise
+        if refreshed is not None:
+            self._recent.set(key, refreshed)
+        return refreshed
 
-        return (yield from around(data, grant, settled))
-
-    def _grant(self, data: SessionData, key: RefreshKey, target: Target | None) -> Flow[SessionData]:
+    def _grant(self, data: SessionData, target: Target | None) -> Flow[SessionData]:
         config = self._config
         if data.refresh_token is None:
             raise LogtoError("the session has no refresh token")
         form = {"grant_type": "refresh_token", "refresh_token": data.refresh_token}
         if target is not None:
             form.update(target.form())
-        try:
-            metadata = yield from self._provider.metadata()
-            tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret, form)
-            now = self._clock()
-            changes: dict[str, Any] = {}
-            # A session without an ID token (an Auth.js cookie, whose `sub` is Auth.js's own user
-            # id) keeps its profile: there is nothing to compare the new token's subject with.
-            if tokens.id_token and target is None and data.id_token is not None:
-                claims = yield from verify_id_token(
-                    tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
-                    algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,
-                    access_token=tokens.access_token, subject=str(data.claims.get("sub")))
-                changes["claims"] = session_claims(claims)
-                changes["id_token"] = tokens.id_token
-        except LogtoError as exc:
-            self._failed.set(key, exc)
-            raise
+        metadata = yield from self._provider.metadata()
+        tokens = yield from token_grant(metadata.token_endpoint, config.client_id, config.client_secret, form)
+        now = self._clock()
+        changes: dict[str, Any] = {}
+        # A session without an ID token (an Auth.js cookie, whose `sub` is Auth.js's own user
+        # id) keeps its profile: there is nothing to compare the new token's subject with.
+        if tokens.id_token and target is None and data.id_token is not None:
+            claims = yield from verify_id_token(
+                tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
+                algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,
+                access_token=tokens.access_token, subject=str(data.claims.get("sub")))
+            changes["claims"] = session_claims(claims)
+            changes["id_token"] = tokens.id_token
         expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None
         refresh_token = tokens.refresh_token or data.refresh_token
         if target is not None:
@@ -173,5 +183,4 @@ class Refresher:
             refreshed = data.with_changes(
                 access_token=tokens.access_token, access_token_expires_at=expires_at, refresh_token=refresh_token,
                 scope=tokens.scope if tokens.scope is not None else data.scope, error=None, **changes)
-        self._recent.set(key, refreshed)
         return refreshed
