@@ -20,7 +20,12 @@ from .tokens import decode_unverified
 if TYPE_CHECKING:
     from .core import LogtoCore
 
-__all__ = ["SessionState", "SessionTokens"]
+__all__ = ["REFRESH_DEFERRED", "SessionState", "SessionTokens"]
+
+REFRESH_DEFERRED = "RefreshDeferred"
+"""`session.error` when the tokens were due for a refresh that the request could not write back
+(an Auth.js session sent as a bearer token, a websocket, a response already started): the
+current token is served while it lasts, and the next request with the cookie refreshes."""
 
 log = logging.getLogger("logto_middleware")
 
@@ -37,10 +42,19 @@ class SessionState:
     cookie_value: str | None = None
     present: tuple[str, ...] = ()  # the names of the cookie and its chunks in the request
     data: SessionData | None = None
-    writable: bool = True  # False when the session came in an Authorization header
+    # False when nothing can be written back: the session came in an Authorization header, the
+    # request is a websocket, or the response has started.
+    writable: bool = True
     dirty: bool = False  # the data changed: store it
     rolled: bool = False  # the expiry moved: send the cookie again
     cleared: bool = False
+
+    @property
+    def may_refresh(self) -> bool:
+        """Whether a refresh may run: its rotated refresh token must be kept, in the server-side
+        store or in the cookie of a response still to start. Spent and not kept, it would revoke
+        the whole grant when the next request presents the old one."""
+        return self.writable or self.core.sessions.server_side
 
     def access_token(self, resource: str | None = None, organization_id: str | None = None) -> Flow[str]:
         """A valid access token: the session's own, or one for an API resource or organization."""
@@ -51,7 +65,14 @@ class SessionState:
         if target is not None and data.refresh_token is None:
             raise AccessTokenError("the session has no refresh token: sign in with offline_access and prompt=consent")
         core = self.core
-        if core.refresher.needs_refresh(data, core.clock(), target):
+        now = core.clock()
+        if core.refresher.needs_refresh(data, now, target) and not self.may_refresh:
+            # Serve the current token while it lasts, and say why it was not refreshed.
+            self.data = data = data.with_changes(error=REFRESH_DEFERRED)
+            if not _unexpired(data, now, target):
+                raise AccessTokenError("the access token needs a refresh that this request cannot write back "
+                                       "(a bearer session, a websocket or a response already started)")
+        elif core.refresher.needs_refresh(data, now, target):
             try:
                 refreshed = yield from core.refresh_tokens(self, data, target)
             except LogtoError as exc:
@@ -98,5 +119,14 @@ class SessionState:
 
 SessionTokens = SessionState
 """What a `Session` gets its tokens through: the state of its request."""
+
+
+def _unexpired(data: SessionData, now: float, target: Target | None) -> bool:
+    """Whether the token (the session's own, or `target`'s) exists and has not expired yet."""
+    if target is None:
+        expires_at = data.access_token_expires_at
+        return data.access_token is not None and (expires_at is None or expires_at > now)
+    token = data.resource_token(target.audience)
+    return token is not None and token[1] > now
 
 
