@@ -39,6 +39,13 @@ def signed_in_cookie(first: Harness) -> tuple[str, str]:
     return name, str(first.client.cookies[name])
 
 
+def newest_cookie(worker: Harness, name: str, cookie: str) -> str:
+    """The cookie the browser holds after its next request (the refreshed one, if written)."""
+    client = worker.browser()
+    client.cookies.set(name, cookie)
+    return client.get("/").cookies.get(name) or cookie
+
+
 def request_as(worker: Harness, name: str, value: str) -> dict[str, Any]:
     """A request to `worker` carrying exactly this cookie (a browser's request on a fresh connection)."""
     client = worker.browser()
@@ -94,10 +101,7 @@ def test_concurrent_requests_over_workers_send_one_grant(kind: str, fake: FakeLo
         assert all(r["authenticated"] and r["error"] is None for r in results), results
         assert len({r["access_token"] for r in results}) == 1
         assert fake.counts["token:refresh_token"] == round_ + 1
-        # The browser keeps the newest cookie for the next round.
-        fresh = pool[0].browser()
-        fresh.cookies.set(name, cookie)
-        cookie = fresh.get("/").cookies.get(name) or cookie
+        cookie = newest_cookie(pool[0], name, cookie)
 
 
 def test_without_coordination_workers_trip_reuse_detection(kind: str, fake: FakeLogto, clock: Clock) -> None:
