@@ -4,17 +4,20 @@ an outage."""
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .cache import BoundedCache, ExpiringCache
+from cachetools import TTLCache
+
 from .config import LogtoConfig
 from .coordination import RefreshCoordinator
-from .errors import LogtoError, StoreUnavailable
+from .errors import LogtoError, OAuthError, StoreUnavailable, TokenValidationError
 from .flow import Flow, Shared
 from .oauth import token_grant
 from .provider import ProviderCache
@@ -22,6 +25,8 @@ from .session import SessionData, session_claims
 from .tokens import verify_id_token
 
 __all__ = ["Guard", "Refresher", "Target", "refresh_key"]
+
+log = logging.getLogger("logto_middleware")
 
 Grant = Callable[[SessionData], "Flow[SessionData]"]
 Settled = Callable[[SessionData], bool]
@@ -58,6 +63,16 @@ def refresh_key(data: SessionData, target: Target | None = None) -> RefreshKey:
     return (data.refresh_token, data.access_token, target.audience if target is not None else "")
 
 
+def _log_failure(exc: LogtoError) -> None:
+    """One line per failed grant (the requests that waited on it, or came during its back-off,
+    share its outcome without a grant of their own)."""
+    if isinstance(exc, (OAuthError, TokenValidationError)):
+        # invalid_grant (revoked, reused or expired refresh token) or a forged ID token.
+        log.info("refresh rejected (%s); ending the session", exc)
+    else:
+        log.warning("refresh failed, keeping the session and retrying later: %s", exc)
+
+
 class Refresher:
     """Runs refresh-token grants when a token is about to expire."""
 
@@ -70,10 +85,10 @@ class Refresher:
         # Runs a grant once across the app's processes (None: this process alone decides).
         self.coordinator = coordinator
         # Results of recent refreshes: a request that still carries the old tokens gets these.
-        self._recent: ExpiringCache[RefreshKey, SessionData] = ExpiringCache(4096, grace, clock)
-        # Recent outages: no new grant for the same tokens until the back-off ends.
-        self._failed: ExpiringCache[RefreshKey, LogtoError] = ExpiringCache(4096, backoff, clock)
-        self._effects: BoundedCache[RefreshKey, tuple[SessionData, Shared]] = BoundedCache(256)
+        self._recent: TTLCache[RefreshKey, SessionData] = TTLCache(4096, grace, timer=clock)
+        # Recent failures: no new grant for the same tokens until the back-off ends.
+        self._failed: TTLCache[RefreshKey, LogtoError] = TTLCache(4096, backoff, timer=clock)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
         if target is not None:
@@ -89,26 +104,19 @@ class Refresher:
 
     def recent(self, data: SessionData, target: Target | None = None) -> SessionData | None:
         """What a refresh of these very tokens gave moments ago (within the grace window), if any."""
-        return self._recent.get(refresh_key(data, target))
+        with self._lock:
+            return self._recent.get(refresh_key(data, target))
 
     def flight(self, data: SessionData, around: Guard | None = None, target: Target | None = None) -> Shared:
         """The effect that refreshes `data`'s tokens (or gets a token for `target`) once for every
-        concurrent request, for a caller that found no `recent` result; raises the failure of a
-        grant for these tokens that failed moments ago."""
+        concurrent request (the driver's single flight), for a caller that found no `recent`
+        result; raises the failure of a grant for these tokens that failed moments ago."""
         key = refresh_key(data, target)
-        failure = self._failed.get(key)
+        with self._lock:
+            failure = self._failed.get(key)
         if failure is not None:
             raise failure.with_traceback(None)  # raised again and again during the back-off: no growing traceback
-        if around is not None:  # a server-side store's guard belongs to its request
-            return Shared(("refresh", key), partial(self._run, data, key, around, target))
-        # Concurrent requests on one cookie share its decoded session: they share the effect too,
-        # rather than each keeping five objects alive while it waits.
-        hit = self._effects.get(key)
-        if hit is not None and hit[0] is data:
-            return hit[1]
-        effect = Shared(("refresh", key), partial(self._run, data, key, None, target))
-        self._effects.set(key, (data, effect))
-        return effect
+        return Shared(("refresh", key), partial(self._run, data, key, around, target))
 
     def refresh(self, data: SessionData, around: Guard | None = None,
                 target: Target | None = None) -> Flow[SessionData | None]:
@@ -117,7 +125,7 @@ class Refresher:
         `around` wraps the grant (a server-side store uses it to refresh once across processes);
         it may return None for a vanished session."""
         for _ in range(2):
-            recent = self._recent.get(refresh_key(data, target))
+            recent = self.recent(data, target)
             if recent is None:
                 refreshed: SessionData | None = yield self.flight(data, around, target)
                 return refreshed
@@ -128,7 +136,8 @@ class Refresher:
 
     def _run(self, data: SessionData, key: RefreshKey, around: Guard | None,
              target: Target | None) -> Flow[SessionData | None]:
-        recent = self._recent.get(key)
+        with self._lock:
+            recent = self._recent.get(key)
         if recent is not None:
             return recent  # a flight for these tokens ended between our check and our start
         grant = partial(self._grant, target=target)
@@ -147,10 +156,14 @@ class Refresher:
                 refreshed = yield from grant(data)
         except LogtoError as exc:
             if not isinstance(exc, StoreUnavailable):  # the store's outage is not these tokens' failure
-                self._failed.set(key, exc)
+                with self._lock:
+                    self._failed[key] = exc
+                if target is None:  # (a target's failure is the caller's to report)
+                    _log_failure(exc)
             raise
         if refreshed is not None:
-            self._recent.set(key, refreshed)
+            with self._lock:
+                self._recent[key] = refreshed
         return refreshed
 
     def _grant(self, data: SessionData, target: Target | None) -> Flow[SessionData]:

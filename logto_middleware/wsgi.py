@@ -12,7 +12,7 @@ import httpx
 
 from .config import LogtoConfig
 from .core import LogtoCore, Passage
-from .flow import Flow, SyncDriver
+from .flow import SyncDriver
 from .messages import Request, Response
 from .session import SyncSession
 from .stores import CookieStore, SessionStore
@@ -41,61 +41,42 @@ class LogtoWSGIMiddleware:
                               session_factory=lambda data, tokens, user: SyncSession(data, profile, tokens, run, user))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        path = _path(environ)
-        flow: Flow[Response | Passage] | None = None
-        if not self.core.is_route(path):
-            cookie = environ.get("HTTP_COOKIE", "")
-            if not self.core.may_have_session(cookie, environ.get("HTTP_AUTHORIZATION", "")):
-                # The common anonymous request: nothing to read, nothing to write.
-                return self._pass(Passage(self.core, None), environ, start_response)
-            quick = self.core.quick_passage(cookie, environ.get("wsgi.url_scheme", "http"))
-            if isinstance(quick, Passage):  # the common signed-in request
-                if quick.pending is not None:  # its tokens are being refreshed: wait
-                    try:
-                        quick.settle(self.driver.join(quick.pending))
-                    except Exception as exc:
-                        if not quick.settle_failure(exc):
-                            self.core.report_failure(exc, environ.get("REQUEST_METHOD", "GET"), path)
-                return self._pass(quick, environ, start_response)
-            flow = quick
-        if flow is None:
-            request = _request_from_environ(environ, path)
-            if request.method == "POST" and self.core.is_route(path):
-                body = _read_body(environ)
-                if body is None:
-                    return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
-                request = request.with_body(body)
-            flow = self.core.handle(request)
+        request = _request_from_environ(environ, _path(environ))
+        if request.method == "POST" and self.core.is_route(request.path):
+            body = _read_body(environ)
+            if body is None:
+                return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
+            request = request.with_body(body)
         try:
-            outcome = self.driver.run(flow)
+            outcome = self.driver.run(self.core.handle(request))
         except Exception as exc:
-            self.core.report_failure(exc, environ.get("REQUEST_METHOD", "GET"), path)
-            if self.core.is_route(path):
+            self.core.report_failure(exc, request.method, request.path)
+            if self.core.is_route(request.path):
                 outcome = Response.json({"error": "InternalError"}, 500)
             else:
                 outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
-        return self._pass(outcome, environ, start_response)
-
-    def _pass(self, passage: Passage, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Call the app with the user in the environ; the session's cookies go out on its response."""
-        environ["logto.user"] = passage.user
-        environ["logto.session"] = passage.session
+        environ["logto.user"] = outcome.user
+        environ["logto.session"] = outcome.session
         environ["logto.base_path"] = self.config.base_path
-        if passage.session is None and not passage.may_write:
+        if outcome.session is None and not outcome.may_write:
             return self.app(environ, start_response)
+        return self.app(environ, self._start_response_with_cookies(outcome, start_response))
+
+    def _start_response_with_cookies(self, passage: Passage, start_response: StartResponse) -> StartResponse:
+        """`start_response`, with the session's Set-Cookie headers added."""
 
         def start_response_with_cookies(status: str, headers: list[tuple[str, str]],
                                         exc_info: ExcInfo | None = None) -> Any:
             cookies = passage.finish_without_io()
             if cookies is None:
                 cookies = self.driver.run(passage.finish())
-            if not cookies:
-                return start_response(status, headers, exc_info)
-            return start_response(status, headers + [("Set-Cookie", c) for c in cookies], exc_info)
+            if cookies:
+                headers = headers + [("Set-Cookie", cookie) for cookie in cookies]
+            return start_response(status, headers, exc_info)
 
-        return self.app(environ, start_response_with_cookies)
+        return start_response_with_cookies
 
 
 def _request_from_environ(environ: dict[str, Any], path: str) -> Request:

@@ -153,24 +153,3 @@ def test_make_session_cookie_stores_claims_once_when_they_are_the_id_token_s(fak
     client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url=ORIGIN)
     assert client.get("/", headers={"cookie": same}).json()["name"] == "Una"
     assert client.get("/", headers={"cookie": other}).json()["name"] == "Someone Else"
-
-
-def test_shared_set_cookie_headers_follow_each_request(fake: FakeLogto) -> None:
-    """The headers cached for one session object are what any request writing it sends; a
-    request that already carries exactly that cookie sends none, and that answer is its own."""
-    from logto_middleware.core import LogtoCore, SessionState
-
-    config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
-                         secret=SECRET)
-    core = LogtoCore(config)
-    data = core.new_session({"sub": "u", "name": "Ada"}, access_token="at")
-    sealed = core.sessions.seal(data)  # type: ignore[union-attr]
-    same = SessionState(core, "logto.session-token", False, sealed, ("logto.session-token",), data, dirty=True)
-    assert core.cookies_without_io(same) == ()
-    other = SessionState(core, "logto.session-token", False, "old-value", ("logto.session-token",), data, dirty=True)
-    headers = core.cookies_without_io(other)
-    assert headers and headers[0].startswith(f"logto.session-token={sealed};")
-    again = SessionState(core, "logto.session-token", False, "older-value", ("logto.session-token",), data, dirty=True)
-    assert core.cookies_without_io(again) is headers  # shared, not rebuilt
-    assert core.cookies_without_io(SessionState(core, "logto.session-token", False, sealed, ("logto.session-token",),
-                                                data, dirty=True)) == ()
