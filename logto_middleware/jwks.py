@@ -52,6 +52,10 @@ class ProviderKeys:
     def __contains__(self, kid: object) -> bool:
         return kid in self._by_kid
 
+    def has_new_kids(self, than: ProviderKeys) -> bool:
+        """Whether this JWKS publishes a `kid` that `than` did not (the provider rotated)."""
+        return not self._by_kid.keys() <= than._by_kid.keys()
+
     def pick(self, kid: str | None, alg: str) -> Key | None:
         """The key for a token signed with `alg` under `kid`; without a kid only an unambiguous one."""
         kty = _KTY_OF_ALG.get(alg[:2])

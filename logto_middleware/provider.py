@@ -82,8 +82,9 @@ class ProviderCache:
     last good copy; concurrent requests share one fetch.
 
     An unknown `kid` refetches the JWKS (`refetch_keys`): at once for a token the token endpoint
-    just handed over (a key rotation must not fail a sign-in or a refresh), at most once per
-    `refetch_interval` for tokens that anyone can send (bearer and logout tokens).
+    just handed over (a key rotation must not fail a sign-in or a refresh); for tokens that
+    anyone can send (bearer and logout tokens), at most one refetch that finds nothing new per
+    `refetch_interval`.
     """
 
     def __init__(self, issuer: str, *, ttl: float = 3600.0, refetch_interval: float = 30.0,
@@ -136,22 +137,27 @@ class ProviderCache:
 
         Keys stored since `tried` was read are returned without a fetch. `trusted` is for a
         token that came from the token endpoint over TLS: it refetches at once. Any other token
-        can be forged by anyone, so those refetch at most once per `refetch_interval`.
+        can be forged by anyone, so those refetch at most once per `refetch_interval`; a refetch
+        that finds a rotation (new kids) does not count, as only a real rotation makes one.
         """
         with self._lock:
             current = self._last_good.get("jwks")
             if isinstance(current, ProviderKeys) and current is not tried:
                 return current  # a concurrent request refetched already
+            previous = self._untrusted_refetch_at
             if not trusted:
                 now = self._clock()
-                if now - self._untrusted_refetch_at < self._refetch_interval:
+                if now - previous < self._refetch_interval:
                     return None
-                self._untrusted_refetch_at = now
+                self._untrusted_refetch_at = now  # taken before the fetch: concurrent ones wait
         try:
             keys: ProviderKeys = yield Shared(self._refetch_flight, self._fetch_jwks)
         except (ProviderError, ProviderUnavailable) as exc:
             log.warning("JWKS refetch failed, keeping the cached keys: %s", exc)
             return None
+        if not trusted and keys.has_new_kids(tried):
+            with self._lock:
+                self._untrusted_refetch_at = previous
         return keys
 
     def _with_fallback(self, name: str, effect: Shared) -> Flow[Any]:

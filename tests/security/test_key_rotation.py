@@ -156,6 +156,18 @@ def test_bearer_token_with_the_new_key_right_after_a_rotation(validator: BearerV
     assert bearer_status(validator, kind, old) == (200 if not drop_old else 401)
 
 
+def test_bearer_tokens_after_two_quick_rotations(validator: BearerValidator, fake: FakeLogto, clock: Clock,
+                                                kind: str) -> None:
+    # A refetch that found a rotation does not hold the next one back: only a real rotation
+    # makes new kids appear, which no attacker can.
+    assert bearer_status(validator, kind, access_token(fake, clock)) == 200
+    for drop_old in (False, True):
+        fake.rotate_keys(drop_old=drop_old)
+        clock.advance(1)
+        assert bearer_status(validator, kind, access_token(fake, clock)) == 200
+    assert fake.counts["jwks"] == 3
+
+
 def test_bearer_tokens_with_unknown_kids_refetch_once_per_cooldown(validator: BearerValidator, fake: FakeLogto,
                                                                    clock: Clock, kind: str) -> None:
     assert bearer_status(validator, kind, access_token(fake, clock)) == 200
