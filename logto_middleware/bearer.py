@@ -27,7 +27,7 @@ from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidat
 from .flow import AsyncDriver, Flow, SyncDriver
 from .provider import ProviderCache
 from .session import AnonymousUser
-from .tokens import check_standard_claims, verify_signed_jwt
+from .tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 
 __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerError", "BearerValidator",
            "BearerWSGIMiddleware", "requires_bearer"]
@@ -108,7 +108,8 @@ class BearerValidator:
         self.provider = ProviderCache(self.issuer, clock=clock)
         self._sync = SyncDriver(http_client or httpx.Client(timeout=5.0))
         self._async = AsyncDriver(async_http_client or httpx.AsyncClient(timeout=5.0))
-        self._verified: LRUCache[str, dict[str, Any]] = LRUCache(maxsize=1024)
+        # token -> (the kid that verified it, its claims)
+        self._verified: LRUCache[str, tuple[str | None, dict[str, Any]]] = LRUCache(maxsize=1024)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -121,19 +122,24 @@ class BearerValidator:
     def verify(self, token: str, required_scopes: Iterable[str] = ()) -> Flow[AccessTokenUser]:
         """The user of `token`, or `BearerError` (401 invalid_token, 403 insufficient_scope)."""
         with self._lock:
-            claims = self._verified.get(token)
+            hit = self._verified.get(token)
         try:
-            if claims is None:
+            if hit is not None and hit[0] not in (yield from self.provider.keys()):
+                hit = None  # its key left the JWKS since: verified again (and refused)
+            if hit is None:
                 # RFC 9068: only a JWT access token, never an ID token addressed to the API.
+                # Anyone can send one: an unknown kid refetches the JWKS only at a limited rate.
                 claims = yield from verify_signed_jwt(token, self.provider, self.algorithms,
-                                                      types=("at+jwt", "application/at+jwt"))
+                                                      types=("at+jwt", "application/at+jwt"), trusted_source=False)
+                hit = (decode_unverified(token)[0].get("kid"), claims)
+            claims = hit[1]
             self._check(claims)
         except TokenValidationError as exc:
             raise BearerError(401, "invalid_token", str(exc)) from None
         except (ProviderUnavailable, ProviderError) as exc:
             raise BearerError(503, "temporarily_unavailable", "the provider's keys cannot be fetched") from exc
         with self._lock:
-            self._verified[token] = claims
+            self._verified[token] = hit
         user = AccessTokenUser(claims)
         missing = [scope for scope in required_scopes if scope not in user.scopes]
         if missing:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from joserfc.errors import JoseError
-from joserfc.jwk import Key, KeySet, import_key
 
 from .cache import ExpiringCache
 from .errors import ProviderError, ProviderUnavailable
 from .flow import Flow, Shared
+from .jwks import ProviderKeys
 
 __all__ = ["ProviderCache", "ProviderMetadata", "read_json"]
 
@@ -79,10 +78,13 @@ def read_json(response: httpx.Response, what: str) -> Any:
 
 
 class ProviderCache:
-    """Discovery and JWKS for one issuer, cached with a TTL.
+    """Discovery and JWKS for one issuer, cached with a TTL; a failed fetch keeps serving the
+    last good copy; concurrent requests share one fetch.
 
-    Concurrent cold requests share one fetch; an unknown `kid` triggers at most one JWKS refetch
-    per `refetch_interval`; a failed fetch keeps serving the last good copy.
+    An unknown `kid` refetches the JWKS (`refetch_keys`): at once for a token the token endpoint
+    just handed over (a key rotation must not fail a sign-in or a refresh); for tokens that
+    anyone can send (bearer and logout tokens), at most one refetch that finds nothing new per
+    `refetch_interval`.
     """
 
     def __init__(self, issuer: str, *, ttl: float = 3600.0, refetch_interval: float = 30.0,
@@ -93,7 +95,14 @@ class ProviderCache:
         self._lock = threading.Lock()
         self._fresh: ExpiringCache[str, Any] = ExpiringCache(4, ttl, clock)
         self._last_good: dict[str, Any] = {}
-        self._jwks_fetched_at = float("-inf")
+        self._untrusted_refetch_at = float("-inf")
+        # Single-flight keys of this cache's own: another cache (another issuer, or a bearer
+        # validator) on the same driver must never hand us its document.
+        self._discovery_flight = ("logto", "discovery", issuer)
+        self._jwks_flight = ("logto", "jwks", issuer)
+        # Separate from the cold fetch: a refetch must not join a fetch that may have started
+        # before the rotation it is looking for.
+        self._refetch_flight = ("logto", "jwks-refetch", issuer)
 
     def _cached(self, name: str) -> Any:
         return self._fresh.get(name)
@@ -108,26 +117,47 @@ class ProviderCache:
         if isinstance(cached, ProviderMetadata):
             return cached
         result: ProviderMetadata = yield from self._with_fallback(
-            "metadata", Shared(("logto", "discovery"), self._fetch_metadata))
+            "metadata", Shared(self._discovery_flight, self._fetch_metadata))
         return result
 
-    def keys(self) -> Flow[KeySet]:
+    def cached_keys(self) -> ProviderKeys | None:
+        """The JWKS if it is cached and fresh (no I/O)."""
         cached = self._cached("jwks")
-        if isinstance(cached, KeySet):
+        return cached if isinstance(cached, ProviderKeys) else None
+
+    def keys(self) -> Flow[ProviderKeys]:
+        cached = self.cached_keys()
+        if cached is not None:
             return cached
-        result: KeySet = yield from self._with_fallback("jwks", Shared(("logto", "jwks"), self._fetch_jwks))
+        result: ProviderKeys = yield from self._with_fallback("jwks", Shared(self._jwks_flight, self._fetch_jwks))
         return result
 
-    def refetch_keys(self) -> Flow[KeySet | None]:
-        """Fetch the JWKS again after an unknown `kid`, unless that was done very recently."""
+    def refetch_keys(self, tried: ProviderKeys, *, trusted: bool = False) -> Flow[ProviderKeys | None]:
+        """Newer keys than `tried` (which lacked a token's `kid`), or None.
+
+        Keys stored since `tried` was read are returned without a fetch. `trusted` is for a
+        token that came from the token endpoint over TLS: it refetches at once. Any other token
+        can be forged by anyone, so those refetch at most once per `refetch_interval`; a refetch
+        that finds a rotation (new kids) does not count, as only a real rotation makes one.
+        """
         with self._lock:
-            if self._clock() - self._jwks_fetched_at < self._refetch_interval:
-                return None
+            current = self._last_good.get("jwks")
+            if isinstance(current, ProviderKeys) and current is not tried:
+                return current  # a concurrent request refetched already
+            previous = self._untrusted_refetch_at
+            if not trusted:
+                now = self._clock()
+                if now - previous < self._refetch_interval:
+                    return None
+                self._untrusted_refetch_at = now  # taken before the fetch: concurrent ones wait
         try:
-            keys: KeySet = yield Shared(("logto", "jwks"), self._fetch_jwks)
+            keys: ProviderKeys = yield Shared(self._refetch_flight, self._fetch_jwks)
         except (ProviderError, ProviderUnavailable) as exc:
             log.warning("JWKS refetch failed, keeping the cached keys: %s", exc)
             return None
+        if not trusted and keys.has_new_kids(tried):
+            with self._lock:
+                self._untrusted_refetch_at = previous
         return keys
 
     def _with_fallback(self, name: str, effect: Shared) -> Flow[Any]:
@@ -150,34 +180,12 @@ class ProviderCache:
         self._store("metadata", metadata)
         return metadata
 
-    def _fetch_jwks(self) -> Flow[KeySet]:
+    def _fetch_jwks(self) -> Flow[ProviderKeys]:
         metadata: ProviderMetadata = yield from self.metadata()
-        with self._lock:
-            self._jwks_fetched_at = self._clock()
         response = yield httpx.Request("GET", metadata.jwks_uri)
         document = read_json(response, "jwks")
         if response.status_code != 200 or not isinstance(document, dict):
             raise ProviderError(f"jwks answered {response.status_code}")
-        keys = _parse_key_set(document)
+        keys = ProviderKeys.parse(document)
         self._store("jwks", keys)
         return keys
-
-
-def _parse_key_set(document: dict[str, Any]) -> KeySet:
-    entries = document.get("keys")
-    if not isinstance(entries, list):
-        raise ProviderError("jwks has no keys")
-    keys: list[Key] = []
-    for entry in entries:
-        # Keys for encryption, symmetric keys and unknown types are skipped, not trusted.
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-            continue
-        if entry.get("kty") not in ("EC", "RSA", "OKP"):
-            continue
-        try:
-            keys.append(import_key(entry))
-        except (JoseError, ValueError, TypeError, KeyError):
-            continue
-    if not keys:
-        raise ProviderError("jwks has no usable signing key")
-    return KeySet(keys)

@@ -183,7 +183,7 @@ class Refresher:
             claims = yield from verify_id_token(
                 tokens.id_token, provider=self._provider, issuer=config.issuer, client_id=config.client_id,
                 algorithms=config.id_token_algorithms, now=now, leeway=config.clock_skew,
-                access_token=tokens.access_token, subject=str(data.claims.get("sub")))
+                access_token=tokens.access_token, subject=str(data.claims.get("sub")), trusted_source=True)
             changes["claims"] = session_claims(claims)
             changes["id_token"] = tokens.id_token
         expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None

@@ -238,7 +238,7 @@ class Routes:
                 tokens.id_token, provider=self.core.provider, issuer=config.issuer,
                 client_id=config.client_id, algorithms=config.id_token_algorithms,
                 now=self.core.clock(), leeway=config.clock_skew, nonce=transaction["nonce"],
-                access_token=tokens.access_token)
+                access_token=tokens.access_token, trusted_source=True)  # straight from the token endpoint
         except OAuthError as exc:
             log.info("code exchange refused: %s", exc.error)
             return self._error(request, "OAuthCallbackError", cookies)

@@ -8,16 +8,9 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any, TypeGuard
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ec import ECDSA, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, KeySet
-from joserfc.util import urlsafe_b64decode
+from joserfc.errors import BadSignatureError, JoseError
 
-from .cache import BoundedCache
 from .crypto import b64decode, b64encode
 from .errors import TokenValidationError
 from .flow import Flow
@@ -28,11 +21,7 @@ __all__ = ["at_hash", "decode_unverified", "verify_id_token", "verify_logout_tok
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 MAX_TOKEN_LENGTH = 16 * 1024
-_picked: BoundedCache[tuple[int, str | None, str], tuple[KeySet, Key | None]] = BoundedCache(64)
 _HASHES = {"256": hashlib.sha256, "384": hashlib.sha384, "512": hashlib.sha512}
-_ECDSA: dict[str, tuple[str, ECDSA]] = {
-    "ES256": ("P-256", ECDSA(hashes.SHA256())), "ES384": ("P-384", ECDSA(hashes.SHA384())),
-    "ES512": ("P-521", ECDSA(hashes.SHA512()))}
 
 
 def _segments(token: str) -> list[str]:
@@ -68,56 +57,21 @@ def at_hash(access_token: str, alg: str) -> str:
     return b64encode(digest[: len(digest) // 2])
 
 
-def _pick_key(keys: KeySet, kid: str | None, alg: str) -> Key | None:
-    # The JWKS is cached, so the same (keys, kid, alg) comes back on every sign-in and refresh.
-    hit = _picked.get((id(keys), kid, alg))
-    if hit is not None and hit[0] is keys:
-        return hit[1]
-    key = _pick_key_uncached(keys, kid, alg)
-    _picked.set((id(keys), kid, alg), (keys, key))
-    return key
-
-
-def _pick_key_uncached(keys: KeySet, kid: str | None, alg: str) -> Key | None:
-    kty = {"ES": "EC", "RS": "RSA", "PS": "RSA", "Ed": "OKP"}.get(alg[:2])
-    candidates = [k for k in keys.keys if k.key_type == kty and k.get("alg", alg) == alg]
-    if kid is not None:
-        return next((k for k in candidates if k.kid == kid), None)
-    # Without a kid the key must be unambiguous.
-    return candidates[0] if len(candidates) == 1 else None
-
-
-def _verify_ecdsa(key: ECKey, alg: str, parts: list[str]) -> bool:
-    """ES256/384/512 (RFC 7518 3.4) with the key's `cryptography` object: the check joserfc
-    makes, without decoding the token's segments a second time (Logto signs every ID token
-    with ES384, so this is on every sign-in and refresh)."""
-    curve, ecdsa = _ECDSA[alg]
-    if key.curve_name != curve:
-        return False  # a served key of another curve named by the token's kid
-    size = (key.curve_key_size + 7) // 8
-    signature = urlsafe_b64decode(parts[2].encode("ascii"))  # strict: raises on any non-base64url
-    if len(signature) != 2 * size:
-        return False
-    der = encode_dss_signature(int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
-    public_key = key.get_op_key("verify")  # refuses a key whose key_ops exclude "verify"
-    if not isinstance(public_key, EllipticCurvePublicKey):
-        return False
-    try:
-        public_key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ecdsa)
-    except InvalidSignature:
-        return False
-    return True
-
-
 def verify_signed_jwt(token: str, provider: ProviderCache, algorithms: Collection[str],
-                      types: Collection[str] | None = None) -> Flow[dict[str, Any]]:
+                      types: Collection[str] | None = None, *, trusted_source: bool = False) -> Flow[dict[str, Any]]:
     """Check a JWT's signature with the provider's keys (and its `typ` header when `types` is
-    given); returns its claims unvalidated."""
-    return (yield from _verified_alg_and_claims(token, provider, algorithms, types))[1]
+    given); returns its claims unvalidated.
+
+    `trusted_source`: the token came from the token endpoint over TLS (not from whoever sent
+    the request), so an unknown `kid` refetches the JWKS at once; otherwise the refetch is
+    rate-limited (see `ProviderCache.refetch_keys`).
+    """
+    return (yield from _verified_alg_and_claims(token, provider, algorithms, types, trusted_source))[1]
 
 
 def _verified_alg_and_claims(token: str, provider: ProviderCache, algorithms: Collection[str],
-                             types: Collection[str] | None = None) -> Flow[tuple[str, dict[str, Any]]]:
+                             types: Collection[str] | None,
+                             trusted_source: bool) -> Flow[tuple[str, dict[str, Any]]]:
     parts = _segments(token)
     header = _json_segment(parts[0])
     if types is not None and str(header.get("typ", "")).lower() not in types:
@@ -128,33 +82,38 @@ def _verified_alg_and_claims(token: str, provider: ProviderCache, algorithms: Co
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise TokenValidationError("token kid is not a string")
-    key = _pick_key((yield from provider.keys()), kid, alg)
-    if key is None:
-        refreshed = yield from provider.refetch_keys()
-        key = _pick_key(refreshed, kid, alg) if refreshed is not None else None
+    keys = provider.cached_keys()
+    fetched_now = keys is None
+    if keys is None:
+        keys = yield from provider.keys()
+    key = keys.pick(kid, alg)
+    if key is None and not fetched_now:  # keys fetched for this very token are as new as they get
+        newer = yield from provider.refetch_keys(keys, trusted=trusted_source)
+        key = newer.pick(kid, alg) if newer is not None else None
     if key is None:
         raise TokenValidationError("no provider key matches the token")
+    # joserfc alone decides whether this is a valid JWS (signature, `crit`, ...); the policy
+    # (which algorithm, which key) is ours and was settled above.
     try:
-        if alg in _ECDSA and isinstance(key, ECKey):
-            valid = _verify_ecdsa(key, alg, parts)
-        else:
-            valid = jws.validate_compact(jws.extract_compact(token.encode()), key, algorithms=[alg])
+        jws.deserialize_compact(token, key, algorithms=[alg])
+    except BadSignatureError as exc:
+        raise TokenValidationError("token signature is invalid") from exc
     except (JoseError, ValueError, TypeError) as exc:
         raise TokenValidationError("token signature could not be checked") from exc
-    if not valid:
-        raise TokenValidationError("token signature is invalid")
     return alg, _json_segment(parts[1])
 
 
 def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
                     algorithms: Collection[str], now: float, leeway: int,
                     nonce: str | None = None, access_token: str | None = None,
-                    subject: str | None = None) -> Flow[dict[str, Any]]:
+                    subject: str | None = None, trusted_source: bool = False) -> Flow[dict[str, Any]]:
     """Verify an ID token (OpenID Connect Core 3.1.3.7) and return its claims.
 
     `nonce` is checked when given (the authorization-code response); `subject` when refreshing.
+    Pass `trusted_source=True` for an ID token just received from the token endpoint (see
+    `verify_signed_jwt`).
     """
-    alg, claims = yield from _verified_alg_and_claims(token, provider, algorithms)
+    alg, claims = yield from _verified_alg_and_claims(token, provider, algorithms, None, trusted_source)
     check_standard_claims(claims, issuer=issuer, audience=client_id, now=now, leeway=leeway)
     azp = claims.get("azp")
     if azp is not None and azp != client_id:
@@ -176,7 +135,8 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
 def verify_logout_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
                         algorithms: Collection[str], now: float, leeway: int) -> Flow[dict[str, Any]]:
     """Verify a back-channel logout token (OpenID Connect Back-Channel Logout 1.0, 2.6)."""
-    claims = yield from verify_signed_jwt(token, provider, algorithms)
+    # Posted by whoever reaches the endpoint: an unknown kid refetches only at a limited rate.
+    claims = yield from verify_signed_jwt(token, provider, algorithms, trusted_source=False)
     if not isinstance(claims.get("sub"), str) and not isinstance(claims.get("sid"), str):
         raise TokenValidationError("logout token has neither sub nor sid")
     check_standard_claims({"sub": claims.get("sub") or claims.get("sid"), "exp": now, **claims},

@@ -413,6 +413,15 @@ class OidcProviderProcess:
     def reset_stats(self) -> None:
         httpx.post(f"{self.base_url}/__stats/reset", timeout=5.0).raise_for_status()
 
+    def rotate_keys(self, drop_old: bool = False) -> str:
+        """Rotate the signing key: a new ES384 key is published first and signs every token from
+        now on; the previous keys stay in the JWKS unless ``drop_old``. Returns the new kid."""
+        response = httpx.post(f"{self.base_url}/__rotate_keys", params={"drop_old": "1"} if drop_old else {},
+                              timeout=5.0)
+        response.raise_for_status()
+        kid: str = response.json()["kid"]
+        return kid
+
     def trigger_backchannel_logout(self, sub: str, sid: str | None = None) -> httpx.Response:
         """Make the provider POST a logout_token to the client's backchannel_logout_uri.
 

@@ -52,7 +52,7 @@ def unknown_kid_sign_in(site: Harness, watch: SecretWatch, kid: str) -> httpx.Re
         site.fake.make_id_token_claims("alice", nonce=nonce), key=attacker, kid=kid))
 
 
-# -- rotation and refetch storms ----------------------------------------------------------------
+# -- rotation (more in test_key_rotation.py, with the refetch storms) ---------------------------
 
 def test_key_rotation_is_picked_up_after_one_refetch(site: Harness, watch: SecretWatch, clock: Clock) -> None:
     warm_up(site, watch)
@@ -65,18 +65,6 @@ def test_key_rotation_is_picked_up_after_one_refetch(site: Harness, watch: Secre
     assert site.fake.counts["jwks"] == 2
     warm_up(site, watch, login="carol")  # the new key is cached now: no further fetch
     assert site.fake.counts["jwks"] == 2
-
-
-def test_refetch_storm_is_rate_limited(site: Harness, watch: SecretWatch, clock: Clock) -> None:
-    warm_up(site, watch)
-    clock.advance(31)
-    for i in range(12):
-        assert_rejected_callback(site, unknown_kid_sign_in(site, watch, f"storm-{i}"), "Verification")
-        clock.advance(1)
-    assert site.fake.counts["jwks"] == 2  # one refetch for twelve unknown kids in twelve seconds
-    clock.advance(30)
-    assert_rejected_callback(site, unknown_kid_sign_in(site, watch, "storm-late"), "Verification")
-    assert site.fake.counts["jwks"] == 3  # the next interval allows one more
 
 
 # -- a JWKS or provider that answers garbage, errors, or nothing --------------------------------

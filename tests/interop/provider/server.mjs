@@ -26,6 +26,11 @@
 // ES384 JWT access token (typ at+jwt, aud = the indicator, scope = the granted
 // scopes of that resource). An unknown indicator is `invalid_target`.
 //
+// Key rotation (POST /__rotate_keys[?drop_old=1]): a new ES384 key goes first in
+// the JWKS and signs every token from then on; the previous keys stay published
+// (verifiable) unless drop_old=1. Answers {kid, kids}: the new signing kid and
+// every published kid.
+//
 // Once listening it prints exactly one line to stdout: "READY <issuer>".
 
 import * as crypto from 'node:crypto';
@@ -33,6 +38,10 @@ import * as http from 'node:http';
 import * as querystring from 'node:querystring';
 
 import Provider, { errors } from 'oidc-provider';
+// Not exported: the engine reads its keys from configuration once, at construction. This is the
+// function the constructor uses; calling it again swaps the keystore and the published JWKS
+// (every signing site looks the keystore up per token, so new tokens use the new key).
+import initializeKeystore from 'oidc-provider/lib/helpers/initialize_keystore.js';
 
 // stdout carries exactly one line ("READY <issuer>"); oidc-provider prints its
 // NOTICEs with console.info, so send console.log/info to stderr.
@@ -121,6 +130,16 @@ function freshStats() {
 }
 
 let stats = freshStats();
+
+// The private JWKs the provider signs with, the signing one first (see /__rotate_keys).
+let signingKeys = [generateSigningKey()];
+
+function rotateKeys(provider, dropOld) {
+  const key = generateSigningKey();
+  signingKeys = dropOld ? [key] : [key, ...signingKeys];
+  initializeKeystore.call(provider, { keys: signingKeys.map((jwk) => ({ ...jwk })) });
+  return { kid: key.kid, kids: signingKeys.map((jwk) => jwk.kid) };
+}
 
 function bump(bucket, key) {
   bucket[key] = (bucket[key] || 0) + 1;
@@ -267,7 +286,7 @@ function buildProvider(issuer) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
     },
-    jwks: { keys: [generateSigningKey()] },
+    jwks: { keys: [...signingKeys] },
     enabledJWA: {
       idTokenSigningAlgValues: ['ES384'],
     },
@@ -624,6 +643,10 @@ function createHandler(state) {
       if (pathname === '/__stats/reset' && req.method === 'POST') {
         stats = freshStats();
         sendJson(res, 200, stats);
+        return;
+      }
+      if (pathname === '/__rotate_keys' && req.method === 'POST') {
+        sendJson(res, 200, rotateKeys(provider, url.searchParams.get('drop_old') === '1'));
         return;
       }
       if (pathname === '/__backchannel_logout' && req.method === 'POST') {
