@@ -139,6 +139,19 @@ def targets(results: dict[str, Any]) -> list[Target]:
                             f"{s7['sign_in_cookie']['set_cookie_bytes']} B), "
                             f"{max(s7['token_set_cookie']['cookies'], s7['sign_in_cookie']['cookies'])} cookie",
                             "≤ 4096 B, 1 cookie", s7["fits"]))
+    s8 = results.get("workers_storm")
+    if s8:
+        storms = s8["storms"]
+        grants = [c["refresh_grants"] for c in storms]
+        invalid = sum(c["invalid_grant"] for c in storms)
+        failed = sum(c["failed"] for c in storms)
+        found.append(Target("8", f"{s8['workers']}-worker refresh storm (uvicorn): one grant per storm, 0 failed",
+                            f"grants {' '.join(map(str, grants))}; invalid_grant {invalid}; failed {failed}; "
+                            f"{len(storms)} of {s8['storms_planned']} storms, "
+                            f"{'signed in' if s8['signed_in_after'] else 'signed out'} after",
+                            "1 each; 0 failed",
+                            len(storms) == s8["storms_planned"] and all(g == 1 for g in grants) and failed == 0
+                            and s8["signed_in_after"]))
     return found
 
 
@@ -252,6 +265,16 @@ def figures_table(results: dict[str, Any]) -> list[str]:
         rows.append(["7", "Set-Cookie, realistic token set (real sign-in)",
                      f"{s7['token_set_cookie']['set_cookie_bytes']} B ({s7['sign_in_cookie']['set_cookie_bytes']} B)",
                      "m"])
+    s8 = results.get("workers_storm")
+    if s8:
+        legend["n"] = (f"uvicorn --workers {s8['workers']}, the Starlette example, default cookie store and "
+                       f"coordination, the real oidc-provider; {s8['requests']} concurrent requests on fresh "
+                       "connections once the token is due; from the release to the last response; workers = "
+                       "distinct worker pids that answered")
+        slowest = sorted(c["slowest_ms"] for c in s8["storms"])
+        workers = sorted(c["workers"] for c in s8["storms"])
+        rows.append(["8", f"{s8['workers']}-worker refresh storm, slowest request (min-max over storms)",
+                     f"{slowest[0]:.0f}-{slowest[-1]:.0f} ms, {workers[0]}-{workers[-1]} workers", "n"])
     if not rows:
         return []
     widths = [1, max(len(r[1]) for r in rows), max(len(r[2]) for r in rows)]

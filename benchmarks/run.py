@@ -29,16 +29,17 @@ import overhead
 import profile_hot
 import report
 import throughput
+import workers_storm
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
 FULL = {"repeats": 9, "batch_seconds": 0.1, "tp_rounds": 8, "tp_seconds": 4.0, "storm_repeats": 5,
         "big_storm_repeats": 40, "cb_rounds": 7, "cb_per_round": 20, "anonymous": 1_000_000, "signed_in": 100_000,
-        "store_sessions": 100_000}
+        "store_sessions": 100_000, "worker_storms": 3}
 QUICK = {"repeats": 5, "batch_seconds": 0.04, "tp_rounds": 1, "tp_seconds": 2.0, "storm_repeats": 1,
          "big_storm_repeats": 1, "cb_rounds": 3, "cb_per_round": 10, "anonymous": 50_000, "signed_in": 10_000,
-         "store_sessions": 20_000}
+         "store_sessions": 20_000, "worker_storms": 2}
 
 
 def log(message: str) -> None:
@@ -63,13 +64,14 @@ def sections(p: dict[str, Any]) -> dict[str, tuple[str, Callable[[], Any]]]:
         "5": ("callback", lambda: callback_cost.run(log, rounds=p["cb_rounds"], per_round=p["cb_per_round"])),
         "6": ("memory", s6),
         "7": ("cookie_size", lambda: cookie_size.run(log)),
+        "8": ("workers_storm", lambda: workers_storm.run(log, storms=p["worker_storms"])),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced counts (a smoke run)")
-    parser.add_argument("--only", help="comma-separated section numbers (1-7)")
+    parser.add_argument("--only", help="comma-separated section numbers (1-8)")
     parser.add_argument("--profile", action="store_true", help="profile the hot paths and exit")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
     args = parser.parse_args(argv)
