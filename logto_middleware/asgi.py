@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import httpx
@@ -90,22 +90,49 @@ class LogtoASGIMiddleware:
         return send_with_cookies
 
 
+class _ScopeHeaders(Mapping[str, str]):
+    """The headers of an ASGI scope, decoded on demand: a request reads two or three of them
+    (`get` scans the raw pairs, as Starlette's `Headers` does); a repeated header's values are
+    joined (cookies with "; ")."""
+
+    __slots__ = ("_all", "_raw")
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._all: dict[str, str] | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.encode("latin-1")  # ASGI header names are lower-case already
+        values = [value for raw_name, value in self._raw if raw_name == key]
+        if not values:
+            return default
+        return (b"; " if name == "cookie" else b", ").join(values).decode("latin-1")
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def _decoded(self) -> dict[str, str]:
+        if self._all is None:
+            self._all = {name: self[name] for name in dict.fromkeys(n.decode("latin-1") for n, _ in self._raw)}
+        return self._all
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._decoded())
+
+    def __len__(self) -> int:
+        return len(self._decoded())
+
+
 def _request_from_scope(scope: Scope) -> Request:
-    raw = scope.get("headers", ())
-    # ASGI header names are lower-case already.
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
-    if len(headers) != len(raw):  # a repeated header: join the values (cookies with "; ")
-        headers = {}
-        for raw_name, raw_value in raw:
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            if name in headers:
-                value = headers[name] + ("; " if name == "cookie" else ", ") + value
-            headers[name] = value
     server = scope.get("server")
     server_host = f"{server[0]}:{server[1]}" if server and server[1] is not None else None
     return Request(method=scope.get("method", "GET"), path=scope.get("path", "/"),
                    query_string=scope.get("query_string", b"").decode("latin-1"),
-                   headers=headers, scheme=scope.get("scheme", "http"), server=server_host)
+                   headers=_ScopeHeaders(scope.get("headers", ())), scheme=scope.get("scheme", "http"),
+                   server=server_host)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

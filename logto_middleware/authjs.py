@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
+from cachetools import LRUCache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from .cache import BoundedCache
 from .crypto import b64encode
 from .flow import Flow, returns
 from .session import SessionData
@@ -85,8 +85,9 @@ class AuthJsCookieStore:
         self._max_age = max_age
         self._clock = clock
         self._keys: dict[str, _Keys] = {}
-        self._cache: BoundedCache[tuple[str, str], tuple[str, SessionData]] = BoundedCache(cache_size)
-        self._lock = threading.Lock()
+        # The decoded-cookie cache: an exact token already decrypted (by name) -> its session.
+        self._decoded: LRUCache[tuple[str, str], SessionData] = LRUCache(cache_size)
+        self._lock = threading.Lock()  # for both caches: cachetools' are not thread-safe
 
     def _keys_for(self, salt: str) -> _Keys:
         with self._lock:
@@ -138,13 +139,12 @@ class AuthJsCookieStore:
 
     def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
         """The session of a token seen (and decrypted) before, without decrypting it again."""
-        hit = self.cached_entry(cookie_value, cookie_name)
-        return hit[1] if hit is not None else None
+        with self._lock:
+            return self._decoded.get((cookie_name, cookie_value))
 
-    def cached_entry(self, cookie_value: str,
-                     cookie_name: str = AUTHJS_SESSION_COOKIE) -> tuple[str, SessionData] | None:
-        """`cached()`, with the store's own copy of the (equal) token."""
-        return self._cache.get((cookie_name, cookie_value))
+    def _remember(self, cookie_value: str, cookie_name: str, data: SessionData) -> None:
+        with self._lock:
+            self._decoded[(cookie_name, cookie_value)] = data
 
     def load(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[SessionData | None]:
         cached = self.cached(cookie_value, cookie_name)
@@ -153,13 +153,13 @@ class AuthJsCookieStore:
         payload = self.decode(cookie_value, cookie_name)
         data = session_from_token(payload) if payload is not None else None
         if data is not None:
-            self._cache.set((cookie_name, cookie_value), (cookie_value, data))
+            self._remember(cookie_value, cookie_name, data)
         return returns(data)
 
     def save(self, data: SessionData, cookie_value: str | None,
              cookie_name: str = AUTHJS_SESSION_COOKIE) -> Flow[str]:
         value = self.encode(token_from_session(data), cookie_name, max(1, data.expires_at - int(self._clock())))
-        self._cache.set((cookie_name, value), (value, data))
+        self._remember(value, cookie_name, data)
         return returns(value)
 
     def delete(self, cookie_value: str) -> Flow[None]:

@@ -166,8 +166,7 @@ class LogtoCore:
             except StoreUnavailable as exc:
                 log.error("session store unavailable: %s", exc)
                 return self.store_unavailable(request)
-        headers = request.headers
-        if not self.may_have_session(headers.get("cookie", ""), headers.get("authorization", "")):
+        if not self.may_have_session(request):
             return Passage(self, None)  # the common anonymous request: nothing to read or write
         try:
             # A websocket's handshake response carries no cookie: nothing it changes is written.
@@ -207,12 +206,13 @@ class LogtoCore:
                 return proto == "https"
         return request.scheme in ("https", "wss")
 
-    def may_have_session(self, cookie_header: str, authorization: str) -> bool:
+    def may_have_session(self, request: Request) -> bool:
         """False when a request certainly carries no session, so it can pass straight through:
         every session cookie name (chunks and prefixes included) contains the base name."""
-        if self.session_cookie in cookie_header:
+        if self.session_cookie in request.headers.get("cookie", ""):
             return True
-        return isinstance(self.sessions, AuthJsCookieStore) and authorization.startswith("Bearer ")
+        return (isinstance(self.sessions, AuthJsCookieStore)
+                and request.headers.get("authorization", "").startswith("Bearer "))
 
     def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
         if not secure:

@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 
-from .cache import ExpiringCache
 from .errors import ProviderError, ProviderUnavailable
 from .flow import Flow, Shared
 from .jwks import ProviderKeys
@@ -93,8 +92,10 @@ class ProviderCache:
         self._clock = clock
         self._refetch_interval = refetch_interval
         self._lock = threading.Lock()
-        self._fresh: ExpiringCache[str, Any] = ExpiringCache(4, ttl, clock)
-        self._last_good: dict[str, Any] = {}
+        self._ttl = ttl
+        # The two documents, "metadata" and "jwks": (fresh until, document). A stale one is
+        # still the last good copy, served when a refetch fails.
+        self._documents: dict[str, tuple[float, Any]] = {}
         self._untrusted_refetch_at = float("-inf")
         # Single-flight keys of this cache's own: another cache (another issuer, or a bearer
         # validator) on the same driver must never hand us its document.
@@ -105,12 +106,17 @@ class ProviderCache:
         self._refetch_flight = ("logto", "jwks-refetch", issuer)
 
     def _cached(self, name: str) -> Any:
-        return self._fresh.get(name)
+        """The document `name` while it is fresh, else None."""
+        entry = self._documents.get(name)
+        return entry[1] if entry is not None and self._clock() < entry[0] else None
+
+    def _last_good(self, name: str) -> Any:
+        entry = self._documents.get(name)
+        return entry[1] if entry is not None else None
 
     def _store(self, name: str, value: Any) -> None:
         with self._lock:
-            self._fresh.set(name, value)
-            self._last_good[name] = value
+            self._documents[name] = (self._clock() + self._ttl, value)
 
     def metadata(self) -> Flow[ProviderMetadata]:
         cached = self._cached("metadata")
@@ -141,7 +147,7 @@ class ProviderCache:
         that finds a rotation (new kids) does not count, as only a real rotation makes one.
         """
         with self._lock:
-            current = self._last_good.get("jwks")
+            current = self._last_good("jwks")
             if isinstance(current, ProviderKeys) and current is not tried:
                 return current  # a concurrent request refetched already
             previous = self._untrusted_refetch_at
@@ -164,8 +170,7 @@ class ProviderCache:
         try:
             return (yield effect)
         except (ProviderError, ProviderUnavailable) as exc:
-            with self._lock:
-                stale = self._last_good.get(name)
+            stale = self._last_good(name)
             if stale is None:
                 raise
             log.warning("refreshing the provider's %s failed, serving the cached copy: %s", name, exc)

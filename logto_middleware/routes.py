@@ -7,13 +7,15 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlencode
 
+from cachetools import TTLCache
+
 from .authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
-from .cache import RecentKeys
 from .cookies import delete_cookie, set_cookie
 from .crypto import Cipher, Signer, b64encode
 from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -55,7 +57,9 @@ class Routes:
             self._csrf = Signer(core.config.secrets, "csrf token")
             self._csrf_cookie_name = CSRF_COOKIE
         # States already redeemed: a replayed callback is refused even with the old cookie.
-        self._used_states: RecentKeys[str] = RecentKeys(100_000, TRANSACTION_MAX_AGE, core.clock)
+        # (A transaction lives TRANSACTION_MAX_AGE: a state older than that is refused anyway.)
+        self._used_states: TTLCache[str, bool] = TTLCache(100_000, TRANSACTION_MAX_AGE, timer=core.clock)
+        self._used_states_lock = threading.Lock()
         self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Flow[Response]]]] = {
             "signin": (("GET", "POST"), self.signin),
             "signin/logto": (("GET", "POST"), self.signin),
@@ -67,6 +71,14 @@ class Routes:
             "error": (("GET",), self.error),
             "backchannel-logout": (("POST",), self.backchannel_logout),
         }
+
+    def _first_use(self, state: str) -> bool:
+        """Remember the callback's `state`; False when it was used before (a replay)."""
+        with self._used_states_lock:
+            if state in self._used_states:
+                return False
+            self._used_states[state] = True
+            return True
 
     def dispatch(self, request: Request, route: str) -> Flow[Response]:
         entry = self._table.get(route)
@@ -213,7 +225,7 @@ class Routes:
         if transaction is None or not hmac.compare_digest(transaction["state"].encode(), state.encode()):
             log.info("callback without a matching sign-in transaction")
             return self._error(request, "MissingCSRF", cookies)
-        if not self._used_states.add(state):
+        if not self._first_use(state):
             log.warning("callback replayed a state that was already used")
             return self._error(request, "MissingCSRF", cookies)
         try:

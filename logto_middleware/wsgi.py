@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -79,14 +79,43 @@ class LogtoWSGIMiddleware:
         return start_response_with_cookies
 
 
+class _EnvironHeaders(Mapping[str, str]):
+    """The headers of a WSGI environ, read on demand (`HTTP_*` keys, `CONTENT_TYPE` and
+    `CONTENT_LENGTH`): a request reads two or three of them."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: dict[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+    def get(self, name: str, default: Any = None) -> Any:
+        value = self._environ.get(self._key(name))
+        return value if value else default
+
+    def __getitem__(self, name: str) -> str:
+        value: str | None = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self._environ.items():
+            if key[:5] == "HTTP_" or (key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value):
+                yield key.removeprefix("HTTP_").replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 def _request_from_environ(environ: dict[str, Any], path: str) -> Request:
-    headers = {key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key[:5] == "HTTP_"}
-    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-        if environ.get(key):
-            headers[key.replace("_", "-").lower()] = environ[key]
     server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
     return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path,
-                   query_string=environ.get("QUERY_STRING", ""), headers=headers,
+                   query_string=environ.get("QUERY_STRING", ""), headers=_EnvironHeaders(environ),
                    scheme=environ.get("wsgi.url_scheme", "http"), server=server)
 
 
