@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -39,9 +40,8 @@ class LogtoASGIMiddleware:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
         self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout))
-        profile, run = self.config.profile, self.driver.run
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=lambda data, tokens, user: AsyncSession(data, profile, tokens, run, user))
+                              session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -76,18 +76,28 @@ class LogtoASGIMiddleware:
     def _send_with_cookies(self, passage: Passage, send: Send) -> Send:
         """`send`, with the session's Set-Cookie headers added to the response's start."""
 
-        async def send_with_cookies(message: Message) -> None:
+        # A plain function, not a coroutine: a message goes straight to `send` unless writing the
+        # session needs the store's I/O.
+        def send_with_cookies(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 cookies = passage.finish_without_io()
                 if cookies is None:
-                    cookies = await self.driver.run(passage.finish())
+                    return self._send_start_after_io(passage, message, send)
                 if cookies:
-                    # A new message: the app's may be one it sends on every response.
-                    message = {**message, "headers": [*message.get("headers", ()),
-                                                      *((b"set-cookie", c.encode("latin-1")) for c in cookies)]}
-            await send(message)
+                    message = _with_cookies(message, cookies)
+            return send(message)
 
         return send_with_cookies
+
+    async def _send_start_after_io(self, passage: Passage, message: Message, send: Send) -> None:
+        cookies = await self.driver.run(passage.finish())
+        await send(_with_cookies(message, cookies) if cookies else message)
+
+
+def _with_cookies(message: Message, cookies: Sequence[str]) -> Message:
+    # A new message: the app's may be one it sends on every response.
+    return {**message, "headers": [*message.get("headers", ()),
+                                   *((b"set-cookie", cookie.encode("latin-1")) for cookie in cookies)]}
 
 
 class _ScopeHeaders(Mapping[str, str]):
@@ -95,18 +105,22 @@ class _ScopeHeaders(Mapping[str, str]):
     (`get` scans the raw pairs, as Starlette's `Headers` does); a repeated header's values are
     joined (cookies with "; ")."""
 
-    __slots__ = ("_all", "_raw")
+    __slots__ = ("_all", "_raw", "_read")
 
     def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
         self._raw = raw
+        self._read: dict[str, str | None] = {}  # the headers read so far
         self._all: dict[str, str] | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
-        key = name.encode("latin-1")  # ASGI header names are lower-case already
-        values = [value for raw_name, value in self._raw if raw_name == key]
-        if not values:
-            return default
-        return (b"; " if name == "cookie" else b", ").join(values).decode("latin-1")
+        if name in self._read:
+            value = self._read[name]
+        else:
+            key = name.encode("latin-1")  # ASGI header names are lower-case already
+            values = [value for raw_name, value in self._raw if raw_name == key]
+            value = self._read[name] = (
+                (b"; " if name == "cookie" else b", ").join(values).decode("latin-1") if values else None)
+        return default if value is None else value
 
     def __getitem__(self, name: str) -> str:
         value: str | None = self.get(name)

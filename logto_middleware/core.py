@@ -18,9 +18,9 @@ from urllib.parse import unquote
 
 from cachetools import TTLCache
 
-from .access import REFRESH_DEFERRED, SessionState, SessionTokens
+from .access import REFRESH_DEFERRED, SessionState
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
-from .config import LogtoConfig, ProfileMapper
+from .config import LogtoConfig
 from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
 from .coordination import RefreshCoordinator, lock_from_setting
 from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
@@ -59,8 +59,8 @@ class Passage:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            self.user = LogtoUser(data.claims, core.config.profile)
-            self.session = core.session_factory(data, state, self.user)
+            self.user = data.user(core.config.profile)
+            self.session = core.session_factory(data, tokens=state, user=self.user)
 
     @property
     def may_write(self) -> bool:
@@ -94,11 +94,6 @@ class Passage:
         return self._cookies or ()
 
 
-def _plain_session(profile: ProfileMapper | None, data: SessionData, tokens: SessionTokens,
-                   user: LogtoUser) -> Session:
-    return Session(data, profile, tokens, user)
-
-
 class FailureLog:
     """Logs an unexpected exception once per minute per kind: its type and message. A bug that
     every request of a storm meets (they share one failed refresh), or that a hostile client
@@ -126,10 +121,12 @@ class LogtoCore:
 
     def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time,
-                 session_factory: Callable[[SessionData, SessionTokens, LogtoUser], Session] | None = None) -> None:
+                 session_factory: Callable[..., Session] | None = None) -> None:
         self.config = config
         self.clock = clock
-        self.session_factory = session_factory or partial(_plain_session, config.profile)
+        # Makes the request's `Session` (`AsyncSession`, `SyncSession`) from the session data
+        # and the keywords `tokens` and `user`.
+        self.session_factory = session_factory or partial(Session, profile=config.profile)
         if store is None:
             store = store_from_setting(config.session_store)
         self.sessions: CookieStore | ServerSessions | AuthJsCookieStore
@@ -151,6 +148,7 @@ class LogtoCore:
         self.routes = Routes(self)
         self.failures = FailureLog(log)
         self._base = config.base_path
+        self._session_cookie_names = {secure: self.cookie_name(self.session_cookie, secure) for secure in (False, True)}
 
     # -- entry point -------------------------------------------------------------------------
 
@@ -222,15 +220,14 @@ class LogtoCore:
     def read_session(self, request: Request, *, refresh: bool, writable: bool = True) -> Flow[SessionState]:
         """The request's session, its tokens refreshed (`refresh`) and its expiry rolled when due."""
         secure = self.is_secure(request)
-        name = self.cookie_name(self.session_cookie, secure)
+        name = self._session_cookie_names[secure]
         header = request.headers.get("cookie", "")
         if name + "." in header:  # chunks: join them (or clear the leftovers)
             value, present = read_chunked(request.cookies, name)
         else:  # one cookie: found without parsing the others
             value = find_cookie(header, name)
             present = [name] if value is not None else []
-        state = SessionState(self, cookie_name=name, secure=secure, cookie_value=value, present=tuple(present),
-                             writable=writable)
+        state = SessionState(self, name, secure, value, tuple(present), None, writable)
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state
@@ -242,7 +239,10 @@ class LogtoCore:
                 value, state.cookie_value, state.writable = unquote(token.strip()), None, False
         if not value:
             return state
-        data = yield from self.sessions.load(value, name)
+        # The common case: a cookie decoded before (the codec's decoded-cookie cache).
+        data = self.sessions.cached(value, name)
+        if data is None:
+            data = yield from self.sessions.load(value, name)
         now = self.clock()
         if data is None or data.expires_at <= now:
             log.info("session cookie rejected (unknown, invalid or expired); clearing it")

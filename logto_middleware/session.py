@@ -168,6 +168,16 @@ class SessionData:
         except TypeError:
             return None
 
+    def user(self, profile: ProfileMapper | None = None) -> LogtoUser:
+        """The user of this session, mapped from its claims once: the session is immutable, and
+        a decoded cookie's session serves every request that carries the cookie."""
+        # Kept in the instance's __dict__ as `functools.cached_property` does (a frozen
+        # dataclass refuses attributes set the usual way); not a field: not compared or stored.
+        mapped: tuple[ProfileMapper | None, LogtoUser] | None = self.__dict__.get("_user")
+        if mapped is None or mapped[0] is not profile:
+            mapped = self.__dict__["_user"] = (profile, LogtoUser(self.claims, profile))
+        return mapped[1]
+
     def with_changes(self, **changes: Any) -> SessionData:
         return replace(self, **changes)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any
@@ -36,9 +37,8 @@ class LogtoWSGIMiddleware:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
         self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout))
-        profile, run = self.config.profile, self.driver.run
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=lambda data, tokens, user: SyncSession(data, profile, tokens, run, user))
+                              session_factory=partial(SyncSession, profile=self.config.profile, run=self.driver.run))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ, _path(environ))

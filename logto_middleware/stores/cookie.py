@@ -36,9 +36,12 @@ class CookieStore:
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
         """The session of a cookie value seen (and authenticated) before, without decrypting."""
-        with self._lock:
-            hit = self._decoded.get(cookie_value[-_TAG_CHARS:])
-        return hit[1] if hit is not None and hit[0] == cookie_value else None
+        try:
+            with self._lock:
+                hit = self._decoded[cookie_value[-_TAG_CHARS:]]
+        except KeyError:
+            return None
+        return hit[1] if hit[0] == cookie_value else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         cached = self.cached(cookie_value)

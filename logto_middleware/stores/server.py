@@ -35,6 +35,10 @@ class ServerSessions:
         plaintext = self._ids.decrypt(cookie_value, _ID_AAD) if cookie_value else None
         return plaintext.decode("ascii", "replace") if plaintext else None
 
+    def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
+        """Never: a stored session is read on every request (a sign-out elsewhere ends it at once)."""
+        return None
+
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         sid = self.session_id(cookie_value)
         if sid is None:
