@@ -100,7 +100,7 @@ def token_set(fake: FakeLogto) -> TokenSet:
     """An ES384 ID token over Logto's claims, and two opaque 43-character tokens."""
     now = int(time.time())
     access_token, refresh_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    from logto_middleware.tokens import at_hash
+    from logto_middleware._protocol.tokens import at_hash
 
     claims = {"iss": ISSUER, "sub": PROFILE["sub"], "aud": CLIENT_ID, "exp": now + 3600, "iat": now,
               "at_hash": at_hash(access_token, "ES384"), **{k: v for k, v in PROFILE.items() if k != "sub"},

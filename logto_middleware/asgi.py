@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 from starlette.authentication import AuthCredentials
 
+from ._core.handler import LogtoCore, Passage
+from ._core.messages import Request, Response
 from .config import LogtoConfig
-from .core import LogtoCore, Passage
 from .flow import AsyncDriver
-from .messages import Request, Response
 from .session import AsyncSession
 from .stores import CookieStore, SessionStore
 

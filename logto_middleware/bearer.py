@@ -23,11 +23,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from ._protocol.provider import ProviderCache
+from ._protocol.tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidationError
 from .flow import AsyncDriver, Flow, SyncDriver
-from .provider import ProviderCache
 from .session import AnonymousUser
-from .tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 
 __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerError", "BearerValidator",
            "BearerWSGIMiddleware", "requires_bearer"]

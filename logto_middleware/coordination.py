@@ -33,7 +33,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .crypto import Cipher, Signer
+from ._sessions.cipher import Cipher, Signer
 from .errors import OAuthError, ProviderUnavailable, StoreUnavailable
 from .flow import Flow, Sleep, returns
 from .session import SessionData

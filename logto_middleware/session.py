@@ -14,7 +14,7 @@ from .config import ProfileMapper
 from .flow import Flow
 
 if TYPE_CHECKING:
-    from .access import SessionTokens
+    from ._sessions.state import SessionTokens
 
 __all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
 

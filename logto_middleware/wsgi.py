@@ -11,10 +11,10 @@ from typing import Any
 
 import httpx
 
+from ._core.handler import LogtoCore, Passage
+from ._core.messages import Request, Response
 from .config import LogtoConfig
-from .core import LogtoCore, Passage
 from .flow import SyncDriver
-from .messages import Request, Response
 from .session import SyncSession
 from .stores import CookieStore, SessionStore
 

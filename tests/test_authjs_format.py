@@ -8,7 +8,7 @@ from typing import Any
 
 from conftest import Clock, Harness
 
-from logto_middleware.authjs import AuthJsCookieStore
+from logto_middleware._sessions.authjs import AuthJsCookieStore
 from logto_middleware.testing import FakeLogto
 
 

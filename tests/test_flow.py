@@ -175,7 +175,7 @@ def _parse_qsl_first_values(text: str) -> dict[str, str]:
                                   "code=abc&state=xyz&iss=https%3A%2F%2Fk8x2qp.logto.app%2Foidc",
                                   "v=" + "%41+" * 300 + "&" + "%42" * 200 + "=w"])
 def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
-    from logto_middleware.messages import Request
+    from logto_middleware._core.messages import Request
 
     assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
 
@@ -183,7 +183,7 @@ def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="ab=&%+2F0C3é; ", max_size=40))
 def test_query_parsing_matches_parse_qsl_on_any_text(text: str) -> None:
-    from logto_middleware.messages import Request
+    from logto_middleware._core.messages import Request
 
     assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
 
@@ -193,7 +193,7 @@ def test_query_parsing_matches_parse_qsl_on_any_text(text: str) -> None:
 def test_form_body_is_urlencode(value: str) -> None:
     from urllib.parse import urlencode
 
-    from logto_middleware.oauth import form_body
+    from logto_middleware._protocol.oauth import form_body
 
     form = {"grant_type": "authorization_code", "code": value, "redirect uri": value}
     assert form_body(form) == urlencode(form).encode()
@@ -202,7 +202,7 @@ def test_form_body_is_urlencode(value: str) -> None:
 
 def test_token_requests_do_not_share_their_headers() -> None:
     """The grant headers are built once per client; each request gets its own copy."""
-    from logto_middleware.oauth import token_grant
+    from logto_middleware._protocol.oauth import token_grant
 
     first = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "x"}))
     second = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "y"}))

@@ -14,7 +14,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from logto_middleware import AccessTokenError, MemoryStore
-from logto_middleware.access import REFRESH_DEFERRED
+from logto_middleware._sessions.state import REFRESH_DEFERRED
 from logto_middleware.testing import FakeLogto
 
 

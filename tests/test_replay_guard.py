@@ -9,8 +9,8 @@ import threading
 from conftest import SECRET, Clock
 
 from logto_middleware import LogtoConfig
-from logto_middleware.core import LogtoCore
-from logto_middleware.routes import TRANSACTION_MAX_AGE, Routes
+from logto_middleware._core.handler import LogtoCore
+from logto_middleware._core.routes import TRANSACTION_MAX_AGE, Routes
 
 
 def routes(clock: Clock) -> Routes:

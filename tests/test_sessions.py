@@ -9,7 +9,7 @@ from conftest import ORIGIN, SECRET, Clock, Harness, asgi_echo_app
 from starlette.testclient import TestClient
 
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig
-from logto_middleware.cookies import CHUNK_SIZE, parse_cookie_header, read_chunked, write_chunked
+from logto_middleware._sessions.cookies import CHUNK_SIZE, parse_cookie_header, read_chunked, write_chunked
 from logto_middleware.testing import FakeLogto, make_session_cookie
 
 

@@ -10,11 +10,11 @@
 
 from __future__ import annotations
 
+from .._sessions.cookie import CookieStore
+from .._sessions.server import ServerSessions
 from .base import SessionStore
-from .cookie import CookieStore
 from .memory import MemoryStore
 from .redis import RedisStore
-from .server import ServerSessions
 
 __all__ = ["CookieStore", "MemoryStore", "RedisStore", "ServerSessions", "SessionStore", "store_from_setting"]
 

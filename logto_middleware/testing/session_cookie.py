@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._core.handler import SESSION_COOKIE
+from .._sessions.cookies import write_chunked
 from ..config import LogtoConfig
-from ..cookies import write_chunked
-from ..core import SESSION_COOKIE
 from ..flow import run_without_io
 from ..session import SessionData, id_token_session_claims
 from ..stores import CookieStore

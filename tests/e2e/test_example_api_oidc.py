@@ -26,7 +26,7 @@ from interop.provider import OidcProviderProcess
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from logto_middleware.tokens import decode_unverified
+from logto_middleware._protocol.tokens import decode_unverified
 
 from .harness import CLIENT_ID, CLIENT_SECRET, KINDS, Stack
 

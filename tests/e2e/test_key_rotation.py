@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from logto_middleware import CookieStore
+from logto_middleware._protocol.tokens import decode_unverified
 from logto_middleware.flow import run_without_io
-from logto_middleware.tokens import decode_unverified
 
 from .harness import AUTH_SECRET, KINDS, Stack, refresh_stats
 from .test_example_api_oidc import api_demo

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from conftest import Clock, Harness
 
-from logto_middleware.crypto import Cipher
+from logto_middleware._sessions.cipher import Cipher
 from logto_middleware.session import SessionData
 
 from .security_support import (

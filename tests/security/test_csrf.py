@@ -9,7 +9,7 @@ import httpx
 import pytest
 from conftest import ORIGIN, Harness
 
-from logto_middleware.crypto import derive_key
+from logto_middleware._sessions.cipher import derive_key
 
 from .security_support import (
     CSRF,

@@ -19,11 +19,11 @@ from joserfc.jwk import ECKey
 from joserfc.registry import HeaderParameter
 
 from logto_middleware import BearerValidator
+from logto_middleware._protocol.provider import ProviderCache
+from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT, verify_id_token
 from logto_middleware.flow import AsyncDriver
-from logto_middleware.provider import ProviderCache
 from logto_middleware.stores import MemoryStore
 from logto_middleware.testing import FakeLogto
-from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT, verify_id_token
 
 from .security_support import (
     SecretWatch,

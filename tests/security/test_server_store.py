@@ -16,10 +16,10 @@ import pytest
 from conftest import Clock, Harness
 from joserfc.jwk import ECKey, RSAKey
 
-from logto_middleware.crypto import Cipher
+from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT
+from logto_middleware._sessions.cipher import Cipher
 from logto_middleware.stores import MemoryStore
 from logto_middleware.testing import FakeLogto
-from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT
 
 from .security_support import (
     SESSION,

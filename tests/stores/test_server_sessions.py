@@ -13,9 +13,9 @@ import pytest
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT
 from logto_middleware.stores import MemoryStore, RedisStore, SessionStore
 from logto_middleware.testing import FakeLogto
-from logto_middleware.tokens import BACKCHANNEL_LOGOUT_EVENT
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -27,8 +27,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from starlette.testclient import TestClient
 
 from logto_middleware import LogtoConfig
-from logto_middleware.authjs import AuthJsCookieStore, AuthJsCsrfSigner, session_from_token, token_from_session
-from logto_middleware.cookies import CHUNK_SIZE, parse_cookie_header, read_chunked, write_chunked
+from logto_middleware._sessions.authjs import (
+    AuthJsCookieStore,
+    AuthJsCsrfSigner,
+    session_from_token,
+    token_from_session,
+)
+from logto_middleware._sessions.cookies import CHUNK_SIZE, parse_cookie_header, read_chunked, write_chunked
 from logto_middleware.testing import FakeLogto
 
 from .nodejs import JwtTool, NodeUnavailable, node_ready

@@ -12,8 +12,8 @@ from urllib.parse import quote_plus
 
 import httpx
 
-from .errors import OAuthError, ProviderError, ProviderUnavailable
-from .flow import Flow
+from ..errors import OAuthError, ProviderError, ProviderUnavailable
+from ..flow import Flow
 from .provider import read_json
 
 __all__ = ["TokenResponse", "basic_auth", "revoke", "token_grant"]

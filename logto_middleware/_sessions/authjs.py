@@ -27,9 +27,9 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
-from .crypto import b64encode
-from .flow import Flow, returns
-from .session import SessionData
+from ..flow import Flow, returns
+from ..session import SessionData
+from .cipher import b64encode
 
 __all__ = ["AUTHJS_CSRF_COOKIE", "AUTHJS_SESSION_COOKIE", "AuthJsCookieStore", "AuthJsCsrfSigner"]
 

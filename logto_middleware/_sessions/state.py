@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from .errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
-from .flow import Flow
-from .provider import read_json
-from .refresh import Target
-from .session import SessionData
-from .tokens import decode_unverified
+from .._protocol.provider import read_json
+from .._protocol.refresh import Target
+from .._protocol.tokens import decode_unverified
+from ..errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
+from ..flow import Flow
+from ..session import SessionData
 
 if TYPE_CHECKING:
-    from .core import LogtoCore
+    from .._core.handler import LogtoCore
 
 __all__ = ["REFRESH_DEFERRED", "SessionState", "SessionTokens"]
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from cachetools import LRUCache
 
-from ..crypto import Cipher
 from ..flow import Flow, returns
 from ..session import SessionData
+from .cipher import Cipher
 
 __all__ = ["CookieStore"]
 

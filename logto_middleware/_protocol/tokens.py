@@ -11,9 +11,9 @@ from typing import Any, TypeGuard
 from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
 
-from .crypto import b64decode, b64encode
-from .errors import TokenValidationError
-from .flow import Flow
+from .._sessions.cipher import b64decode, b64encode
+from ..errors import TokenValidationError
+from ..flow import Flow
 from .provider import ProviderCache
 
 __all__ = ["at_hash", "decode_unverified", "verify_id_token", "verify_logout_token"]

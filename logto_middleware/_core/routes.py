@@ -15,21 +15,21 @@ from urllib.parse import unquote, urlencode
 
 from cachetools import TTLCache
 
-from .authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
-from .cookies import delete_cookie, set_cookie
-from .crypto import Cipher, Signer, b64encode
-from .errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
-from .flow import Flow
+from .._protocol.oauth import revoke, token_grant
+from .._protocol.tokens import verify_id_token, verify_logout_token
+from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
+from .._sessions.cipher import Cipher, Signer, b64encode
+from .._sessions.cookies import delete_cookie, set_cookie
+from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
+from ..flow import Flow
+from ..session import Session, session_claims
+from ..stores import ServerSessions
 from .messages import Request, Response
-from .oauth import revoke, token_grant
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import safe_redirect
-from .session import Session, session_claims
-from .stores import ServerSessions
-from .tokens import verify_id_token, verify_logout_token
 
 if TYPE_CHECKING:
-    from .core import LogtoCore
+    from .handler import LogtoCore
 
 __all__ = ["Routes"]
 

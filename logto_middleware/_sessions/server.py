@@ -6,11 +6,11 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 
-from ..crypto import Cipher
 from ..errors import ProviderUnavailable
 from ..flow import Flow, Sleep
 from ..session import SessionData
-from .base import SessionStore
+from ..stores.base import SessionStore
+from .cipher import Cipher
 
 __all__ = ["ServerSessions"]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from .errors import ProviderError, ProviderUnavailable
-from .flow import Flow, Shared
+from ..errors import ProviderError, ProviderUnavailable
+from ..flow import Flow, Shared
 from .jwks import ProviderKeys
 
 __all__ = ["ProviderCache", "ProviderMetadata", "read_json"]

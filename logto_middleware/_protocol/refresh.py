@@ -15,13 +15,13 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from .config import LogtoConfig
-from .coordination import RefreshCoordinator
-from .errors import LogtoError, OAuthError, StoreUnavailable, TokenValidationError
-from .flow import Flow, Shared
+from ..config import LogtoConfig
+from ..coordination import RefreshCoordinator
+from ..errors import LogtoError, OAuthError, StoreUnavailable, TokenValidationError
+from ..flow import Flow, Shared
+from ..session import SessionData, session_claims
 from .oauth import token_grant
 from .provider import ProviderCache
-from .session import SessionData, session_claims
 from .tokens import verify_id_token
 
 __all__ = ["Guard", "Refresher", "Target", "refresh_key"]

@@ -18,21 +18,21 @@ from urllib.parse import unquote
 
 from cachetools import TTLCache
 
-from .access import REFRESH_DEFERRED, SessionState
-from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
-from .config import LogtoConfig
-from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
-from .coordination import RefreshCoordinator, lock_from_setting
-from .errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
-from .flow import Flow, run_without_io
+from .._protocol.provider import ProviderCache
+from .._protocol.refresh import Refresher, Target
+from .._sessions.authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
+from .._sessions.cookies import delete_cookie, find_cookie, read_chunked, write_chunked
+from .._sessions.state import REFRESH_DEFERRED, SessionState
+from ..config import LogtoConfig
+from ..coordination import RefreshCoordinator, lock_from_setting
+from ..errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
+from ..flow import Flow, run_without_io
+from ..session import AnonymousUser, LogtoUser, Session, SessionData
+from ..stores import CookieStore, ServerSessions, SessionStore, store_from_setting
 from .messages import Request, Response
 from .pages import unavailable_page
-from .provider import ProviderCache
 from .redirects import request_origin
-from .refresh import Refresher, Target
 from .routes import Routes
-from .session import AnonymousUser, LogtoUser, Session, SessionData
-from .stores import CookieStore, ServerSessions, SessionStore, store_from_setting
 
 __all__ = ["SESSION_COOKIE", "LogtoCore", "Passage", "Request", "Response", "SessionState"]
 

@@ -8,7 +8,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet, import_key
 
-from .errors import ProviderError
+from ..errors import ProviderError
 
 __all__ = ["ProviderKeys"]
 
