@@ -11,7 +11,7 @@ import httpx
 from starlette.authentication import AuthCredentials
 
 from ._core.handler import LogtoCore, Passage
-from ._core.messages import Request, Response
+from ._messages import Request, Response
 from .config import LogtoConfig
 from .flow import AsyncDriver
 from .session import AsyncSession

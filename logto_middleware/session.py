@@ -6,21 +6,33 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.authentication import BaseUser
 
 from .config import ProfileMapper
 from .flow import Flow
 
-if TYPE_CHECKING:
-    from ._sessions.state import SessionTokens
-
 __all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 # `json.dumps(..., separators=...)` builds an encoder on every call; this one is built once.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+class SessionTokens(Protocol):
+    """What a `Session` gets its tokens through: its request's session state (the middleware's),
+    whose token flows its middleware's driver runs."""
+
+    @property
+    def data(self) -> SessionData | None: ...
+
+    def access_token(self, resource: str | None = None, organization_id: str | None = None) -> Flow[str]: ...
+
+    def token_claims(self, resource: str | None = None,
+                     organization_id: str | None = None) -> Flow[dict[str, Any]]: ...
+
+    def user_info(self) -> Flow[dict[str, Any]]: ...
 
 
 class LogtoUser(BaseUser):

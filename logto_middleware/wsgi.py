@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ._core.handler import LogtoCore, Passage
-from ._core.messages import Request, Response
+from ._messages import Request, Response
 from .config import LogtoConfig
 from .flow import SyncDriver
 from .session import SyncSession

@@ -175,7 +175,7 @@ def _parse_qsl_first_values(text: str) -> dict[str, str]:
                                   "code=abc&state=xyz&iss=https%3A%2F%2Fk8x2qp.logto.app%2Foidc",
                                   "v=" + "%41+" * 300 + "&" + "%42" * 200 + "=w"])
 def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
-    from logto_middleware._core.messages import Request
+    from logto_middleware._messages import Request
 
     assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
 
@@ -183,7 +183,7 @@ def test_query_parsing_matches_parse_qsl_first_values(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet="ab=&%+2F0C3é; ", max_size=40))
 def test_query_parsing_matches_parse_qsl_on_any_text(text: str) -> None:
-    from logto_middleware._core.messages import Request
+    from logto_middleware._messages import Request
 
     assert Request("GET", "/", text, {}, "https").query == _parse_qsl_first_values(text)
 

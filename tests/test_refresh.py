@@ -165,13 +165,13 @@ def test_a_shared_failure_keeps_no_growing_traceback(fake: FakeLogto, clock: Clo
     clock.advance(fake.access_token_ttl)
     middleware = LogtoWSGIMiddleware(wsgi_echo_app, config, http_client=_slow_grants(fake), clock=clock)
     seen: list[Exception] = []
-    failed = middleware.core._refresh_failed
+    failed = middleware.core.manager._refresh_failed
 
     def record(state: Any, data: Any, exc: Exception) -> Any:
         seen.append(exc)
         return failed(state, data, exc)
 
-    monkeypatch.setattr(middleware.core, "_refresh_failed", record)
+    monkeypatch.setattr(middleware.core.manager, "_refresh_failed", record)
     fake.fail_next("token", status=503)
     _thread_storm(middleware, cookie, 20)
     assert len(seen) == 20 and len({id(exc) for exc in seen}) == 1

@@ -14,33 +14,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from urllib.parse import unquote
 
 from cachetools import TTLCache
 
-from .._protocol.provider import ProviderCache
-from .._protocol.refresh import Refresher, Target
-from .._sessions.authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
-from .._sessions.cookies import delete_cookie, find_cookie, read_chunked, write_chunked
-from .._sessions.state import REFRESH_DEFERRED, SessionState
+from .._messages import Request, Response
+from .._sessions.cookie import CookieStore
+from .._sessions.manager import SESSION_COOKIE, SessionManager
+from .._sessions.state import SessionState
 from ..config import LogtoConfig
-from ..coordination import RefreshCoordinator, lock_from_setting
-from ..errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
-from ..flow import Flow, run_without_io
-from ..session import AnonymousUser, LogtoUser, Session, SessionData
-from ..stores import CookieStore, ServerSessions, SessionStore, store_from_setting
-from .messages import Request, Response
+from ..errors import StoreUnavailable
+from ..flow import Flow
+from ..session import AnonymousUser, LogtoUser, Session
+from ..stores import SessionStore
 from .pages import unavailable_page
-from .redirects import request_origin
 from .routes import Routes
 
 __all__ = ["SESSION_COOKIE", "LogtoCore", "Passage", "Request", "Response", "SessionState"]
 
 log = logging.getLogger("logto_middleware")
 
-SESSION_COOKIE = "logto.session-token"
-# What a refresh may raise: the first two end the session, the others keep it for a retry.
-_REFRESH_ERRORS = (OAuthError, TokenValidationError, ProviderUnavailable, ProviderError)
 ANONYMOUS = AnonymousUser()
 
 
@@ -75,7 +67,7 @@ class Passage:
         # Made once (start_response may be called again with exc_info), again if the app changed
         # the session after they were made.
         if state is not None and (state.dirty or state.cleared):
-            self._cookies = yield from self._core.write_session(state)
+            self._cookies = yield from self._core.manager.write_session(state)
         if state is not None:
             state.writable = False
         return self._cookies or ()
@@ -85,7 +77,7 @@ class Passage:
         driver must run `finish()`."""
         state = self._state
         if state is not None and (state.dirty or state.cleared):
-            cookies = self._core.cookies_without_io(state)
+            cookies = self._core.manager.cookies_without_io(state)
             if cookies is None:
                 return None
             self._cookies = cookies
@@ -127,30 +119,13 @@ class LogtoCore:
         # Makes the request's `Session` (`AsyncSession`, `SyncSession`) from the session data
         # and the keywords `tokens` and `user`.
         self.session_factory = session_factory or partial(Session, profile=config.profile)
-        if store is None:
-            store = store_from_setting(config.session_store)
-        self.sessions: CookieStore | ServerSessions | AuthJsCookieStore
-        self.session_cookie = SESSION_COOKIE
-        if config.session_format == "authjs":
-            self.sessions = AuthJsCookieStore(config.secrets, max_age=config.session_max_age, clock=clock)
-            self.session_cookie = AUTHJS_SESSION_COOKIE
-        elif store is None or isinstance(store, CookieStore):
-            self.sessions = store if store is not None else CookieStore(config.secrets)
-        else:
-            self.sessions = ServerSessions(store, config.secrets, clock=clock)
-        self.provider = ProviderCache(config.issuer, clock=clock)
-        coordinator = None
-        if not self.sessions.server_side:  # a store's own lock coordinates those
-            lock = lock_from_setting(config.refresh_lock)
-            if lock is not None:
-                coordinator = RefreshCoordinator(lock, config.secrets)
-        self.refresher = Refresher(config, self.provider, clock=clock, coordinator=coordinator)
-        self.routes = Routes(self)
+        self.manager = SessionManager(config, store=store, clock=clock)
+        # The parts of the manager that others look at (the tests, the bearer validator's peers).
+        self.sessions, self.provider = self.manager.sessions, self.manager.provider
+        self.refresher = self.manager.refresher
+        self.routes = Routes(config, self.manager)
         self.failures = FailureLog(log)
         self._base = config.base_path
-        self._session_cookie_names = {secure: self.cookie_name(self.session_cookie, secure) for secure in (False, True)}
-
-    # -- entry point -------------------------------------------------------------------------
 
     def is_route(self, path: str) -> bool:
         base = self._base
@@ -164,11 +139,11 @@ class LogtoCore:
             except StoreUnavailable as exc:
                 log.error("session store unavailable: %s", exc)
                 return self.store_unavailable(request)
-        if not self.may_have_session(request):
+        if not self.manager.may_have_session(request):
             return Passage(self, None)  # the common anonymous request: nothing to read or write
         try:
             # A websocket's handshake response carries no cookie: nothing it changes is written.
-            state = yield from self.read_session(request, refresh=True, writable=not websocket)
+            state = yield from self.manager.read_session(request, refresh=True, writable=not websocket)
         except StoreUnavailable as exc:
             # Nothing is logged out or lost: the browser keeps its cookie and retries.
             log.error("session store unavailable: %s", exc)
@@ -186,157 +161,3 @@ class LogtoCore:
             response = Response.html(unavailable_page(), 503)
         response.headers.append(("retry-after", "5"))
         return response
-
-    # -- sessions ----------------------------------------------------------------------------
-
-    def origin(self, request: Request) -> str:
-        return request_origin(request.scheme, request.headers, base_url=self.config.base_url,
-                              trust_host=self.config.trust_host, server=request.server)
-
-    def is_secure(self, request: Request) -> bool:
-        """Whether the app is served over https (which sets the cookies' prefix and `Secure`);
-        the same answer as `origin()`, without parsing the host."""
-        if self.config.base_url:
-            return self.config.base_url.startswith("https:")
-        if self.config.trust_host:
-            proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-            if proto in ("http", "https"):
-                return proto == "https"
-        return request.scheme in ("https", "wss")
-
-    def may_have_session(self, request: Request) -> bool:
-        """False when a request certainly carries no session, so it can pass straight through:
-        every session cookie name (chunks and prefixes included) contains the base name."""
-        if self.session_cookie in request.headers.get("cookie", ""):
-            return True
-        return (isinstance(self.sessions, AuthJsCookieStore)
-                and request.headers.get("authorization", "").startswith("Bearer "))
-
-    def cookie_name(self, base: str, secure: bool, host_only: bool = False) -> str:
-        if not secure:
-            return base
-        return ("__Host-" if host_only else "__Secure-") + base
-
-    def read_session(self, request: Request, *, refresh: bool, writable: bool = True) -> Flow[SessionState]:
-        """The request's session, its tokens refreshed (`refresh`) and its expiry rolled when due."""
-        secure = self.is_secure(request)
-        name = self._session_cookie_names[secure]
-        header = request.headers.get("cookie", "")
-        if name + "." in header:  # chunks: join them (or clear the leftovers)
-            value, present = read_chunked(request.cookies, name)
-        else:  # one cookie: found without parsing the others
-            value = find_cookie(header, name)
-            present = [name] if value is not None else []
-        state = SessionState(self, name, secure, value, tuple(present), None, writable)
-        if value is None and present:
-            state.cleared = True  # chunks without a first one: leftovers or forged
-            return state
-        if value is None and isinstance(self.sessions, AuthJsCookieStore):
-            # Like Auth.js's getToken(): the same JWE may come as a bearer token (cross-origin API
-            # calls). There is no cookie to write back then.
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme == "Bearer" and token:
-                value, state.cookie_value, state.writable = unquote(token.strip()), None, False
-        if not value:
-            return state
-        # The common case: a cookie decoded before (the codec's decoded-cookie cache).
-        data = self.sessions.cached(value, name)
-        if data is None:
-            data = yield from self.sessions.load(value, name)
-        now = self.clock()
-        if data is None or data.expires_at <= now:
-            log.info("session cookie rejected (unknown, invalid or expired); clearing it")
-            state.cleared = True
-            return state
-        if refresh and self.refresher.needs_refresh(data, now):
-            if state.may_refresh:
-                try:
-                    refreshed = yield from self.refresh_tokens(state, data)
-                except _REFRESH_ERRORS as exc:
-                    refreshed = self._refresh_failed(state, data, exc)
-                if refreshed is None:
-                    state.data = None
-                    return state
-                data = refreshed
-            else:
-                data = data.with_changes(error=REFRESH_DEFERRED)
-        self._roll(state, data, now)
-        return state
-
-    def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
-        """The session after a failed refresh (logged by the refresher, once per grant): None
-        (and cleared) when it cannot go on."""
-        if isinstance(exc, (OAuthError, TokenValidationError)):
-            # invalid_grant (revoked, reused or expired refresh token) or a forged ID token:
-            # this session cannot be trusted or continued.
-            state.cleared = True
-            return None
-        # Not stored: the next request simply tries again.
-        return data.with_changes(error="RefreshAccessTokenError")
-
-    def _roll(self, state: SessionState, data: SessionData, now: float) -> SessionData:
-        """Put `data` in `state` (and return it), its expiry moved forward when the update age has passed."""
-        if now >= data.updated_at + self.config.session_update_age:
-            data = data.with_changes(updated_at=int(now), expires_at=int(now) + self.config.session_max_age)
-            state.dirty = state.rolled = True
-        state.data = data
-        return data
-
-    def refresh_tokens(self, state: SessionState, data: SessionData,
-                       target: Target | None = None) -> Flow[SessionData | None]:
-        """Refresh the session's tokens (or get one for `target`) and record the result in
-        `state`; None (and the session cleared) when it vanished from a server-side store."""
-        if isinstance(self.sessions, ServerSessions) and state.cookie_value is not None:
-            # Stored inside the cross-process lock already.
-            refreshed = yield from self.refresher.refresh(
-                data, around=partial(self.sessions.refresh_once, state.cookie_value), target=target)
-        else:
-            refreshed = yield from self.refresher.refresh(data, target=target)
-            state.dirty = True
-        if refreshed is None:
-            state.cleared = True
-        state.data = refreshed
-        return refreshed
-
-    def write_session(self, state: SessionState) -> Flow[Sequence[str]]:
-        cookies = self.cookies_without_io(state)
-        data = state.data
-        if cookies is not None or data is None:
-            return cookies or []
-        try:
-            value = yield from self.sessions.save(data, state.cookie_value, state.cookie_name)
-        except StoreUnavailable as exc:
-            # The response is already under way: keep the stored session as it was.
-            log.error("session store unavailable, session not updated: %s", exc)
-            return []
-        return self._set_cookies_for(state, data, value)
-
-    def cookies_without_io(self, state: SessionState) -> Sequence[str] | None:
-        """The Set-Cookie headers of `state` when writing it needs no store I/O; else None."""
-        if not state.writable:
-            return []
-        if state.cleared:
-            return self.clear_session(state)
-        data = state.data
-        if not state.dirty or data is None:
-            return []
-        if self.sessions.server_side:
-            return None
-        # A cookie codec seals without I/O.
-        return self._set_cookies_for(state, data, run_without_io(self.sessions.save(data, None, state.cookie_name)))
-
-    def _set_cookies_for(self, state: SessionState, data: SessionData, value: str) -> Sequence[str]:
-        state.dirty = False
-        if value == state.cookie_value and not state.rolled:
-            return ()  # a server-side session whose id did not change
-        max_age = max(0, data.expires_at - int(self.clock()))
-        return write_chunked(state.cookie_name, value, max_age=max_age, secure=state.secure, present=state.present)
-
-    def clear_session(self, state: SessionState) -> list[str]:
-        names = state.present or [state.cookie_name]
-        return [delete_cookie(name, secure=state.secure) for name in names]
-
-    def new_session(self, claims: dict[str, object], **tokens: object) -> SessionData:
-        now = int(self.clock())
-        return SessionData(claims=dict(claims), expires_at=now + self.config.session_max_age,
-                           updated_at=now, **tokens)  # type: ignore[arg-type]

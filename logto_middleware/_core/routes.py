@@ -10,26 +10,25 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlencode
 
 from cachetools import TTLCache
 
+from .._messages import Request, Response
 from .._protocol.oauth import revoke, token_grant
 from .._protocol.tokens import verify_id_token, verify_logout_token
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .._sessions.cipher import Cipher, Signer, b64encode
 from .._sessions.cookies import delete_cookie, set_cookie
+from .._sessions.manager import SessionManager
+from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
 from ..flow import Flow
 from ..session import Session, session_claims
 from ..stores import ServerSessions
-from .messages import Request, Response
 from .pages import ERRORS, error_page, error_status, signout_page
-from .redirects import safe_redirect
-
-if TYPE_CHECKING:
-    from .handler import LogtoCore
+from .redirects import request_origin, safe_redirect
 
 __all__ = ["Routes"]
 
@@ -45,20 +44,20 @@ PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "pr
 class Routes:
     """Handlers of the routes under `base_path`; each is a flow returning a `Response`."""
 
-    def __init__(self, core: LogtoCore) -> None:
-        self.core = core
-        self.config = core.config
-        self._transactions = Cipher(core.config.secrets, "transaction cookie")
-        if core.config.session_format == "authjs":
+    def __init__(self, config: LogtoConfig, manager: SessionManager) -> None:
+        self.manager = manager
+        self.config = config
+        self._transactions = Cipher(config.secrets, "transaction cookie")
+        if config.session_format == "authjs":
             # Auth.js's own CSRF cookie, so these routes can stand in for an Auth.js app's.
-            self._csrf: Signer | AuthJsCsrfSigner = AuthJsCsrfSigner(core.config.secrets)
+            self._csrf: Signer | AuthJsCsrfSigner = AuthJsCsrfSigner(config.secrets)
             self._csrf_cookie_name = AUTHJS_CSRF_COOKIE
         else:
-            self._csrf = Signer(core.config.secrets, "csrf token")
+            self._csrf = Signer(config.secrets, "csrf token")
             self._csrf_cookie_name = CSRF_COOKIE
         # States already redeemed: a replayed callback is refused even with the old cookie.
         # (A transaction lives TRANSACTION_MAX_AGE: a state older than that is refused anyway.)
-        self._used_states: TTLCache[str, bool] = TTLCache(100_000, TRANSACTION_MAX_AGE, timer=core.clock)
+        self._used_states: TTLCache[str, bool] = TTLCache(100_000, TRANSACTION_MAX_AGE, timer=manager.clock)
         self._used_states_lock = threading.Lock()
         self._table: dict[str, tuple[tuple[str, ...], Callable[[Request], Flow[Response]]]] = {
             "signin": (("GET", "POST"), self.signin),
@@ -71,6 +70,10 @@ class Routes:
             "error": (("GET",), self.error),
             "backchannel-logout": (("POST",), self.backchannel_logout),
         }
+
+    def origin(self, request: Request) -> str:
+        return request_origin(request.scheme, request.headers, base_url=self.config.base_url,
+                              trust_host=self.config.trust_host, server=request.server)
 
     def _first_use(self, state: str) -> bool:
         """Remember the callback's `state`; False when it was used before (a replay)."""
@@ -96,7 +99,7 @@ class Routes:
     # -- helpers -----------------------------------------------------------------------------
 
     def _url(self, request: Request, route: str) -> str:
-        return f"{self.core.origin(request)}{self.config.base_path}/{route}"
+        return f"{self.origin(request)}{self.config.base_path}/{route}"
 
     def _error(self, request: Request, code: str, cookies: Sequence[str] | None = None) -> Response:
         location = self._url(request, "error") + "?" + urlencode({"error": code})
@@ -111,7 +114,7 @@ class Routes:
         return Response.redirect(location, cookies)
 
     def _default_target(self, request: Request, setting: str | None) -> str:
-        origin = self.core.origin(request)
+        origin = self.origin(request)
         if not setting:
             return origin + "/"
         if setting.startswith("/") and not setting.startswith("//"):
@@ -121,13 +124,13 @@ class Routes:
     def _same_origin(self, request: Request) -> bool:
         origin = request.headers.get("origin")
         if origin is not None:
-            return origin.lower() == self.core.origin(request)
+            return origin.lower() == self.origin(request)
         return request.headers.get("sec-fetch-site") == "same-origin"
 
     def _csrf_cookie(self, request: Request) -> tuple[str | None, str]:
         """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
-        secure = self.core.is_secure(request)
-        name = self.core.cookie_name(self._csrf_cookie_name, secure, host_only=True)
+        secure = self.manager.is_secure(request)
+        name = self.manager.cookie_name(self._csrf_cookie_name, secure, host_only=True)
         # Auth.js writes this cookie URL-encoded (`token%7Chash`).
         token, _, tag = unquote(request.cookies.get(name, "")).partition("|")
         if token and tag and self._csrf.verify(token, tag):
@@ -139,7 +142,7 @@ class Routes:
         if token is not None:
             return token, []
         token = secrets.token_hex(32)
-        secure = self.core.is_secure(request)
+        secure = self.manager.is_secure(request)
         return token, [set_cookie(name, f"{token}|{self._csrf.sign(token)}", max_age=None, secure=secure)]
 
     def _csrf_ok(self, request: Request) -> bool:
@@ -155,11 +158,11 @@ class Routes:
         if request.method == "POST" and not self._csrf_ok(request):
             return Response.json({"error": "MissingCSRF"}, 403)
         params = {**request.query, **request.form}
-        origin = self.core.origin(request)
+        origin = self.origin(request)
         target = safe_redirect(params.get("callbackUrl"), origin,
                                self._default_target(request, self.config.post_login_redirect))
         try:
-            metadata = yield from self.core.provider.metadata()
+            metadata = yield from self.manager.provider.metadata()
         except LogtoError as exc:
             return self._provider_failure(request, exc)
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
@@ -179,9 +182,9 @@ class Routes:
         location = metadata.authorization_endpoint + separator + urlencode(query)
         transaction = json.dumps({"state": state, "nonce": nonce, "verifier": verifier,
                                   "target": target, "redirect_uri": redirect_uri,
-                                  "created": int(self.core.clock())}).encode()
+                                  "created": int(self.manager.clock())}).encode()
         secure = origin.startswith("https:")
-        name = self.core.cookie_name(TRANSACTION_COOKIE, secure)
+        name = self.manager.cookie_name(TRANSACTION_COOKIE, secure)
         cookie = set_cookie(name, self._transactions.encrypt(transaction, name.encode()),
                             max_age=TRANSACTION_MAX_AGE, secure=secure)
         return self._redirect(request, location, [cookie])
@@ -194,8 +197,8 @@ class Routes:
         return self._error(request, "Configuration", cookies)
 
     def _read_transaction(self, request: Request) -> tuple[dict[str, Any] | None, list[str]]:
-        secure = self.core.is_secure(request)
-        name = self.core.cookie_name(TRANSACTION_COOKIE, secure)
+        secure = self.manager.is_secure(request)
+        name = self.manager.cookie_name(TRANSACTION_COOKIE, secure)
         value = request.cookies.get(name)
         if value is None:
             return None, []
@@ -210,7 +213,7 @@ class Routes:
                                                               "redirect_uri")):
             return None, clear
         created = transaction.get("created")
-        if not isinstance(created, int) or created + TRANSACTION_MAX_AGE < self.core.clock():
+        if not isinstance(created, int) or created + TRANSACTION_MAX_AGE < self.manager.clock():
             return None, clear
         return transaction, clear
 
@@ -229,7 +232,7 @@ class Routes:
             log.warning("callback replayed a state that was already used")
             return self._error(request, "MissingCSRF", cookies)
         try:
-            metadata = yield from self.core.provider.metadata()
+            metadata = yield from self.manager.provider.metadata()
         except LogtoError as exc:
             return self._provider_failure(request, exc, cookies)
         iss = params.get("iss")
@@ -247,9 +250,9 @@ class Routes:
             if not tokens.id_token:
                 raise ProviderError("token endpoint answered no id_token")
             claims = yield from verify_id_token(
-                tokens.id_token, provider=self.core.provider, issuer=config.issuer,
+                tokens.id_token, provider=self.manager.provider, issuer=config.issuer,
                 client_id=config.client_id, algorithms=config.id_token_algorithms,
-                now=self.core.clock(), leeway=config.clock_skew, nonce=transaction["nonce"],
+                now=self.manager.clock(), leeway=config.clock_skew, nonce=transaction["nonce"],
                 access_token=tokens.access_token, trusted_source=True)  # straight from the token endpoint
         except OAuthError as exc:
             log.info("code exchange refused: %s", exc.error)
@@ -259,19 +262,19 @@ class Routes:
             return self._error(request, "Verification", cookies)
         except (ProviderUnavailable, ProviderError) as exc:
             return self._provider_failure(request, exc, cookies)
-        now = int(self.core.clock())
-        data = self.core.new_session(
+        now = int(self.manager.clock())
+        data = self.manager.new_session(
             session_claims(claims),
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
-        state_obj = yield from self.core.read_session(request, refresh=False)
+        state_obj = yield from self.manager.read_session(request, refresh=False)
         if state_obj.cookie_value is not None:
             # A new sign-in always gets a new session id (no session fixation).
-            yield from self.core.sessions.delete(state_obj.cookie_value)
+            yield from self.manager.sessions.delete(state_obj.cookie_value)
         state_obj.cookie_value = None
         state_obj.data, state_obj.dirty, state_obj.rolled, state_obj.cleared = data, True, True, False
-        cookies += yield from self.core.write_session(state_obj)
+        cookies += yield from self.manager.write_session(state_obj)
         log.info("signed in")
         return self._redirect(request, transaction["target"], cookies)
 
@@ -284,23 +287,23 @@ class Routes:
         if not self._csrf_ok(request):
             log.info("sign-out refused: cross-origin without a valid CSRF token")
             return Response.json({"error": "MissingCSRF"}, 403)
-        state = yield from self.core.read_session(request, refresh=False)
+        state = yield from self.manager.read_session(request, refresh=False)
         data = state.data
-        cookies = self.core.clear_session(state) if state.present else []
+        cookies = self.manager.clear_session(state) if state.present else []
         if state.cookie_value is not None:
-            yield from self.core.sessions.delete(state.cookie_value)
+            yield from self.manager.sessions.delete(state.cookie_value)
         everywhere = (request.form.get("everywhere") or request.query.get("everywhere")) == "1"
-        if everywhere and data is not None and isinstance(self.core.sessions, ServerSessions):
-            count = yield from self.core.sessions.delete_user(str(data.claims.get("sub")))
+        if everywhere and data is not None and isinstance(self.manager.sessions, ServerSessions):
+            count = yield from self.manager.sessions.delete_user(str(data.claims.get("sub")))
             log.info("signed out everywhere: %d sessions ended", count)
-        origin = self.core.origin(request)
+        origin = self.origin(request)
         target = self._default_target(request, self.config.post_logout_redirect)
         local_target = safe_redirect(request.form.get("callbackUrl") or request.query.get("callbackUrl"),
                                      origin, target)
         if data is None:
             return self._redirect(request, local_target, cookies)
         try:
-            metadata = yield from self.core.provider.metadata()
+            metadata = yield from self.manager.provider.metadata()
         except LogtoError as exc:
             log.warning("provider unavailable at sign-out; signed out locally only: %s", exc)
             return self._redirect(request, local_target, cookies)
@@ -320,7 +323,7 @@ class Routes:
     # -- back-channel logout (OpenID Connect Back-Channel Logout 1.0) ------------------------
 
     def backchannel_logout(self, request: Request) -> Flow[Response]:
-        sessions = self.core.sessions
+        sessions = self.manager.sessions
         if not isinstance(sessions, ServerSessions):
             return Response.json({"error": "not_implemented", "error_description":
                                   "back-channel logout needs a server-side session store (memory or redis): "
@@ -328,8 +331,8 @@ class Routes:
         token = request.form.get("logout_token", "")
         try:
             claims = yield from verify_logout_token(
-                token, provider=self.core.provider, issuer=self.config.issuer, client_id=self.config.client_id,
-                algorithms=self.config.id_token_algorithms, now=self.core.clock(), leeway=self.config.clock_skew)
+                token, provider=self.manager.provider, issuer=self.config.issuer, client_id=self.config.client_id,
+                algorithms=self.config.id_token_algorithms, now=self.manager.clock(), leeway=self.config.clock_skew)
             if (yield from sessions.seen_before("jti:" + claims["jti"], 3600)):
                 raise TokenValidationError("logout token replayed")
         except TokenValidationError as exc:
@@ -348,8 +351,8 @@ class Routes:
     # -- JSON endpoints ----------------------------------------------------------------------
 
     def session(self, request: Request) -> Flow[Response]:
-        state = yield from self.core.read_session(request, refresh=True)
-        cookies = yield from self.core.write_session(state)
+        state = yield from self.manager.read_session(request, refresh=True)
+        cookies = yield from self.manager.write_session(state)
         if state.data is None:
             return Response.json(None, cookies=cookies)
         session = Session(state.data, self.config.profile)

@@ -5,20 +5,18 @@ run by the ASGI or the WSGI driver."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
-from .._protocol.provider import read_json
-from .._protocol.refresh import Target
+from .._protocol.provider import ProviderCache, read_json
+from .._protocol.refresh import Refresher, Target
 from .._protocol.tokens import decode_unverified
 from ..errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
 from ..flow import Flow
 from ..session import SessionData
-
-if TYPE_CHECKING:
-    from .._core.handler import LogtoCore
 
 __all__ = ["REFRESH_DEFERRED", "SessionState", "SessionTokens"]
 
@@ -30,13 +28,30 @@ current token is served while it lasts, and the next request with the cookie ref
 log = logging.getLogger("logto_middleware")
 
 
+class SessionOwner(Protocol):
+    """What a session state needs of the `SessionManager` that made it (a protocol: the manager
+    imports this module, not the other way round)."""
+
+    refresher: Refresher
+    provider: ProviderCache
+    clock: Callable[[], float]
+
+    @property
+    def server_side(self) -> bool:
+        """Whether sessions live in a server-side store (which keeps a refresh's tokens itself)."""
+        ...
+
+    def refresh_tokens(self, state: SessionState, data: SessionData,
+                       target: Target | None = None) -> Flow[SessionData | None]: ...
+
+
 @dataclass(slots=True)
 class SessionState:
     """A request's session as read, and what must be written back. It is also what the
     request's `Session` gets tokens through (its `SessionTokens`): a refresh made on demand lands
     here, and the middleware writes it back on the app's response."""
 
-    core: LogtoCore = field(repr=False)
+    owner: SessionOwner = field(repr=False)
     cookie_name: str
     secure: bool
     cookie_value: str | None = None
@@ -54,7 +69,7 @@ class SessionState:
         """Whether a refresh may run: its rotated refresh token must be kept, in the server-side
         store or in the cookie of a response still to start. Spent and not kept, it would revoke
         the whole grant when the next request presents the old one."""
-        return self.writable or self.core.sessions.server_side
+        return self.writable or self.owner.server_side
 
     def access_token(self, resource: str | None = None, organization_id: str | None = None) -> Flow[str]:
         """A valid access token: the session's own, or one for an API resource or organization."""
@@ -64,17 +79,17 @@ class SessionState:
         target = None if resource is None and organization_id is None else Target(resource, organization_id)
         if target is not None and data.refresh_token is None:
             raise AccessTokenError("the session has no refresh token: sign in with offline_access and prompt=consent")
-        core = self.core
-        now = core.clock()
-        if core.refresher.needs_refresh(data, now, target) and not self.may_refresh:
+        owner = self.owner
+        now = owner.clock()
+        if owner.refresher.needs_refresh(data, now, target) and not self.may_refresh:
             # Serve the current token while it lasts, and say why it was not refreshed.
             self.data = data = data.with_changes(error=REFRESH_DEFERRED)
             if not _unexpired(data, now, target):
                 raise AccessTokenError("the access token needs a refresh that this request cannot write back "
                                        "(a bearer session, a websocket or a response already started)")
-        elif core.refresher.needs_refresh(data, now, target):
+        elif owner.refresher.needs_refresh(data, now, target):
             try:
-                refreshed = yield from core.refresh_tokens(self, data, target)
+                refreshed = yield from owner.refresh_tokens(self, data, target)
             except LogtoError as exc:
                 error = getattr(exc, "error", None) or type(exc).__name__
                 log.info("access token for %s refused: %s", target.audience if target else "the session", error)
@@ -102,7 +117,7 @@ class SessionState:
     def user_info(self) -> Flow[dict[str, Any]]:
         """The userinfo endpoint's claims for the signed-in user (refreshing the token first)."""
         token = yield from self.access_token()
-        metadata = yield from self.core.provider.metadata()
+        metadata = yield from self.owner.provider.metadata()
         if metadata.userinfo_endpoint is None:
             raise ProviderError("the provider has no userinfo endpoint")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -118,7 +133,8 @@ class SessionState:
 
 
 SessionTokens = SessionState
-"""What a `Session` gets its tokens through: the state of its request."""
+"""What a `Session` gets its tokens through: the state of its request (it implements the
+`logto_middleware.session.SessionTokens` protocol)."""
 
 
 def _unexpired(data: SessionData, now: float, target: Target | None) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from urllib.parse import unquote_plus
 
-from .._sessions.cookies import parse_cookie_header
+from ._sessions.cookies import parse_cookie_header
 
 __all__ = ["Request", "Response"]
 
