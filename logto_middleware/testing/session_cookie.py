@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._core.handler import SESSION_COOKIE
 from .._sessions.cookies import write_chunked
+from .._sessions.manager import SESSION_COOKIE
 from ..config import LogtoConfig
 from ..flow import run_without_io
 from ..session import SessionData, id_token_session_claims
