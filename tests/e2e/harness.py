@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,8 @@ ACCESS_TOKEN_TTL = REFRESH_LEEWAY + 5
 # Variables of the developer's shell that would change the example under test.
 _SCRUBBED = ("HOST", "PORT", "AUTH_URL", "AUTH_TRUST_HOST", "AUTH_REFRESH_LEEWAY", "AUTH_LOGTO_ISSUER",
              "AUTH_LOGTO_ID", "AUTH_LOGTO_SECRET", "AUTH_SECRET", "AUTH_LOGTO_RESOURCES", "AUTH_LOGTO_SCOPES",
-             "AUTH_SESSION_STORE", "AUTH_SESSION_FORMAT", "EXAMPLE_API_RESOURCE", "EXAMPLE_API_URL",
-             "EXAMPLE_API_LEEWAY")
+             "AUTH_SESSION_STORE", "AUTH_SESSION_FORMAT", "AUTH_REFRESH_LOCK", "EXAMPLE_API_RESOURCE",
+             "EXAMPLE_API_URL", "EXAMPLE_API_LEEWAY")
 
 
 def require_all() -> bool:
@@ -126,12 +127,16 @@ class Stack:
     """A provider and an example app that signs in with it.
 
     `env` adds settings of the example (e.g. AUTH_LOGTO_RESOURCES); `provider_options` go to
-    `OidcProviderProcess.start` (e.g. resource_indicator, resource_scopes).
+    `OidcProviderProcess.start` (e.g. resource_indicator, resource_scopes); `server(port, origin,
+    env, workdir)` starts the app another way than `python examples/<kind>/app.py` (an object
+    with `wait_until_up()`, `stop()`, `log` and `url()`, as `ExampleServer`).
     """
 
     def __init__(self, kind: str, *, app_host: str = "127.0.0.1", access_token_ttl: int = ACCESS_TOKEN_TTL,
-                 env: dict[str, str] | None = None, provider_options: dict[str, Any] | None = None) -> None:
+                 env: dict[str, str] | None = None, provider_options: dict[str, Any] | None = None,
+                 server: Callable[[int, str, dict[str, str], Path], Any] | None = None) -> None:
         self.kind = kind
+        self._server = server or (lambda port, origin, env, workdir: ExampleServer(kind, port, origin, env, workdir))
         self._workdir = tempfile.TemporaryDirectory(prefix=f"logto-e2e-{kind}-")
         self.workdir = Path(self._workdir.name)
         self.provider: OidcProviderProcess | None = None
@@ -149,7 +154,7 @@ class Stack:
             origin = f"http://{app_host}:{port}"
             self.provider = start_provider(origin, access_token_ttl, **provider_options)
             env = example_env(origin, port, self.provider.issuer, **extra_env)
-            self.app = ExampleServer(self.kind, port, origin, env, self.workdir)
+            self.app = self._server(port, origin, env, self.workdir)
             if self.app.wait_until_up():
                 return
             log = self.app.log

@@ -32,7 +32,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -43,9 +42,9 @@ from typing import Any
 
 import httpx
 import pytest
-from interop.provider import OidcProviderProcess, free_loopback_port
+from interop.provider import OidcProviderProcess
 
-from .harness import ACCESS_TOKEN_TTL, REFRESH_LEEWAY, example_env, start_provider, timestamp
+from .harness import REFRESH_LEEWAY, Stack, timestamp
 from .worker_apps import WORKER_HEADER
 
 HERE = Path(__file__).resolve().parent
@@ -121,56 +120,20 @@ class WorkerServer:
         self._log.close()
 
 
-class Deployment:
+class Deployment(Stack):
     """The provider and one multi-process server of an example, signing in with it."""
 
     def __init__(self, server: str, session_format: str) -> None:
         self.server_name = server
         self.session_format = session_format
         self.session_cookie = SESSION_COOKIES[session_format]
-        self._workdir = tempfile.TemporaryDirectory(prefix=f"logto-e2e-workers-{server}-")
-        self.provider: OidcProviderProcess | None = None
-        self.app: WorkerServer | None = None
-        try:
-            self._start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self) -> None:
-        extra = {"AUTH_SESSION_FORMAT": self.session_format} if self.session_format != "logto" else {}
-        for _attempt in range(3):  # a free port can be taken between choosing and binding it
-            port = free_loopback_port()
-            origin = f"http://127.0.0.1:{port}"
-            self.provider = start_provider(origin, ACCESS_TOKEN_TTL)
-            env = example_env(origin, port, self.provider.issuer, **extra)
-            env.pop("AUTH_REFRESH_LOCK", None)  # the default coordination, whatever the shell says
-            self.app = WorkerServer(self.server_name, port, env, Path(self._workdir.name))
-            if self.app.wait_until_up():
-                return
-            log = self.app.log
-            self.app.stop()
-            self.provider.stop()
-            if "in use" not in log.lower():
-                raise RuntimeError(f"{self.server_name} exited while starting:\n{log}")
-        raise RuntimeError(f"no free port for {self.server_name} after 3 attempts")
-
-    @property
-    def op(self) -> OidcProviderProcess:
-        assert self.provider is not None
-        return self.provider
+        extra = {"AUTH_SESSION_FORMAT": session_format} if session_format != "logto" else {}
+        super().__init__(SERVERS[server], env=extra,
+                         server=lambda port, origin, env, workdir: WorkerServer(server, port, env, workdir))
 
     @property
     def web(self) -> WorkerServer:
-        assert self.app is not None
-        return self.app
-
-    def stop(self) -> None:
-        if self.app is not None:
-            self.app.stop()
-        if self.provider is not None:
-            self.provider.stop()
-        self._workdir.cleanup()
+        return self.server  # type: ignore[return-value]
 
 
 @pytest.fixture(scope="module", params=DEPLOYMENTS, ids=[f"{s}-{f}" for s, f in DEPLOYMENTS])
