@@ -56,9 +56,12 @@ BEARER_ONLY_REQUESTS = 8
 USER = "alice"
 REFRESH_FAILED = "RefreshAccessTokenError"  # the session's error after a refresh that failed
 SESSION_COOKIES = {"logto": "logto.session-token", "authjs": "authjs.session-token"}
-# (server, the example it serves): the ASGI example under uvicorn, the WSGI one under gunicorn.
-SERVERS = {"uvicorn": "starlette", "gunicorn": "flask"}
-DEPLOYMENTS = [(server, session_format) for server in SERVERS for session_format in SESSION_COOKIES]
+# (server, the example it serves): the ASGI example under uvicorn, the WSGI one under gunicorn
+# with sync workers (one request at a time each) and with gthread workers (threads sharing the
+# in-process single flight, processes the lock directory).
+SERVERS = {"uvicorn": "starlette", "gunicorn": "flask", "gunicorn-gthread": "flask"}
+DEPLOYMENTS = [*((server, session_format) for server in ("uvicorn", "gunicorn") for session_format in SESSION_COOKIES),
+               ("gunicorn-gthread", "logto")]
 
 
 def server_command(server: str, port: int) -> list[str]:
@@ -66,7 +69,9 @@ def server_command(server: str, port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "--factory", "worker_apps:starlette_app", "--app-dir", str(HERE),
                 "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--timeout-graceful-shutdown", "5"]
-    return [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--worker-class", "sync",
+    worker_class = ["--worker-class", "gthread", "--threads", "4"] if server == "gunicorn-gthread" else [
+        "--worker-class", "sync"]
+    return [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), *worker_class,
             "--pythonpath", str(HERE), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5",
             "worker_apps:flask_app()"]
 
@@ -139,7 +144,7 @@ class Deployment(Stack):
 @pytest.fixture(scope="module", params=DEPLOYMENTS, ids=[f"{s}-{f}" for s, f in DEPLOYMENTS])
 def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
     server, session_format = request.param
-    if importlib.util.find_spec(server) is None:
+    if importlib.util.find_spec(server.split("-")[0]) is None:
         pytest.skip(f"pip package {server} is not installed (the [test] extra installs it)")
     running = Deployment(server, session_format)
     try:
