@@ -58,11 +58,7 @@ class LogtoASGIMiddleware:
         try:
             outcome = await self.driver.run(self.core.handle(request, websocket=websocket))
         except Exception as exc:
-            self.core.report_failure(exc, request.method, request.path)
-            if websocket or not self.core.is_route(request.path):
-                outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
-            else:
-                outcome = Response.json({"error": "InternalError"}, 500)
+            outcome = self.core.fail_closed(exc, request, websocket=websocket)
         if isinstance(outcome, Response):
             await _send_response(send, outcome)
             return

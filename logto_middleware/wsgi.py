@@ -50,11 +50,7 @@ class LogtoWSGIMiddleware:
         try:
             outcome = self.driver.run(self.core.handle(request))
         except Exception as exc:
-            self.core.report_failure(exc, request.method, request.path)
-            if self.core.is_route(request.path):
-                outcome = Response.json({"error": "InternalError"}, 500)
-            else:
-                outcome = Passage(self.core, None)  # fail closed: the app sees an anonymous request
+            outcome = self.core.fail_closed(exc, request)
         if isinstance(outcome, Response):
             return _respond(start_response, outcome)
         environ["logto.user"] = outcome.user

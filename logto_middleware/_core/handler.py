@@ -150,9 +150,13 @@ class LogtoCore:
             return self.store_unavailable(request)
         return Passage(self, state if state.present or state.data is not None else None)
 
-    def report_failure(self, exc: Exception, method: str, path: str) -> None:
-        """Log an unexpected exception the request failed closed on (see `FailureLog`)."""
-        self.failures.report(exc, method, path)
+    def fail_closed(self, exc: Exception, request: Request, *, websocket: bool = False) -> Response | Passage:
+        """The outcome of a request whose flow raised `exc`, a bug (logged, see `FailureLog`): the
+        app sees an anonymous request; our own routes answer 500, with no detail."""
+        self.failures.report(exc, request.method, request.path)
+        if websocket or not self.is_route(request.path):
+            return Passage(self, None)
+        return Response.json({"error": "InternalError"}, 500)
 
     def store_unavailable(self, request: Request) -> Response:
         if request.wants_json():
