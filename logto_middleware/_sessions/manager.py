@@ -64,7 +64,7 @@ class SessionManager:
 
     def is_secure(self, request: Request) -> bool:
         """Whether the app is served over https (which sets the cookies' prefix and `Secure`);
-        the same answer as `origin()`, without parsing the host."""
+        the same answer as the routes' `origin()`, without parsing the host."""
         if self.config.base_url:
             return self.config.base_url.startswith("https:")
         if self.config.trust_host:

@@ -81,22 +81,23 @@ class SessionState:
             raise AccessTokenError("the session has no refresh token: sign in with offline_access and prompt=consent")
         owner = self.owner
         now = owner.clock()
-        if owner.refresher.needs_refresh(data, now, target) and not self.may_refresh:
-            # Serve the current token while it lasts, and say why it was not refreshed.
-            self.data = data = data.with_changes(error=REFRESH_DEFERRED)
-            if not _unexpired(data, now, target):
-                raise AccessTokenError("the access token needs a refresh that this request cannot write back "
-                                       "(a bearer session, a websocket or a response already started)")
-        elif owner.refresher.needs_refresh(data, now, target):
-            try:
-                refreshed = yield from owner.refresh_tokens(self, data, target)
-            except LogtoError as exc:
-                error = getattr(exc, "error", None) or type(exc).__name__
-                log.info("access token for %s refused: %s", target.audience if target else "the session", error)
-                raise AccessTokenError(f"could not get an access token: {error}") from None
-            if refreshed is None:
-                raise AccessTokenError("the session ended")
-            data = refreshed
+        if owner.refresher.needs_refresh(data, now, target):
+            if not self.may_refresh:
+                # Serve the current token while it lasts, and say why it was not refreshed.
+                self.data = data = data.with_changes(error=REFRESH_DEFERRED)
+                if not _unexpired(data, now, target):
+                    raise AccessTokenError("the access token needs a refresh that this request cannot write "
+                                           "back (a bearer session, a websocket or a response already started)")
+            else:
+                try:
+                    refreshed = yield from owner.refresh_tokens(self, data, target)
+                except LogtoError as exc:
+                    error = getattr(exc, "error", None) or type(exc).__name__
+                    log.info("access token for %s refused: %s", target.audience if target else "the session", error)
+                    raise AccessTokenError(f"could not get an access token: {error}") from None
+                if refreshed is None:
+                    raise AccessTokenError("the session ended")
+                data = refreshed
         if target is None:
             if data.access_token is None:
                 raise AccessTokenError("the session has no access token")
