@@ -34,6 +34,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, which LOGTO_REQUIRE_ALL=1 forbids: {report.longrepr}"
 
 
+@pytest.fixture(autouse=True)
+def private_refresh_lock_directory(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test coordinates refreshes in a directory of its own (the default directory is under
+    XDG_RUNTIME_DIR): a refresh record left by another test whose cookie had the same fixed tokens
+    must not answer for this one."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+
+
 class Clock:
     """A clock tests can move."""
 
