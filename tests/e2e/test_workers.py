@@ -56,24 +56,33 @@ BEARER_ONLY_REQUESTS = 8
 USER = "alice"
 REFRESH_FAILED = "RefreshAccessTokenError"  # the session's error after a refresh that failed
 SESSION_COOKIES = {"logto": "logto.session-token", "authjs": "authjs.session-token"}
-# (server, the example it serves): the ASGI example under uvicorn, the WSGI one under gunicorn
-# with sync workers (one request at a time each) and with gthread workers (threads sharing the
-# in-process single flight, processes the lock directory).
-SERVERS = {"uvicorn": "starlette", "gunicorn": "flask", "gunicorn-gthread": "flask"}
+# (server, the example it serves): the ASGI example under uvicorn, under gunicorn's uvicorn workers
+# and under hypercorn; the WSGI one under gunicorn with sync workers (one request at a time each)
+# and with gthread workers (threads sharing the in-process single flight, processes the lock
+# directory).
+SERVERS = {"uvicorn": "starlette", "gunicorn": "flask", "gunicorn-gthread": "flask",
+           "gunicorn-uvicorn": "starlette", "hypercorn": "starlette"}
 DEPLOYMENTS = [*((server, session_format) for server in ("uvicorn", "gunicorn") for session_format in SESSION_COOKIES),
-               ("gunicorn-gthread", "logto")]
+               *((server, "logto") for server in ("gunicorn-gthread", "gunicorn-uvicorn", "hypercorn"))]
 
 
 def server_command(server: str, port: int) -> list[str]:
+    bind, workers = f"127.0.0.1:{port}", str(WORKERS)
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "--factory", "worker_apps:starlette_app", "--app-dir", str(HERE),
-                "--workers", str(WORKERS), "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "--workers", workers, "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--timeout-graceful-shutdown", "5"]
-    worker_class = ["--worker-class", "gthread", "--threads", "4"] if server == "gunicorn-gthread" else [
-        "--worker-class", "sync"]
-    return [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), *worker_class,
-            "--pythonpath", str(HERE), "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5",
-            "worker_apps:flask_app()"]
+    if server == "hypercorn":
+        # (hypercorn has no --app-dir: the server's PYTHONPATH starts with this folder)
+        return [sys.executable, "-m", "hypercorn", "--workers", workers, "--bind", bind, "--graceful-timeout", "5",
+                "worker_apps:starlette_app()"]
+    worker_class, app = {
+        "gunicorn": (["--worker-class", "sync"], "worker_apps:flask_app()"),
+        "gunicorn-gthread": (["--worker-class", "gthread", "--threads", "4"], "worker_apps:flask_app()"),
+        "gunicorn-uvicorn": (["--worker-class", "uvicorn.workers.UvicornWorker"], "worker_apps:starlette_app()"),
+    }[server]
+    return [sys.executable, "-m", "gunicorn", "--workers", workers, *worker_class, "--pythonpath", str(HERE),
+            "--bind", bind, "--graceful-timeout", "5", app]
 
 
 class WorkerServer:
@@ -85,6 +94,7 @@ class WorkerServer:
         self.log_path = workdir / f"{server}-{port}.log"
         self._log = self.log_path.open("wb")
         # cwd is an empty folder, so a developer's .env cannot leak into the test.
+        env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), env.get("PYTHONPATH"))))}
         self.process = subprocess.Popen(server_command(server, port), cwd=workdir, env=env,
                                         stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)

@@ -2,6 +2,8 @@
 
     uvicorn --factory worker_apps:starlette_app --app-dir tests/e2e --workers 4
     gunicorn -w 4 --pythonpath tests/e2e 'worker_apps:flask_app()'
+    gunicorn -w 4 -k uvicorn.workers.UvicornWorker --pythonpath tests/e2e 'worker_apps:starlette_app()'
+    hypercorn -w 4 'worker_apps:starlette_app()'       (with tests/e2e on PYTHONPATH)
 
 Each app is `create_app()` of examples/<kind>/app.py, unchanged, wrapped (outermost, so the
 middleware's own answers carry it too) to add one response header, `X-Worker-Pid`: the process
@@ -68,3 +70,4 @@ def flask_app() -> Callable[..., Iterable[bytes]]:
         return result
 
     return with_pid
+
