@@ -3,7 +3,6 @@ escape what the provider sends (no provider needed: `make_session_cookie` signs 
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,8 @@ from starlette.testclient import TestClient
 from logto_middleware import LogtoConfig, LogtoConfigError
 from logto_middleware.testing import make_session_cookie
 
-from .harness import EXAMPLES, KINDS
+from .harness import KINDS
+from .worker_apps import load_example
 
 ENV = {
     "AUTH_LOGTO_ISSUER": "https://tenant.logto.app/oidc",
@@ -33,19 +33,6 @@ HOSTILE = {
     "picture": "javascript:alert('picture')",
     "custom": "</td><script>alert('claim')</script>",
 }
-
-
-def load_example(kind: str) -> ModuleType:
-    """Import examples/<kind>/app.py under a name of its own (it is no package)."""
-    name = f"logto_example_{kind}_app"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / kind / "app.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def load_common() -> ModuleType:

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKER_HEADER = "X-Worker-Pid"
 
 
-def _example(kind: str) -> ModuleType:
-    # Both examples are called app.py: load each under a name of its own.
-    name = f"{kind}_example_app"
+def load_example(kind: str) -> ModuleType:
+    """examples/<kind>/app.py as a module (both are called app.py: each gets a name of its own)."""
+    name = f"logto_example_{kind}_app"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / kind / "app.py")
@@ -40,7 +40,7 @@ def _example(kind: str) -> ModuleType:
 
 def starlette_app() -> Any:
     """The Starlette example (ASGI), for uvicorn's factory mode."""
-    app = _example("starlette").create_app()
+    app = load_example("starlette").create_app()
 
     async def with_pid(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -60,7 +60,7 @@ def starlette_app() -> Any:
 
 def flask_app() -> Callable[..., Iterable[bytes]]:
     """The Flask example (WSGI), for gunicorn's `module:factory()`."""
-    app = _example("flask").create_app()
+    app = load_example("flask").create_app()
 
     def with_pid(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         def start_with_pid(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
