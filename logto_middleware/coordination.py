@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from ._sessions.cipher import Cipher, Signer
-from .errors import OAuthError, ProviderUnavailable, StoreUnavailable
+from .errors import OAuthError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from .flow import Flow, Sleep, returns
 from .session import SessionData
 
@@ -257,9 +257,11 @@ class RefreshCoordinator:
                         return recorded
                     try:
                         refreshed = yield from grant(data)
-                    except OAuthError as exc:
-                        # The tokens are spent (or revoked): the others must not present them again.
-                        yield from self._write(name, {"error": exc.error})
+                    except (OAuthError, TokenValidationError) as exc:
+                        # The tokens are spent (refused, or answered with an ID token that failed
+                        # its checks): the others must not present them again.
+                        code = exc.error if isinstance(exc, OAuthError) else "invalid_id_token"
+                        yield from self._write(name, {"error": code})
                         raise
                     yield from self._write(name, {"session": refreshed.to_json().decode()})
                     return refreshed

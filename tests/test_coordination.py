@@ -126,6 +126,21 @@ def test_a_refused_grant_is_recorded_for_the_others(kind: str, fake: FakeLogto, 
     assert fake.counts["token:refresh_token"] == 1  # b did not present the dead token again
 
 
+def test_a_refresh_answered_with_a_forged_id_token_is_recorded_for_the_others(
+        kind: str, fake: FakeLogto, clock: Clock, tmp_path: Path) -> None:
+    a, b = workers(kind, fake, clock, str(tmp_path), 2)
+    name, cookie = signed_in_cookie(a)
+
+    def forged(body: dict[str, Any]) -> httpx.Response:
+        return httpx.Response(200, json={**body, "id_token": fake.sign_id_token(fake.make_id_token_claims("mallory"))})
+
+    fake.token_response_hook = forged
+    clock.advance(fake.access_token_ttl - 30)
+    assert not request_as(a, name, cookie)["authenticated"]
+    assert not request_as(b, name, cookie)["authenticated"]
+    assert fake.counts["token:refresh_token"] == 1  # b did not present the spent token
+
+
 def test_records_are_sealed_and_private(tmp_path: Path) -> None:
     lock = DirectoryLock(tmp_path / "locks")
     coordinator = RefreshCoordinator(lock, ["s" * 32])
