@@ -266,10 +266,17 @@ class RefreshCoordinator:
                     yield from self._write(name, {"session": refreshed.to_json().decode()})
                     return refreshed
                 finally:
-                    yield from self.lock.release_lock(name, owner)
+                    yield from self._release(name, owner)
             if time.monotonic() >= deadline:
                 raise ProviderUnavailable("another process is still refreshing these tokens")
             yield Sleep(self._poll)
+
+    def _release(self, name: str, owner: str) -> Flow[None]:
+        try:
+            yield from self.lock.release_lock(name, owner)
+        except StoreUnavailable as exc:
+            # The outcome stands (and is recorded); the lock expires by itself (`lock_ttl`).
+            log.warning("refresh lock not released: %s", exc)
 
     def _read(self, name: str) -> Flow[SessionData | None]:
         sealed = yield from self.lock.get(name)
