@@ -65,9 +65,11 @@ def start_provider(app_origin: str, access_token_ttl: int = ACCESS_TOKEN_TTL,
 
 
 class ExampleServer:
-    """`python examples/<kind>/app.py` on 127.0.0.1:<port>, told it is served at `origin`."""
+    """`python examples/<kind>/app.py` on 127.0.0.1:<port>, told it is served at `origin` (or
+    another `command` serving it there, in a process group of its own with `own_group`)."""
 
-    def __init__(self, kind: str, port: int, origin: str, env: dict[str, str], workdir: Path) -> None:
+    def __init__(self, kind: str, port: int, origin: str, env: dict[str, str], workdir: Path,
+                 command: list[str] | None = None, own_group: bool = False) -> None:
         self.kind = kind
         self.port = port
         self.origin = origin
@@ -75,8 +77,8 @@ class ExampleServer:
         self._log = self.log_path.open("wb")
         # cwd is an empty folder, so a developer's .env cannot leak into the test.
         self.process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / kind / "app.py")], cwd=workdir, env=env,
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+            command or [sys.executable, str(EXAMPLES / kind / "app.py")], cwd=workdir, env=env,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=own_group)
 
     def url(self, path: str = "/") -> str:
         return self.origin + path
@@ -85,7 +87,7 @@ class ExampleServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_until_up(self, timeout: float = 20.0) -> bool:
+    def wait_until_up(self, timeout: float = 30.0) -> bool:
         """True once it answers; False if it exited (e.g. its port was taken meanwhile)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -30,7 +30,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ import httpx
 import pytest
 from interop.provider import OidcProviderProcess
 
-from .harness import REFRESH_LEEWAY, Stack, timestamp
+from .harness import REFRESH_LEEWAY, ExampleServer, Stack, timestamp
 from .worker_apps import WORKER_HEADER
 
 HERE = Path(__file__).resolve().parent
@@ -85,54 +84,21 @@ def server_command(server: str, port: int) -> list[str]:
             "--bind", bind, "--graceful-timeout", "5", app]
 
 
-class WorkerServer:
+class WorkerServer(ExampleServer):
     """A multi-process server in a process group of its own (the master and its workers)."""
 
     def __init__(self, server: str, port: int, env: dict[str, str], workdir: Path) -> None:
-        self.server = server
-        self.origin = f"http://127.0.0.1:{port}"
-        self.log_path = workdir / f"{server}-{port}.log"
-        self._log = self.log_path.open("wb")
-        # cwd is an empty folder, so a developer's .env cannot leak into the test.
         env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), env.get("PYTHONPATH"))))}
-        self.process = subprocess.Popen(server_command(server, port), cwd=workdir, env=env,
-                                        stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        super().__init__(server, port, f"http://127.0.0.1:{port}", env, workdir,
+                         command=server_command(server, port), own_group=True)
 
-    def url(self, path: str) -> str:
-        return self.origin + path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_until_up(self, timeout: float = 30.0) -> bool:
-        """True once it answers; False if it exited (e.g. its port was taken meanwhile)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                httpx.get(self.url("/api/auth/providers"), timeout=2.0)
-            except httpx.HTTPError:
-                time.sleep(0.1)
-            else:
-                return True
-        raise RuntimeError(f"{self.server} did not come up within {timeout} s:\n{self.log}")
-
-    def stop(self) -> None:
-        """SIGTERM to the master, as a process manager would; SIGKILL to the group if it lingers."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self) -> int:
+        """SIGTERM to the master, as a process manager would; then SIGKILL to the group: workers
+        left behind by a master that died are still ours."""
+        status = super().stop()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            # workers left behind by a master that died: the group is still ours
             os.killpg(self.process.pid, signal.SIGKILL)
-        self._log.close()
+        return status
 
 
 class Deployment(Stack):
