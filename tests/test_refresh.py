@@ -347,7 +347,7 @@ def test_concurrent_asgi_requests_refresh_once(fake: FakeLogto, clock: Clock) ->
     for body, set_cookies in results:
         assert len(set_cookies) == 1
         name, _, rest = set_cookies[0].partition("=")
-        data = run_without_io(middleware.core.sessions.load(rest.split(";", 1)[0], name))
+        data = run_without_io(middleware.core.manager.sessions.load(rest.split(";", 1)[0], name))
         assert data is not None and data.access_token == body["access_token"]
 
 
@@ -467,7 +467,7 @@ def test_requests_waiting_on_one_refresh_all_write_its_outcome(fake: FakeLogto, 
         written = response.headers.get_list("set-cookie")
         assert len(written) == 1
         name, _, rest = written[0].partition("=")
-        data = run_without_io(middleware.core.sessions.load(rest.split(";", 1)[0], name))
+        data = run_without_io(middleware.core.manager.sessions.load(rest.split(";", 1)[0], name))
         assert data is not None and data.access_token in tokens
         assert data.expires_at == int(clock()) + config.session_max_age or later < config.session_update_age
 
@@ -502,7 +502,7 @@ def test_a_request_that_changes_its_session_after_a_shared_refresh_writes_its_ow
         written = response.headers.get_list("set-cookie")
         assert len(written) == 1
         name, _, rest = written[0].partition("=")
-        return run_without_io(middleware.core.sessions.load(rest.split(";", 1)[0], name))
+        return run_without_io(middleware.core.manager.sessions.load(rest.split(";", 1)[0], name))
 
     # The others write the refreshed session without the API's token: theirs did not change after.
     for i, response in enumerate(responses):

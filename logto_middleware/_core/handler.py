@@ -120,9 +120,6 @@ class LogtoCore:
         # and the keywords `tokens` and `user`.
         self.session_factory = session_factory or partial(Session, profile=config.profile)
         self.manager = SessionManager(config, store=store, clock=clock)
-        # The parts of the manager that others look at (the tests, the bearer validator's peers).
-        self.sessions, self.provider = self.manager.sessions, self.manager.provider
-        self.refresher = self.manager.refresher
         self.routes = Routes(config, self.manager)
         self.failures = FailureLog(log)
         self._base = config.base_path
