@@ -43,6 +43,8 @@ class LogtoUser(BaseUser):
     def __init__(self, claims: Mapping[str, Any], profile: ProfileMapper | None = None) -> None:
         self.claims: dict[str, Any] = claims if isinstance(claims, dict) else dict(claims)
         fields = profile(self.claims) if profile else _default_profile(self.claims)
+        if not isinstance(fields, Mapping):
+            raise TypeError(f"the profile mapper answered {type(fields).__name__}, not a mapping")
         self.id: str = str(fields.get("id") or self.claims.get("sub") or "")
         self.name: str | None = _text(fields.get("name"))
         self.email: str | None = _text(fields.get("email"))

@@ -28,6 +28,7 @@ from ..session import AnonymousUser, LogtoUser, Session
 from ..stores import SessionStore
 from .pages import unavailable_page
 from .routes import Routes
+from .usercode import UserCode
 
 __all__ = ["SESSION_COOKIE", "LogtoCore", "Passage", "Request", "Response", "SessionState"]
 
@@ -42,17 +43,17 @@ class Passage:
 
     __slots__ = ("_cookies", "_core", "_state", "session", "user")
 
-    def __init__(self, core: LogtoCore, state: SessionState | None) -> None:
+    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
         self._core = core
         self._state = state
         self._cookies: Sequence[str] | None = None  # the headers made so far (see `finish`)
         data = state.data if state is not None else None
-        if state is None or data is None:
+        if state is None or data is None or user is None:
             self.user: LogtoUser | AnonymousUser = ANONYMOUS
             self.session: Session | None = None
         else:
-            self.user = data.user(core.config.profile)
-            self.session = core.session_factory(data, tokens=state, user=self.user)
+            self.user = user
+            self.session = core.session_factory(data, tokens=state, user=user)
 
     @property
     def may_write(self) -> bool:
@@ -120,8 +121,9 @@ class LogtoCore:
         # and the keywords `tokens` and `user`.
         self.session_factory = session_factory or partial(Session, profile=config.profile)
         self.manager = SessionManager(config, store=store, clock=clock)
-        self.routes = Routes(config, self.manager)
         self.failures = FailureLog(log)
+        self.user_code = UserCode(config, self.failures.report)
+        self.routes = Routes(config, self.manager, self.user_code)
         self._base = config.base_path
 
     def is_route(self, path: str) -> bool:
@@ -145,7 +147,8 @@ class LogtoCore:
             # Nothing is logged out or lost: the browser keeps its cookie and retries.
             log.error("session store unavailable: %s", exc)
             return self.store_unavailable(request)
-        return Passage(self, state if state.present or state.data is not None else None)
+        user = self.user_code.session_user(state, request)
+        return Passage(self, state if state.present or state.data is not None else None, user)
 
     def fail_closed(self, exc: Exception, request: Request, *, websocket: bool = False) -> Response | Passage:
         """The outcome of a request whose flow raised `exc`, a bug (logged, see `FailureLog`): the

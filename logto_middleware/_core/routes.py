@@ -25,10 +25,11 @@ from .._sessions.manager import SessionManager
 from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
 from ..flow import Flow
-from ..session import Session, session_claims
+from ..session import session_claims
 from ..stores import ServerSessions
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import request_origin, safe_redirect
+from .usercode import UserCode
 
 __all__ = ["Routes"]
 
@@ -44,9 +45,10 @@ PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "pr
 class Routes:
     """Handlers of the routes under `base_path`; each is a flow returning a `Response`."""
 
-    def __init__(self, config: LogtoConfig, manager: SessionManager) -> None:
+    def __init__(self, config: LogtoConfig, manager: SessionManager, user_code: UserCode) -> None:
         self.manager = manager
         self.config = config
+        self._user_code = user_code
         self._transactions = Cipher(config.secrets, "transaction cookie")
         if config.session_format == "authjs":
             # Auth.js's own CSRF cookie, so these routes can stand in for an Auth.js app's.
@@ -268,6 +270,9 @@ class Routes:
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
+        if self._user_code.user(data, request) is None:
+            # The app's profile mapper cannot map this user: no session it could not read later.
+            return self._error(request, "Configuration", cookies)
         state_obj = yield from self.manager.read_session(request, refresh=False)
         if state_obj.cookie_value is not None:
             # A new sign-in always gets a new session id (no session fixation).
@@ -352,13 +357,13 @@ class Routes:
 
     def session(self, request: Request) -> Flow[Response]:
         state = yield from self.manager.read_session(request, refresh=True)
+        user = self._user_code.session_user(state, request)
         cookies = yield from self.manager.write_session(state)
-        if state.data is None:
+        if state.data is None or user is None:
             return Response.json(None, cookies=cookies)
-        session = Session(state.data, self.config.profile)
-        body: dict[str, Any] = {"user": session.user.to_dict(), "expires": _iso(state.data.expires_at)}
-        if session.error:
-            body["error"] = session.error
+        body: dict[str, Any] = {"user": user.to_dict(), "expires": _iso(state.data.expires_at)}
+        if state.data.error:
+            body["error"] = state.data.error
         return Response.json(body, cookies=cookies)
 
     def csrf(self, request: Request) -> Flow[Response]:
