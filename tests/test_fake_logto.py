@@ -598,6 +598,27 @@ def test_token_response_hook(fake: FakeLogto, client: httpx.Client) -> None:
     assert response.status_code == 502 and response.text == "bad gateway"
 
 
+def test_logout_tokens_are_shaped_like_logtos(fake: FakeLogto) -> None:
+    """Like oidc-provider's (Logto's): typ logout+jwt, exp two minutes after iat, a fresh jti,
+    the back-channel logout event, no nonce; sub and/or sid."""
+    keys = KeySet.import_key_set(fake.jwks())
+    token = jwt.decode(fake.sign_logout_token(fake.make_logout_token_claims("alice", sid="s-1")), keys,
+                       algorithms=ES384)
+    claims = token.claims
+    assert token.header["typ"] == "logout+jwt"
+    assert claims["iss"] == fake.issuer and claims["aud"] == fake.client_id
+    assert claims["sub"] == fake.user_claims("alice")["sub"] and claims["sid"] == "s-1"
+    assert claims["iat"] == int(fake.clock()) and claims["exp"] == claims["iat"] + 120
+    assert claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
+    assert "nonce" not in claims
+    assert fake.make_logout_token_claims("alice")["jti"] != claims["jti"]
+    only_sid = fake.make_logout_token_claims(sid="s-2")
+    assert "sub" not in only_sid and only_sid["sid"] == "s-2"
+    assert "exp" not in fake.make_logout_token_claims("alice", exp=None)
+    with pytest.raises(ValueError, match="names a user"):
+        fake.make_logout_token_claims()
+
+
 def test_sign_id_token_forgeries(fake: FakeLogto) -> None:
     claims = fake.make_id_token_claims("mallory", nonce="n", aud="other", email=None)
     assert claims["aud"] == "other" and claims["nonce"] == "n" and "email" not in claims
