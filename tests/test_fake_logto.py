@@ -598,6 +598,27 @@ def test_token_response_hook(fake: FakeLogto, client: httpx.Client) -> None:
     assert response.status_code == 502 and response.text == "bad gateway"
 
 
+def test_logout_tokens_are_shaped_like_logtos(fake: FakeLogto) -> None:
+    """Like oidc-provider's (Logto's): typ logout+jwt, exp two minutes after iat, a fresh jti,
+    the back-channel logout event, no nonce; sub and/or sid."""
+    keys = KeySet.import_key_set(fake.jwks())
+    token = jwt.decode(fake.sign_logout_token(fake.make_logout_token_claims("alice", sid="s-1")), keys,
+                       algorithms=ES384)
+    claims = token.claims
+    assert token.header["typ"] == "logout+jwt"
+    assert claims["iss"] == fake.issuer and claims["aud"] == fake.client_id
+    assert claims["sub"] == fake.user_claims("alice")["sub"] and claims["sid"] == "s-1"
+    assert claims["iat"] == int(fake.clock()) and claims["exp"] == claims["iat"] + 120
+    assert claims["events"] == {"http://schemas.openid.net/event/backchannel-logout": {}}
+    assert "nonce" not in claims
+    assert fake.make_logout_token_claims("alice")["jti"] != claims["jti"]
+    only_sid = fake.make_logout_token_claims(sid="s-2")
+    assert "sub" not in only_sid and only_sid["sid"] == "s-2"
+    assert "exp" not in fake.make_logout_token_claims("alice", exp=None)
+    with pytest.raises(ValueError, match="names a user"):
+        fake.make_logout_token_claims()
+
+
 def test_sign_id_token_forgeries(fake: FakeLogto) -> None:
     claims = fake.make_id_token_claims("mallory", nonce="n", aud="other", email=None)
     assert claims["aud"] == "other" and claims["nonce"] == "n" and "email" not in claims
@@ -1003,3 +1024,43 @@ def test_main_serves_with_uvicorn(
     assert served["port"] == 3999
     doc = TestClient(served["app"]).get("/oidc/.well-known/openid-configuration").json()
     assert doc["issuer"] == "http://127.0.0.1:3999/oidc"
+
+
+def _record_uvicorn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    served: dict[str, Any] = {}
+
+    def run(app: Any, host: str, port: int) -> None:
+        served.update(app=app, host=host, port=port)
+
+    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=run))
+    return served
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.168.1.10", "10.0.0.1", "2001:db8::1",
+                                  "example.com", "localhost.evil.example", "::ffff:127.0.0.1"])
+def test_main_refuses_to_listen_beyond_loopback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    served = _record_uvicorn(monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--host", host])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err
+    assert f"refusing to bind --host {host!r}" in err and "--allow-remote" in err
+    assert served == {}  # nothing was served
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "localhost", "LocalHost"])
+def test_main_listens_on_loopback(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    served = _record_uvicorn(monkeypatch)
+    main(["--host", host])
+    assert served["host"] == host
+
+
+def test_main_listens_beyond_loopback_only_when_allowed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    served = _record_uvicorn(monkeypatch)
+    main(["--host", "0.0.0.0", "--allow-remote", "--port", "3998"])
+    assert served["host"] == "0.0.0.0" and served["port"] == 3998
+    assert "ANYONE WHO REACHES IT CAN SIGN IN" in capsys.readouterr().out

@@ -9,7 +9,9 @@ from urllib.parse import quote, urlsplit
 __all__ = ["request_origin", "safe_redirect"]
 
 _URL_SAFE = ":/?#[]@!$&'()*+,;=%~"
-_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
+# Matched whole (`fullmatch`: a `$` would let a final newline through); ASCII digits only (`\d`
+# is any Unicode digit).
+_HOST = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 def request_origin(scheme: str, headers: Mapping[str, str], *, base_url: str | None,
@@ -25,7 +27,7 @@ def request_origin(scheme: str, headers: Mapping[str, str], *, base_url: str | N
         host = forwarded_host or host
         if forwarded_proto in ("http", "https"):
             scheme = forwarded_proto
-    if not _HOST.match(host):
+    if not _HOST.fullmatch(host):
         host = server or "localhost"
     scheme = "https" if scheme in ("https", "wss") else "http"
     return f"{scheme}://{host.lower()}"

@@ -17,7 +17,7 @@ from cachetools import TTLCache
 
 from .._messages import Request, Response
 from .._protocol.oauth import revoke, token_grant
-from .._protocol.tokens import verify_id_token, verify_logout_token
+from .._protocol.tokens import logout_token_replay_ttl, verify_id_token, verify_logout_token
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .._sessions.cipher import Cipher, Signer, b64encode
 from .._sessions.cookies import delete_cookie, set_cookie
@@ -335,10 +335,14 @@ class Routes:
                                   "a cookie session cannot be ended from the server"}, 501)
         token = request.form.get("logout_token", "")
         try:
+            now, leeway = self.manager.clock(), self.config.clock_skew
             claims = yield from verify_logout_token(
                 token, provider=self.manager.provider, issuer=self.config.issuer, client_id=self.config.client_id,
-                algorithms=self.config.id_token_algorithms, now=self.manager.clock(), leeway=self.config.clock_skew)
-            if (yield from sessions.seen_before("jti:" + claims["jti"], 3600)):
+                algorithms=self.config.id_token_algorithms, now=now, leeway=leeway)
+            # Remembered in the store, so every process refuses a replay, for as long as the
+            # token would otherwise pass its checks.
+            ttl = logout_token_replay_ttl(claims, now=now, leeway=leeway)
+            if (yield from sessions.seen_before("jti:" + claims["jti"], ttl)):
                 raise TokenValidationError("logout token replayed")
         except TokenValidationError as exc:
             log.warning("back-channel logout token rejected: %s", exc)

@@ -11,7 +11,7 @@ __all__ = ["CHUNK_SIZE", "CookieJarView", "delete_cookie", "find_cookie", "parse
 # Browsers cap one cookie (name, value and attributes) at 4096 bytes; keep room for the rest.
 CHUNK_SIZE = 3936
 _MAX_HEADER = 64 * 1024
-_CHUNK_SUFFIX = re.compile(r"\.(\d{1,3})$")
+_CHUNK_SUFFIX = re.compile(r"\.([0-9]{1,3})")  # used with fullmatch; ASCII digits only
 _EXPIRED = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 CookieJarView = Mapping[str, str]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import shlex
 from collections.abc import Sequence
 
@@ -19,6 +20,12 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
     )
     parser.add_argument("--port", type=int, default=3001, help="port (default: %(default)s)")
+    parser.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (127.0.0.0/8, ::1, localhost): the provider "
+        "signs in anyone who types a user name, so only do this on a network you control",
+    )
     parser.add_argument("--issuer", help="issuer URL (default: http://HOST:PORT/oidc)")
     parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="default: %(default)s")
     parser.add_argument(
@@ -74,6 +81,15 @@ def _assignment(value: str) -> tuple[str, list[str]]:
     return name, [item for item in items.split(",") if item]
 
 
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # another name: it may resolve to anything
+        return False
+
+
 def _default_issuer(host: str, port: int) -> str:
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only used to pick a reachable name
         host = "127.0.0.1"
@@ -84,7 +100,13 @@ def _default_issuer(host: str, port: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse ``argv`` and serve the fake provider with uvicorn until interrupted."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not _is_loopback(args.host) and not args.allow_remote:
+        # It signs in any user name: reachable from the network, it is a login for anyone.
+        parser.error(f"refusing to bind --host {args.host!r}: the development provider signs in any "
+                     "user name, so it listens on loopback only (127.0.0.0/8, ::1, localhost); "
+                     "pass --allow-remote to expose it anyway")
     fake = FakeLogto(
         issuer=args.issuer or _default_issuer(args.host, args.port),
         client_id=args.client_id,
@@ -102,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ImportError:
         raise SystemExit("uvicorn is needed to serve FakeLogto: pip install uvicorn") from None
     print(f"!!! {BANNER.upper()} !!!")
+    if not _is_loopback(args.host):
+        print(f"!!! LISTENING ON {args.host!r} (--allow-remote): ANYONE WHO REACHES IT CAN SIGN IN !!!")
     print("Point your app at it with:")
     print(f"  AUTH_LOGTO_ISSUER={shlex.quote(fake.issuer)}")
     print(f"  AUTH_LOGTO_ID={shlex.quote(fake.client_id)}")

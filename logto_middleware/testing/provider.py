@@ -59,6 +59,9 @@ DEFAULT_CLIENT_SECRET = "fake#secret:with:colons"
 DEFAULT_ROTATION: RotationMode = "logto"
 _PKCE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 ACCESS_TOKEN_TYP = "at+jwt"
+LOGOUT_TOKEN_TYP = "logout+jwt"
+LOGOUT_TOKEN_TTL = 120  # oidc-provider's (Logto's) fixed lifetime of a back-channel logout token
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 ORGANIZATIONS_SCOPE = "urn:logto:scope:organizations"
 ORGANIZATION_RESOURCE = "urn:logto:resource:organizations"
 """Logto's reserved API resource whose scopes are the organization template's scopes."""
@@ -294,6 +297,45 @@ class FakeLogto:
         :meth:`sign_id_token`; see :meth:`make_access_token_claims`."""
         typ = {"typ": ACCESS_TOKEN_TYP}
         return self.sign_id_token(claims, alg=alg, kid=kid, key=key, headers={**typ, **(headers or {})})
+
+    def sign_logout_token(
+        self,
+        claims: dict[str, Any],
+        *,
+        alg: str = _keys.ALG,
+        kid: str | None = None,
+        key: Key | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> str:
+        """Sign back-channel logout-token ``claims`` (header ``typ: logout+jwt``), like
+        :meth:`sign_id_token`; see :meth:`make_logout_token_claims`."""
+        typ = {"typ": LOGOUT_TOKEN_TYP}
+        return self.sign_id_token(claims, alg=alg, kid=kid, key=key, headers={**typ, **(headers or {})})
+
+    def make_logout_token_claims(
+        self,
+        user: str | None = None,
+        *,
+        sid: str | None = None,
+        **overrides: Any,
+    ) -> dict[str, Any]:
+        """The claims of a fresh back-channel logout token for ``user`` (its ``sub``) and/or
+        the provider session ``sid``, shaped like Logto's: ``iat``, ``exp`` two minutes later,
+        a fresh ``jti``, the logout event; ``overrides`` (None removes) last."""
+        if user is None and sid is None:
+            raise ValueError("a logout token names a user, a session (sid), or both")
+        now = int(self.clock())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.client_id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_TTL,
+            "jti": random_token(),
+            "sub": self._subject(user) if user is not None else None,
+            "sid": sid,
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        }
+        return _claims.merge(_claims.merge({}, claims), overrides)
 
     def make_access_token_claims(
         self,

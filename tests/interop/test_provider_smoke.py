@@ -17,6 +17,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware.stores import MemoryStore
+
 from .provider import OidcProviderProcess
 
 SCOPE = "openid offline_access profile email"
@@ -380,7 +383,19 @@ def test_backchannel_logout_trigger(oidc_provider_factory: Any, logout_sink: Any
     assert claims["sub"] == "erin" and claims["sid"] == sid
     assert "http://schemas.openid.net/event/backchannel-logout" in claims["events"]
     assert "nonce" not in claims
+    assert claims["exp"] - claims["iat"] == 120  # oidc-provider's fixed logout-token lifetime
     assert op.stats()["backchannel_logout_sent"] == 1
+
+    # The middleware accepts the real token once (its keys fetched from the provider) and
+    # refuses the replay.
+    config = LogtoConfig(issuer=op.issuer, client_id=op.client_id, client_secret=op.client_secret,
+                         secret="interop-secret-0123456789-abcdefghijklmnop")
+    app = LogtoWSGIMiddleware(lambda environ, start_response: [], config, store=MemoryStore())
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://127.0.0.1") as rp:
+        accepted = rp.post("/api/auth/backchannel-logout", data={"logout_token": received[0]})
+        assert accepted.status_code == 200, accepted.text
+        replay = rp.post("/api/auth/backchannel-logout", data={"logout_token": received[0]})
+        assert replay.status_code == 400 and "replayed" in replay.json()["error_description"]
 
 
 # ---------------------------------------------------------------------------

@@ -59,7 +59,9 @@ def test_forged_forwarding_headers_are_ignored_without_trust_host(site: Harness,
 
 MALFORMED_HOSTS = ["evil.example/", "localhost:3000@evil.example", "evil.example\\", "localhost:3000/evil.example",
                    "evil.example:80:80", "evil.example#", "evil.example?x", "evil example", "[evil.example]",
-                   "localhost:3000, evil.example", "evil.example:99999999"]
+                   "localhost:3000, evil.example", "evil.example:99999999",
+                   # a `$` anchor matches before a final newline: the whole value must match
+                   "evil.example\n", "localhost:3000\n", "evil.example:3000\n"]
 
 
 @pytest.mark.parametrize("host", MALFORMED_HOSTS)

@@ -118,6 +118,22 @@ def test_signed_in_sign_out_returns_to_the_origin_only(site: Harness, raw: str) 
     assert_no_injection(response)
 
 
+@pytest.mark.parametrize("host", ["evil.example\n", "localhost:3000\n", "evil.example:3000\n"])
+def test_host_with_a_trailing_newline_never_reaches_a_location(site: Harness, host: str) -> None:
+    """A Host header ending in a newline is malformed (a `$` anchor would accept it): every URL
+    built from the request's origin stays on the app's origin and carries no newline."""
+    start = site.client.get("/api/auth/signin", params={"callbackUrl": "/after"}, headers={"host": host})
+    assert start.status_code == 302, start.text
+    assert_no_injection(start)
+    assert_safe_location(query_of(start.headers["location"])["redirect_uri"])
+    error = site.client.get("/api/auth/callback/logto", headers={"host": host})  # no transaction: error page
+    assert_safe_location(error.headers["location"])
+    out = site.client.post("/api/auth/signout", headers={"host": host, "origin": ORIGIN})
+    assert out.status_code == 302, out.text
+    assert_safe_location(out.headers["location"])
+    assert_no_injection(out)
+
+
 NON_ASCII = ["/caf%C3%A9", "/%E2%82%AC", "/%F0%9F%98%80", "/%E2%80%AEevil.example", "/%C2%A0", "/%FF%FE"]
 
 

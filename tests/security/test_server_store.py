@@ -8,7 +8,6 @@ import base64
 import hashlib
 import hmac
 import json
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -93,11 +92,8 @@ def test_cookie_store_session_is_not_a_server_session(make_harness: Callable[...
 
 # -- back-channel logout ------------------------------------------------------------------------
 
-def logout_claims(fake: FakeLogto, clock: Clock, **changes: Any) -> dict[str, Any]:
-    claims = {"iss": fake.issuer, "aud": fake.client_id, "iat": int(clock()), "exp": int(clock()) + 120,
-              "jti": uuid.uuid4().hex, "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
-              "sub": fake.user_claims("alice")["sub"], **changes}
-    return {k: v for k, v in claims.items() if v is not None}
+def logout_claims(fake: FakeLogto, **changes: Any) -> dict[str, Any]:
+    return fake.make_logout_token_claims("alice", **changes)
 
 
 def _hs256(fake: FakeLogto, claims: dict[str, Any]) -> str:
@@ -116,18 +112,18 @@ def _rs256_served(fake: FakeLogto, claims: dict[str, Any]) -> str:
 
 
 LOGOUT_FORGERIES: dict[str, Callable[[FakeLogto, Clock], str]] = {
-    "foreign_key": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock),
+    "foreign_key": lambda fake, clock: fake.sign_logout_token(logout_claims(fake),
                                                           key=ECKey.generate_key("P-384", {"alg": "ES384"})),
-    "alg_none": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock), alg="none"),
-    "hs256_keyed_with_public_pem": lambda fake, clock: _hs256(fake, logout_claims(fake, clock)),
-    "rs256_with_served_rsa_key": lambda fake, clock: _rs256_served(fake, logout_claims(fake, clock)),
+    "alg_none": lambda fake, clock: fake.sign_logout_token(logout_claims(fake), alg="none"),
+    "hs256_keyed_with_public_pem": lambda fake, clock: _hs256(fake, logout_claims(fake)),
+    "rs256_with_served_rsa_key": lambda fake, clock: _rs256_served(fake, logout_claims(fake)),
     "an_id_token_not_a_logout_token": lambda fake, clock: fake.sign_id_token(fake.make_id_token_claims("alice")),
-    "other_client": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock, aud="other-client")),
-    "other_issuer": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock, iss="https://evil.example/oidc")),
-    "issued_in_the_future": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock, iat=int(clock()) + 3600)),
-    "events_wrong_type": lambda fake, clock: fake.sign_id_token(logout_claims(
-        fake, clock, events={BACKCHANNEL_LOGOUT_EVENT: "yes"})),
-    "oversized": lambda fake, clock: fake.sign_id_token(logout_claims(fake, clock, pad="x" * 20_000)),
+    "other_client": lambda fake, clock: fake.sign_logout_token(logout_claims(fake, aud="other-client")),
+    "other_issuer": lambda fake, clock: fake.sign_logout_token(logout_claims(fake, iss="https://evil.example/oidc")),
+    "issued_in_the_future": lambda fake, clock: fake.sign_logout_token(logout_claims(fake, iat=int(clock()) + 3600)),
+    "events_wrong_type": lambda fake, clock: fake.sign_logout_token(logout_claims(
+        fake, events={BACKCHANNEL_LOGOUT_EVENT: "yes"})),
+    "oversized": lambda fake, clock: fake.sign_logout_token(logout_claims(fake, pad="x" * 20_000)),
     "jwe": lambda fake, clock: "a.b.c.d.e",
     "empty": lambda fake, clock: "",
     "garbage": lambda fake, clock: "<script>alert(1)</script>",
@@ -152,7 +148,7 @@ def test_logout_token_for_one_user_leaves_others_signed_in(site: Harness, watch:
     bob = watch.watch_client(site.browser())
     callback = site.fake.authorize(bob.get("/api/auth/signin").headers["location"], login="bob")
     assert session_written(bob.get(callback))
-    token = site.fake.sign_id_token(logout_claims(site.fake, site.clock))  # alice's sub
+    token = site.fake.sign_logout_token(logout_claims(site.fake))  # alice's sub
     response = bob.post("/api/auth/backchannel-logout", data={"logout_token": token})
     assert response.status_code == 200
     assert site.me()["authenticated"] is False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,15 +12,17 @@ import pytest
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
-from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT
+from logto_middleware._protocol.tokens import LOGOUT_TOKEN_MAX_AGE, LOGOUT_TOKEN_MAX_LIFETIME
+from logto_middleware.flow import SyncDriver
 from logto_middleware.stores import MemoryStore, RedisStore, SessionStore
 from logto_middleware.testing import FakeLogto
+from logto_middleware.testing.provider import LOGOUT_TOKEN_TTL
 
 
 @pytest.fixture(params=["memory", "redis"])
-def make_store(request: pytest.FixtureRequest) -> Callable[[], SessionStore]:
+def make_store(request: pytest.FixtureRequest, clock: Clock) -> Callable[[], SessionStore]:
     if request.param == "memory":
-        shared = MemoryStore()
+        shared = MemoryStore(clock=clock)  # its TTLs run on the test's clock
         return lambda: shared  # one process: one store object
     url = request.getfixturevalue("redis_url")
     return lambda: RedisStore.from_url(url)  # each "process" with its own client
@@ -85,16 +86,18 @@ def test_refresh_updates_the_store_without_resending_the_cookie(server_harness: 
     assert server_harness.fake.counts["token:refresh_token"] == 1
 
 
-def logout_token(fake: FakeLogto, clock: Clock, **claims: Any) -> str:
-    body = {"iss": fake.issuer, "aud": fake.client_id, "iat": int(clock()), "exp": int(clock()) + 120,
-            "jti": uuid.uuid4().hex, "events": {BACKCHANNEL_LOGOUT_EVENT: {}}, **claims}
-    return fake.sign_id_token({k: v for k, v in body.items() if v is not None}, headers={"typ": "logout+jwt"})
+def logout_token(fake: FakeLogto, **claims: Any) -> str:
+    """A logout token shaped like Logto's for alice; `claims` change it (None removes one)."""
+    return fake.sign_logout_token(fake.make_logout_token_claims("alice", **claims))
+
+
+def post_logout(client: httpx.Client, token: str) -> httpx.Response:
+    return client.post("/api/auth/backchannel-logout", data={"logout_token": token})
 
 
 def test_backchannel_logout_ends_sessions_of_the_sub(server_harness: Harness) -> None:
     server_harness.sign_in("alice")
-    sub = server_harness.fake.user_claims("alice")["sub"]
-    token = logout_token(server_harness.fake, server_harness.clock, sub=sub)
+    token = logout_token(server_harness.fake)
     response = server_harness.browser().post("/api/auth/backchannel-logout", data={"logout_token": token})
     assert response.status_code == 200
     assert server_harness.me()["authenticated"] is False
@@ -102,22 +105,94 @@ def test_backchannel_logout_ends_sessions_of_the_sub(server_harness: Harness) ->
     assert replay.status_code == 400 and "replayed" in replay.json()["error_description"]
 
 
+NOW = int(Clock().now)  # the harness clock's start; the harness allows the default 60 s of clock skew
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"events": None}, "event"), ({"nonce": "n"}, "nonce"), ({"aud": "other-client"}, "audience"),
     ({"iss": "https://evil.example/oidc"}, "issuer"), ({"jti": None}, "jti"), ({"sub": None}, "sub"),
+    ({"exp": None}, "no exp"),
+    ({"exp": NOW - 61, "iat": NOW - 181}, "expired"),
+    ({"iat": NOW + 61, "exp": NOW + 181}, "issued in the future"),
+    ({"iat": NOW - LOGOUT_TOKEN_MAX_AGE - 61, "exp": NOW + 60}, "issued too long ago"),
+    ({"exp": NOW + LOGOUT_TOKEN_MAX_LIFETIME + 1}, "exp is too far"),
+    ({"exp": NOW + 10 * 365 * 86400}, "exp is too far"),
 ])
 def test_backchannel_logout_rejects_bad_tokens(server_harness: Harness, change: dict[str, Any], reason: str) -> None:
     server_harness.sign_in("alice")
-    claims = {"sub": server_harness.fake.user_claims("alice")["sub"], **change}
-    token = logout_token(server_harness.fake, server_harness.clock, **claims)
+    token = logout_token(server_harness.fake, **change)
     response = server_harness.browser().post("/api/auth/backchannel-logout", data={"logout_token": token})
     assert response.status_code == 400
     assert reason in response.json()["error_description"]
     assert server_harness.me()["authenticated"] is True
 
 
+@pytest.mark.parametrize("change", [
+    {"iat": NOW - LOGOUT_TOKEN_MAX_AGE - 60, "exp": NOW + 60},  # the oldest accepted
+    {"iat": NOW + 60, "exp": NOW + 180},  # issued in the future within the clock skew
+    {"exp": NOW + LOGOUT_TOKEN_MAX_LIFETIME},  # the longest accepted lifetime
+    {"iat": NOW - 170, "exp": NOW - 60},  # expired within the clock skew
+])
+def test_backchannel_logout_accepts_tokens_at_the_bounds(server_harness: Harness, change: dict[str, Any]) -> None:
+    server_harness.sign_in("alice")
+    assert post_logout(server_harness.browser(), logout_token(server_harness.fake, **change)).status_code == 200
+    assert server_harness.me()["authenticated"] is False
+
+
+def test_backchannel_logout_replay_is_refused_while_the_token_would_pass(server_harness: Harness) -> None:
+    """The jti is remembered until the token's exp (plus the clock skew), not for a fixed time."""
+    fake, clock = server_harness.fake, server_harness.clock
+    token = logout_token(fake)
+    start = clock()
+    assert post_logout(server_harness.browser(), token).status_code == 200
+    last_second = LOGOUT_TOKEN_TTL + server_harness.config.clock_skew
+    for at in (0, 1, last_second - 1, last_second):
+        clock.now = start + at
+        replay = post_logout(server_harness.browser(), token)
+        assert replay.status_code == 400 and "replayed" in replay.json()["error_description"], at
+    for at in (last_second + 1, 59 * 60, 61 * 60):
+        clock.now = start + at
+        replay = post_logout(server_harness.browser(), token)
+        assert replay.status_code == 400 and "expired" in replay.json()["error_description"], at
+
+
+def test_backchannel_logout_replay_to_another_process_is_refused(
+        kind: str, fake: FakeLogto, clock: Clock, make_store: Callable[[], SessionStore]) -> None:
+    """Two middleware instances (two processes with Redis) share the jti memory."""
+    first, second = Harness(kind, fake, clock, store=make_store()), Harness(kind, fake, clock, store=make_store())
+    first.sign_in("alice")
+    token = logout_token(fake)
+    assert post_logout(first.browser(), token).status_code == 200
+    assert second.me()["authenticated"] is False
+    replay = post_logout(second.browser(), token)
+    assert replay.status_code == 400 and "replayed" in replay.json()["error_description"]
+
+
+def test_backchannel_logout_forgets_the_jti_after_the_token_expired(
+        request: pytest.FixtureRequest, kind: str, fake: FakeLogto, clock: Clock,
+        make_store: Callable[[], SessionStore]) -> None:
+    """The store keeps a jti only while the token would pass its checks: no memory pinned."""
+    store = make_store()
+    harness = Harness(kind, fake, clock, store=store)
+    claims = fake.make_logout_token_claims("alice")
+    assert post_logout(harness.client, fake.sign_logout_token(claims)).status_code == 200
+    remembered_for = claims["exp"] + harness.config.clock_skew + 1 - clock()
+    if isinstance(store, RedisStore):
+        import redis
+
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+        ttl = client.pttl(f"{store.prefix}lock:seen:jti:{claims['jti']}") / 1000
+        assert remembered_for - 5 < ttl <= remembered_for
+        return
+    key = "seen:jti:" + claims["jti"]
+    clock.advance(remembered_for - 1)
+    assert not SyncDriver(httpx.Client()).run(store.acquire_lock(key, "probe", 1))
+    clock.advance(1)
+    assert SyncDriver(httpx.Client()).run(store.acquire_lock(key, "probe", 1))  # forgotten
+
+
 def test_backchannel_logout_needs_a_server_side_store(harness: Harness) -> None:
-    token = logout_token(harness.fake, harness.clock, sub="x")
+    token = logout_token(harness.fake)
     response = harness.client.post("/api/auth/backchannel-logout", data={"logout_token": token})
     assert response.status_code == 501
     assert "server-side session store" in response.json()["error_description"]
