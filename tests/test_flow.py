@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logto_middleware.errors import ProviderUnavailable
-from logto_middleware.flow import AsyncDriver, Flow, Shared, Sleep, SyncDriver
+from logto_middleware.flow import AsyncDriver, Fetch, Flow, Shared, Sleep, SyncDriver
 
 
 class Boom(Exception):
@@ -206,12 +206,14 @@ def test_token_requests_do_not_share_their_headers() -> None:
 
     first = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "x"}))
     second = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "y"}))
-    assert isinstance(first, httpx.Request) and isinstance(second, httpx.Request)
+    assert isinstance(first, Fetch) and isinstance(second, Fetch)
+    first, second = first.request, second.request
     first.headers["Authorization"] = "Bearer changed"
     first.headers["X-Extra"] = "1"
     assert second.headers["Authorization"].startswith("Basic ")
     assert "X-Extra" not in second.headers
     assert second.headers["Content-Length"] == str(len(b"grant_type=y"))
     third = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "z"}))
-    assert isinstance(third, httpx.Request)
+    assert isinstance(third, Fetch)
+    third = third.request
     assert third.headers["Authorization"] == second.headers["Authorization"] and "X-Extra" not in third.headers
