@@ -1,6 +1,7 @@
 """A provider that answers too slowly or too much: every provider call ends by its deadline
 (`http_deadline`) however slowly the bytes drip, and stops reading a body at its cap, on every
-call (discovery, JWKS, token endpoint at the callback and at a refresh, bearer keys).
+call (discovery, JWKS, token endpoint at the callback and at a refresh, revocation, userinfo,
+bearer keys).
 
 The deadline here is 0.5 s and a drip comes every 0.1 s, so each test costs about half a second;
 a hostile body ends by itself after 3 s (or 32 MiB), so without the bounds a test fails rather
@@ -9,6 +10,7 @@ than hangs. The last tests use real sockets and the middlewares' own httpx clien
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SECRET, Clock, Harness, asgi_echo_app, wsgi_echo_app
+from conftest import ORIGIN, SECRET, Clock, Harness, asgi_echo_app, wsgi_echo_app
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -30,6 +32,7 @@ from logto_middleware import (
     BearerWSGIMiddleware,
     LogtoASGIMiddleware,
     LogtoConfig,
+    LogtoError,
     LogtoWSGIMiddleware,
 )
 from logto_middleware.testing import FakeLogto
@@ -51,6 +54,7 @@ DEADLINE = 0.5
 # Generous: the bound is the deadline plus one drip; slow CI machines get a second more.
 LATEST = DEADLINE + 1.0
 DISCOVERY, JWKS, TOKEN = "/.well-known/openid-configuration", "/jwks", "/token"
+REVOCATION, USERINFO = "/token/revocation", "/me"
 
 
 def drip() -> Trickle:
@@ -162,6 +166,56 @@ def test_refresh_with_a_hostile_token_endpoint_ends_on_time_and_keeps_the_sessio
 
 
 @pytest.mark.parametrize("mode", sorted(BODIES))
+def test_sign_out_with_a_hostile_revocation_endpoint_signs_out_on_time(kind: str, fake: FakeLogto, clock: Clock,
+                                                                      watch: SecretWatch, mode: str) -> None:
+    # Revocation is best effort: past the deadline or the cap the sign-out goes on without it.
+    hostile = Hostile(REVOCATION, BODIES[mode])
+    site = hostile_site(kind, fake, clock, watch, hostile)
+    assert_signed_in(site, site.sign_in("alice"))
+    response, elapsed = timed(lambda: site.client.post("/api/auth/signout", headers={"origin": ORIGIN}))
+    assert elapsed < LATEST
+    assert response.status_code == 302
+    assert response.headers["location"].startswith(fake.issuer + "/session/end?")
+    assert "logto.session-token" in deleted_names(response)
+    assert site.me()["authenticated"] is False
+    hostile.assert_cut_short(mode)
+
+
+async def _asgi_user_info(request: Request) -> JSONResponse:
+    try:
+        return JSONResponse(await request.auth.fetch_user_info())
+    except LogtoError as exc:  # what an app does with a provider failure: its own answer
+        return JSONResponse({"error": type(exc).__name__}, 503)
+
+
+def _wsgi_user_info(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    try:
+        status, body = "200 OK", environ["logto.session"].fetch_user_info()
+    except LogtoError as exc:
+        status, body = "503 Service Unavailable", {"error": type(exc).__name__}
+    start_response(status, [("Content-Type", "application/json")])
+    return [json.dumps(body).encode()]
+
+
+@pytest.mark.parametrize("mode", sorted(BODIES))
+def test_user_info_from_a_hostile_provider_fails_on_time(kind: str, fake: FakeLogto, clock: Clock,
+                                                         watch: SecretWatch, mode: str) -> None:
+    hostile = Hostile(USERINFO, BODIES[mode])
+    site = watch.attach(Harness(kind, RoutedFake(fake, hostile), clock, http_deadline=DEADLINE,  # type: ignore[arg-type]
+                                asgi_app=Starlette(routes=[Route("/userinfo", _asgi_user_info)]),
+                                wsgi_app=_wsgi_user_info))
+    hostile.active = False
+    site.sign_in("alice")
+    assert site.client.get("/userinfo").json()["sub"] == fake.user_claims("alice")["sub"]
+    hostile.active = True
+    response, elapsed = timed(lambda: site.client.get("/userinfo"))
+    assert elapsed < LATEST
+    assert response.status_code == 503
+    assert response.json()["error"] == {"drip": "ProviderUnavailable", "flood": "ProviderError"}[mode]
+    hostile.assert_cut_short(mode)
+
+
+@pytest.mark.parametrize("mode", sorted(BODIES))
 def test_bearer_keys_from_a_hostile_jwks_answer_503_on_time(kind: str, fake: FakeLogto, clock: Clock,
                                                             mode: str) -> None:
     api = "https://api.example.com"
@@ -244,11 +298,11 @@ def test_real_sockets_sign_in_ends_by_the_deadline(kind: str, slow_provider: str
                          secret=SECRET, http_timeout=5.0, http_deadline=DEADLINE)
     client: httpx.Client
     if kind == "asgi":
-        client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url="http://localhost:3000",
+        client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url=ORIGIN,
                             follow_redirects=False)
     else:
         client = httpx.Client(transport=httpx.WSGITransport(app=LogtoWSGIMiddleware(wsgi_echo_app, config)),
-                              base_url="http://localhost:3000", follow_redirects=False)
+                              base_url=ORIGIN, follow_redirects=False)
     response, elapsed = timed(lambda: client.get("/api/auth/signin"))
     assert elapsed < LATEST
     assert response.status_code == 302
