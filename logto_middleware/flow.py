@@ -8,7 +8,9 @@ result. The effects:
   read) by its `deadline` and streams the body, stopping as soon as it passes `max_bytes`: a
   provider that drips bytes or sends an endless body cannot hold a request or fill the memory.
   Transport failures and a passed deadline are thrown into the flow as `ProviderUnavailable`, a
-  body over the cap as `ProviderError`. A bare `httpx.Request` is a `Fetch` with the default cap;
+  body over the cap as `ProviderError`. (The async driver cancels the wait at the deadline; the
+  sync one checks it between chunks and bounds each blocking step, one read, by the deadline.)
+  A bare `httpx.Request` is a `Fetch` with the default cap;
 - `Shared(key, make_flow)`: the driver runs the inner flow once for all concurrent callers
   with the same key (single-flight);
 - `Call(sync, async_, args)`: a store's I/O; the sync driver calls `sync(*args)`, the async
