@@ -39,7 +39,8 @@ class LogtoASGIMiddleware:
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout))
+        self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout),
+                               deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from ._protocol.provider import ProviderCache
 from ._protocol.tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidationError
-from .flow import AsyncDriver, Flow, SyncDriver
+from .flow import DEFAULT_DEADLINE, AsyncDriver, Flow, SyncDriver
 from .session import AnonymousUser
 
 __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerError", "BearerValidator",
@@ -93,21 +93,23 @@ class BearerValidator:
 
     `audience` is the API resource indicator; `organization=True` accepts organization tokens
     (`aud` = `urn:logto:organization:<id>`) instead. Verified tokens are cached until they
-    expire, so a client calling repeatedly costs one signature check.
+    expire, so a client calling repeatedly costs one signature check. Fetching the provider's
+    keys takes at most `http_deadline` seconds in all (each step at most 5 s); past it the
+    request is answered 503.
     """
 
     def __init__(self, issuer: str, audience: str | None = None, *, organization: bool = False,
                  algorithms: Collection[str] = ("ES384",), leeway: int = 60,
                  http_client: httpx.Client | None = None, async_http_client: httpx.AsyncClient | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, http_deadline: float = DEFAULT_DEADLINE) -> None:
         if audience is None and not organization:
             raise ValueError("BearerValidator needs the API resource indicator (audience) or organization=True")
         self.issuer = issuer.rstrip("/").removesuffix("/.well-known/openid-configuration")
         self.audience, self.organization = audience, organization
         self.algorithms, self.leeway, self._clock = tuple(algorithms), leeway, clock
         self.provider = ProviderCache(self.issuer, clock=clock)
-        self._sync = SyncDriver(http_client or httpx.Client(timeout=5.0))
-        self._async = AsyncDriver(async_http_client or httpx.AsyncClient(timeout=5.0))
+        self._sync = SyncDriver(http_client or httpx.Client(timeout=5.0), deadline=http_deadline)
+        self._async = AsyncDriver(async_http_client or httpx.AsyncClient(timeout=5.0), deadline=http_deadline)
         # token -> (the kid that verified it, its claims)
         self._verified: LRUCache[str, tuple[str | None, dict[str, Any]]] = LRUCache(maxsize=1024)
         self._lock = threading.Lock()

@@ -41,6 +41,12 @@ class LogtoConfig:
     directory of this host (every worker process of one machine); an absolute directory; a
     `redis://` URL for processes on several hosts; `off` for none (one process only). Server-side
     sessions (`session_store`) always use their store's lock instead.
+
+    Calls to the provider (discovery, JWKS, token endpoint, userinfo, revocation) are bounded
+    twice: `http_timeout` bounds each step (connecting, sending, each read of the response), and
+    `http_deadline` the whole call, however slowly the provider drips its answer; past it the
+    call fails as the provider being unavailable. `None`, the default, is twice `http_timeout`
+    (10 s). A read blocked in a WSGI worker ends at most one step's timeout after the deadline.
     """
 
     issuer: str
@@ -60,6 +66,7 @@ class LogtoConfig:
     profile: ProfileMapper | None = None
     prompt: str | None = "consent"
     http_timeout: float = 5.0
+    http_deadline: float | None = None
     clock_skew: int = 60
     session_store: str = "cookie"
     resources: Sequence[str] = ()
@@ -130,10 +137,17 @@ class LogtoConfig:
         set_(self, "refresh_lock", lock)
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")
+        if self.http_deadline is not None and self.http_deadline <= 0:
+            raise _fail("http_deadline", None, "must be positive (or None: twice http_timeout)")
 
     @property
     def discovery_url(self) -> str:
         return self.issuer + _WELL_KNOWN
+
+    @property
+    def call_deadline(self) -> float:
+        """The seconds one provider call may take in all: `http_deadline`, or twice `http_timeout`."""
+        return self.http_deadline if self.http_deadline is not None else 2 * self.http_timeout
 
     @property
     def scope(self) -> str:

@@ -3,8 +3,14 @@
 A flow is a generator, as in httpx's `Auth.auth_flow`: it yields an effect and receives its
 result. The effects:
 
-- an `httpx.Request`: the driver sends it and sends back the `httpx.Response`; transport
-  failures are thrown into the flow as `ProviderUnavailable`;
+- `Fetch(request, max_bytes)`: a request to the provider; the driver sends back the
+  `httpx.Response` with its body read. The driver bounds the whole call (connect, send, every
+  read) by its `deadline` and streams the body, stopping as soon as it passes `max_bytes`: a
+  provider that drips bytes or sends an endless body cannot hold a request or fill the memory.
+  Transport failures and a passed deadline are thrown into the flow as `ProviderUnavailable`, a
+  body over the cap as `ProviderError`. (The async driver cancels the wait at the deadline; the
+  sync one checks it between chunks and bounds each blocking step, one read, by the deadline.)
+  A bare `httpx.Request` is a `Fetch` with the default cap;
 - `Shared(key, make_flow)`: the driver runs the inner flow once for all concurrent callers
   with the same key (single-flight);
 - `Call(sync, async_, args)`: a store's I/O; the sync driver calls `sync(*args)`, the async
@@ -25,11 +31,25 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .errors import ProviderUnavailable
+from .errors import ProviderError, ProviderUnavailable
 
-__all__ = ["AsyncDriver", "Call", "Flow", "Shared", "Sleep", "SyncDriver", "returns", "run_without_io"]
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "AsyncDriver", "Call", "Fetch", "Flow", "Shared", "Sleep",
+           "SyncDriver", "returns", "run_without_io"]
 
 T = TypeVar("T")
+
+DEFAULT_DEADLINE = 10.0
+"""Seconds one provider call may take in all, unless the driver is given another deadline."""
+DEFAULT_MAX_BYTES = 512 * 1024
+"""The largest provider response body a `Fetch` accepts unless it names another cap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    """An HTTP request to the provider, and the largest response body the flow accepts."""
+
+    request: httpx.Request
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +74,7 @@ class Sleep:
     seconds: float
 
 
-Effect = httpx.Request | Shared | Call | Sleep
+Effect = Fetch | httpx.Request | Shared | Call | Sleep
 Flow = Generator[Effect, Any, T]
 
 
@@ -87,6 +107,55 @@ def _unavailable(exc: httpx.HTTPError, request: httpx.Request) -> ProviderUnavai
     return ProviderUnavailable(f"{type(exc).__name__} on {request.method} {request.url.copy_with(query=None)}")
 
 
+# Describe the body that was read, not the one that was sent: it is decoded and complete.
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+class _Download:
+    """One `Fetch` under way: its deadline and byte cap, checked as each chunk arrives. The two
+    drivers differ only in how they wait for the chunks (and the async one in how it stops a
+    wait at the deadline)."""
+
+    __slots__ = ("_chunks", "_size", "deadline", "fetch", "request", "seconds")
+
+    def __init__(self, effect: Fetch | httpx.Request, seconds: float, client_timeout: httpx.Timeout) -> None:
+        self.fetch = effect if isinstance(effect, Fetch) else Fetch(effect)
+        self.request = request = self.fetch.request
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        # No step (connect, pool, write, one read) may wait longer than the whole call: a read
+        # blocked in the socket is not interrupted by the checks between chunks below.
+        steps = request.extensions.get("timeout") or client_timeout.as_dict()
+        request.extensions = {**request.extensions,
+                              "timeout": {step: seconds if limit is None else min(limit, seconds)
+                                          for step, limit in steps.items()}}
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise self.late()
+
+    def late(self) -> ProviderUnavailable:
+        return ProviderUnavailable(f"{self.request.method} {self.request.url.copy_with(query=None)} "
+                                   f"took longer than {self.seconds:g} s")
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.fetch.max_bytes:
+            # Stop reading here: the rest of the body is never downloaded.
+            raise ProviderError(f"{self.request.method} {self.request.url.copy_with(query=None)} "
+                                f"answered more than {self.fetch.max_bytes} bytes")
+        self._chunks.append(chunk)
+        self.check()
+
+    def response(self, head: httpx.Response) -> httpx.Response:
+        """The response the flow gets: `head`'s status and headers, and the body read."""
+        headers = [(name, value) for name, value in head.headers.multi_items() if name not in _BODY_HEADERS]
+        return httpx.Response(head.status_code, headers=headers, content=b"".join(self._chunks),
+                              request=self.request)
+
+
 def _for_followers(exc: BaseException) -> Exception:
     # A leader that was cancelled or interrupted must not leave its followers waiting forever.
     return exc if isinstance(exc, Exception) else ProviderUnavailable("shared request interrupted")
@@ -95,8 +164,9 @@ def _for_followers(exc: BaseException) -> Exception:
 class SyncDriver:
     """Runs flows with an `httpx.Client`; `Shared` is single-flight across threads."""
 
-    def __init__(self, client: httpx.Client) -> None:
+    def __init__(self, client: httpx.Client, *, deadline: float = DEFAULT_DEADLINE) -> None:
         self.client = client
+        self.deadline = deadline
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _SyncFlight] = {}
 
@@ -118,17 +188,27 @@ class SyncDriver:
         return self._shared(effect)
 
     def _perform(self, effect: Effect) -> Any:
-        if isinstance(effect, httpx.Request):
-            try:
-                return self.client.send(effect)
-            except httpx.HTTPError as exc:
-                raise _unavailable(exc, effect) from None
+        if isinstance(effect, (Fetch, httpx.Request)):
+            return self._fetch(_Download(effect, self.deadline, self.client.timeout))
         if isinstance(effect, Call):
             return effect.sync(*effect.args)
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
             return None
         return self._shared(effect)
+
+    def _fetch(self, download: _Download) -> httpx.Response:
+        try:
+            head = self.client.send(download.request, stream=True)
+            try:
+                download.check()
+                for chunk in head.iter_bytes():
+                    download.add(chunk)
+            finally:
+                head.close()
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc, download.request) from None
+        return download.response(head)
 
     def _shared(self, effect: Shared) -> Any:
         with self._lock:
@@ -179,8 +259,9 @@ class _SyncFlight:
 class AsyncDriver:
     """Runs flows with an `httpx.AsyncClient`; `Shared` is single-flight across tasks."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, deadline: float = DEFAULT_DEADLINE) -> None:
         self.client = client
+        self.deadline = deadline
         # A running flight: its event loop and the futures of its followers.
         self._flights: dict[Hashable, tuple[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]]] = {}
 
@@ -202,16 +283,30 @@ class AsyncDriver:
             except Exception as exc:
                 error = exc
 
-    async def _perform(self, effect: httpx.Request | Call | Sleep) -> Any:
-        if isinstance(effect, httpx.Request):
+    async def _perform(self, effect: Fetch | httpx.Request | Call | Sleep) -> Any:
+        if isinstance(effect, (Fetch, httpx.Request)):
+            download = _Download(effect, self.deadline, self.client.timeout)
             try:
-                return await self.client.send(effect)
-            except httpx.HTTPError as exc:
-                raise _unavailable(exc, effect) from None
+                # The wait itself is cut at the deadline, wherever it is (connect, a read).
+                return await asyncio.wait_for(self._fetch(download), download.seconds)
+            except asyncio.TimeoutError:
+                raise download.late() from None
         if isinstance(effect, Call):
             return await effect.async_(*effect.args)
         await asyncio.sleep(effect.seconds)
         return None
+
+    async def _fetch(self, download: _Download) -> httpx.Response:
+        try:
+            head = await self.client.send(download.request, stream=True)
+            try:
+                async for chunk in head.aiter_bytes():
+                    download.add(chunk)
+            finally:
+                await head.aclose()
+        except httpx.HTTPError as exc:
+            raise _unavailable(exc, download.request) from None
+        return download.response(head)
 
     def join(self, effect: Shared) -> Awaitable[Any]:
         """The outcome of `effect`'s single flight: the running one's (a future to await, nothing

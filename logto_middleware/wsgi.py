@@ -36,7 +36,8 @@ class LogtoWSGIMiddleware:
                  clock: Callable[[], float] = time.time) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout))
+        self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout),
+                              deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=partial(SyncSession, profile=self.config.profile, run=self.driver.run))
 

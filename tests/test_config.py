@@ -105,3 +105,13 @@ def test_middleware_reads_the_environment_when_no_config_is_given(monkeypatch: p
     for key, value in GOOD.items():
         monkeypatch.setenv(key, value)
     assert LogtoASGIMiddleware(lambda *a: None).config.client_id == "app-id"  # type: ignore[arg-type,return-value]
+
+
+def test_the_call_deadline_follows_http_timeout_unless_set() -> None:
+    config = LogtoConfig.from_env(GOOD)
+    assert config.http_deadline is None and config.call_deadline == 10.0
+    assert config.replace(http_timeout=2.0).call_deadline == 4.0
+    assert config.replace(http_deadline=3.0).call_deadline == 3.0
+    for bad in (0, -1.0):
+        with pytest.raises(LogtoConfigError, match="http_deadline"):
+            config.replace(http_deadline=bad)

@@ -4,6 +4,7 @@ error, and no follower can hang or disturb the others."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import threading
 import time
 from typing import Any
@@ -13,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logto_middleware.errors import ProviderUnavailable
-from logto_middleware.flow import AsyncDriver, Flow, Shared, Sleep, SyncDriver
+from logto_middleware.errors import ProviderError, ProviderUnavailable
+from logto_middleware.flow import DEFAULT_MAX_BYTES, AsyncDriver, Fetch, Flow, Shared, Sleep, SyncDriver
 
 
 class Boom(Exception):
@@ -206,12 +207,91 @@ def test_token_requests_do_not_share_their_headers() -> None:
 
     first = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "x"}))
     second = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "y"}))
-    assert isinstance(first, httpx.Request) and isinstance(second, httpx.Request)
+    assert isinstance(first, Fetch) and isinstance(second, Fetch)
+    first, second = first.request, second.request
     first.headers["Authorization"] = "Bearer changed"
     first.headers["X-Extra"] = "1"
     assert second.headers["Authorization"].startswith("Basic ")
     assert "X-Extra" not in second.headers
     assert second.headers["Content-Length"] == str(len(b"grant_type=y"))
     third = next(token_grant("https://issuer.example/token", "id", "se#cret:1", {"grant_type": "z"}))
-    assert isinstance(third, httpx.Request)
+    assert isinstance(third, Fetch)
+    third = third.request
     assert third.headers["Authorization"] == second.headers["Authorization"] and "X-Extra" not in third.headers
+
+
+# -- Fetch: the body is streamed under a cap, and the flow gets it decoded ----------------------
+
+def _fetch_drivers(handler: Any) -> tuple[SyncDriver, AsyncDriver]:
+    transport = httpx.MockTransport(handler)
+    return SyncDriver(httpx.Client(transport=transport)), AsyncDriver(httpx.AsyncClient(transport=transport))
+
+
+def _run_both(handler: Any, make_flow: Any) -> list[Any]:
+    """The outcome of `make_flow()` under each driver: its result, or the exception it raised."""
+    sync, async_ = _fetch_drivers(handler)
+    outcomes: list[Any] = []
+    for run in (sync.run, lambda flow: asyncio.run(async_.run(flow))):
+        try:
+            outcomes.append(run(make_flow()))
+        except Exception as exc:  # the outcome under test
+            outcomes.append(exc)
+    return outcomes
+
+
+def _fetch(max_bytes: int = 1024) -> Flow[httpx.Response]:
+    response: httpx.Response = yield Fetch(httpx.Request("GET", "https://issuer.example/doc"), max_bytes)
+    return response
+
+
+def test_a_compressed_body_reaches_the_flow_decoded() -> None:
+    body = b'{"issuer": "https://issuer.example"}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=gzip.compress(body),
+                              headers={"content-encoding": "gzip", "x-kept": "1", "content-type": "application/json"})
+
+    for response in _run_both(handler, _fetch):
+        assert isinstance(response, httpx.Response), response
+        assert response.status_code == 200 and response.content == body
+        assert response.json() == {"issuer": "https://issuer.example"}
+        assert response.headers["x-kept"] == "1" and "content-encoding" not in response.headers
+
+
+def test_the_cap_counts_the_decoded_bytes() -> None:
+    # 2 MB of zeros are a 2 KB gzip body: the cap applies to what it expands to.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=gzip.compress(b"0" * 2_000_000), headers={"content-encoding": "gzip"})
+
+    for outcome in _run_both(handler, lambda: _fetch(max_bytes=64 * 1024)):
+        assert isinstance(outcome, ProviderError), outcome
+        assert "more than 65536 bytes" in str(outcome)
+
+
+def test_a_bare_request_is_a_fetch_with_the_default_cap() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"x" * (DEFAULT_MAX_BYTES + 1))
+
+    def bare() -> Flow[httpx.Response]:
+        response: httpx.Response = yield httpx.Request("GET", "https://issuer.example/doc")
+        return response
+
+    assert all(isinstance(outcome, ProviderError) for outcome in _run_both(handler, bare))
+    small = _run_both(lambda request: httpx.Response(204), bare)
+    assert all(isinstance(outcome, httpx.Response) and outcome.status_code == 204 for outcome in small)
+
+
+def test_each_step_of_a_fetch_is_bounded_by_the_deadline() -> None:
+    """The per-step timeouts httpx applies (connect, read...) never exceed the driver's deadline."""
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200)
+
+    transport = httpx.MockTransport(handler)
+    SyncDriver(httpx.Client(transport=transport, timeout=5.0), deadline=0.25).run(_fetch())
+    asyncio.run(AsyncDriver(httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(0.1, read=None)),
+                            deadline=0.25).run(_fetch()))
+    assert seen == [{"connect": 0.25, "read": 0.25, "write": 0.25, "pool": 0.25},
+                    {"connect": 0.1, "read": 0.25, "write": 0.1, "pool": 0.1}]

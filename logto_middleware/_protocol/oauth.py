@@ -13,10 +13,16 @@ from urllib.parse import quote_plus
 import httpx
 
 from ..errors import OAuthError, ProviderError, ProviderUnavailable
-from ..flow import Flow
+from ..flow import Fetch, Flow
 from .provider import read_json
 
-__all__ = ["TokenResponse", "basic_auth", "revoke", "token_grant"]
+__all__ = ["MAX_TOKEN_RESPONSE", "TokenResponse", "basic_auth", "revoke", "token_grant"]
+
+# A token response (and a userinfo answer) is a few kilobytes even with large custom claims;
+# the driver stops reading past this.
+MAX_TOKEN_RESPONSE = 128 * 1024
+# The revocation endpoint's body is not read for anything.
+_MAX_REVOCATION_RESPONSE = 16 * 1024
 
 
 @lru_cache(maxsize=16)
@@ -99,8 +105,8 @@ def token_grant(endpoint: str, client_id: str, client_secret: str,
                 form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
     """POST a grant to the token endpoint with client_secret_basic."""
     # Encoded here rather than with httpx's `data=`: the same bytes, built more cheaply.
-    response = yield httpx.Request("POST", _parsed_url(endpoint), content=form_body(form),
-                                   headers=_grant_headers(client_id, client_secret))
+    response = yield Fetch(httpx.Request("POST", _parsed_url(endpoint), content=form_body(form),
+                                         headers=_grant_headers(client_id, client_secret)), MAX_TOKEN_RESPONSE)
     body = read_json(response, "token endpoint")
     if response.status_code != 200:
         raise _error_from(response, body)
@@ -110,9 +116,9 @@ def token_grant(endpoint: str, client_id: str, client_secret: str,
 def revoke(endpoint: str, client_id: str, client_secret: str, token: str, hint: str) -> Flow[bool]:
     """Revoke a token (RFC 7009); best effort: True when the provider accepted it."""
     try:
-        response = yield httpx.Request(
+        response = yield Fetch(httpx.Request(
             "POST", endpoint, data={"token": token, "token_type_hint": hint},
-            headers={"Authorization": basic_auth(client_id, client_secret)})
-    except ProviderUnavailable:
+            headers={"Authorization": basic_auth(client_id, client_secret)}), _MAX_REVOCATION_RESPONSE)
+    except (ProviderUnavailable, ProviderError):
         return False
     return bool(response.status_code == 200)

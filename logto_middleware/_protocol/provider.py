@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 
 from ..errors import ProviderError, ProviderUnavailable
-from ..flow import Flow, Shared
+from ..flow import Fetch, Flow, Shared
 from .jwks import ProviderKeys
 
 __all__ = ["ProviderCache", "ProviderMetadata", "read_json"]
 
 log = logging.getLogger("logto_middleware")
 
+# The discovery document and the JWKS are a few kilobytes; the driver stops reading past this.
 _MAX_DOCUMENT = 512 * 1024
 
 
@@ -65,11 +66,10 @@ class ProviderMetadata:
 
 
 def read_json(response: httpx.Response, what: str) -> Any:
-    """The JSON body of a provider response; 5xx is an outage, anything unparsable is broken."""
+    """The JSON body of a provider response; 5xx is an outage, anything unparsable is broken.
+    (Its size was capped by the `Fetch` that read it.)"""
     if response.status_code >= 500:
         raise ProviderUnavailable(f"{what} answered {response.status_code}")
-    if len(response.content) > _MAX_DOCUMENT:
-        raise ProviderError(f"{what} answered an oversized body")
     try:
         return json.loads(response.content)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -177,7 +177,7 @@ class ProviderCache:
             return stale
 
     def _fetch_metadata(self) -> Flow[ProviderMetadata]:
-        response = yield httpx.Request("GET", self.issuer + "/.well-known/openid-configuration")
+        response = yield Fetch(httpx.Request("GET", self.issuer + "/.well-known/openid-configuration"), _MAX_DOCUMENT)
         document = read_json(response, "discovery")
         if response.status_code != 200 or not isinstance(document, dict):
             raise ProviderError(f"discovery answered {response.status_code}")
@@ -187,7 +187,7 @@ class ProviderCache:
 
     def _fetch_jwks(self) -> Flow[ProviderKeys]:
         metadata: ProviderMetadata = yield from self.metadata()
-        response = yield httpx.Request("GET", metadata.jwks_uri)
+        response = yield Fetch(httpx.Request("GET", metadata.jwks_uri), _MAX_DOCUMENT)
         document = read_json(response, "jwks")
         if response.status_code != 200 or not isinstance(document, dict):
             raise ProviderError(f"jwks answered {response.status_code}")

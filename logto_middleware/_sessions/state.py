@@ -11,11 +11,12 @@ from typing import Any, Protocol
 
 import httpx
 
+from .._protocol.oauth import MAX_TOKEN_RESPONSE
 from .._protocol.provider import ProviderCache, read_json
 from .._protocol.refresh import Refresher, Target
 from .._protocol.tokens import decode_unverified
 from ..errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
-from ..flow import Flow
+from ..flow import Fetch, Flow
 from ..session import SessionData
 
 __all__ = ["REFRESH_DEFERRED", "SessionState", "SessionTokens"]
@@ -122,7 +123,8 @@ class SessionState:
         if metadata.userinfo_endpoint is None:
             raise ProviderError("the provider has no userinfo endpoint")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
-        response: httpx.Response = yield httpx.Request("GET", metadata.userinfo_endpoint, headers=headers)
+        response: httpx.Response = yield Fetch(httpx.Request("GET", metadata.userinfo_endpoint, headers=headers),
+                                               MAX_TOKEN_RESPONSE)
         if response.status_code in (401, 403):
             raise AccessTokenError("the provider refused the access token at userinfo")
         body = read_json(response, "userinfo")

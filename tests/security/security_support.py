@@ -8,8 +8,10 @@ imports as `conftest`. Fixtures (`harness`, `make_harness`, `fake`, `clock`, `ki
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -311,3 +313,39 @@ class RoutedFake:
 
     def async_httpx_client(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=self._transport(), base_url=self.fake.origin, **kwargs)
+
+
+class Trickle(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A hostile response body, for a sync or an async client: `chunk` after each `pause`
+    seconds, endlessly but for a bound (`lasting` seconds, `size` bytes) so that a test of a
+    missing deadline or cap fails instead of hanging. `sent` counts the bytes read from it."""
+
+    def __init__(self, chunk: bytes, *, pause: float = 0.0, lasting: float = 3.0, size: int = 32 << 20) -> None:
+        self.chunk, self.pause, self.lasting, self.size = chunk, pause, lasting, size
+        self.sent = 0
+        self._end = 0.0
+
+    def _next(self) -> bytes | None:
+        if self.sent >= self.size or time.monotonic() > self._end:
+            return None
+        self.sent += len(self.chunk)
+        return self.chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._end = time.monotonic() + self.lasting
+        while True:
+            if self.pause:
+                time.sleep(self.pause)
+            chunk = self._next()
+            if chunk is None:
+                return
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self._end = time.monotonic() + self.lasting
+        while True:
+            await asyncio.sleep(self.pause)
+            chunk = self._next()
+            if chunk is None:
+                return
+            yield chunk
