@@ -150,7 +150,7 @@ def _expected_organization(source: _OrganizationOf | None, request: Any) -> str 
     try:
         found = source(request)
     except Exception as exc:  # the app's code: refuse the request, never a 500
-        log.warning("the organization of a bearer-protected request could not be read: %s", type(exc).__name__)
+        log.info("the organization of a bearer-protected request could not be read: %s", type(exc).__name__)
         found = None
     if not isinstance(found, str) or not found:
         raise BearerError(403, "insufficient_scope", "the organization of this request is unknown")
