@@ -83,11 +83,21 @@ class AccessTokenUser(BaseUser):
         self.claims = claims
         self.id: str = str(claims.get("sub", ""))
         self.client_id: str | None = claims.get("client_id")
-        try:
-            self.organization_id: str | None = _token_organization(claims)
-        except TokenValidationError:
-            self.organization_id = None
+        self._organization: tuple[str | None] | None = None  # found on first read, or set by the validator
         self.scopes: list[str] = str(claims.get("scope", "")).split()
+
+    @property
+    def organization_id(self) -> str | None:
+        if self._organization is None:
+            try:
+                self._organization = (_token_organization(self.claims),)
+            except TokenValidationError:
+                self._organization = (None,)
+        return self._organization[0]
+
+    @organization_id.setter
+    def organization_id(self, value: str | None) -> None:
+        self._organization = (value,)
 
     @property
     def is_authenticated(self) -> bool:
@@ -108,10 +118,10 @@ class AccessTokenUser(BaseUser):
 def _audience_organizations(claims: Mapping[str, Any]) -> list[str]:
     """The organization ids the token's `aud` names (`urn:logto:organization:<id>`), once each."""
     aud = claims.get("aud")
-    audiences = aud if isinstance(aud, list) else [aud]
-    return list(dict.fromkeys(a.removeprefix(ORGANIZATION_PREFIX) for a in audiences
-                              if isinstance(a, str) and a.startswith(ORGANIZATION_PREFIX)
-                              and len(a) > len(ORGANIZATION_PREFIX)))
+    audiences = aud if isinstance(aud, list) else [aud]  # one string: Logto's (and the cheap) case
+    found = [a.removeprefix(ORGANIZATION_PREFIX) for a in audiences
+             if isinstance(a, str) and a.startswith(ORGANIZATION_PREFIX) and a != ORGANIZATION_PREFIX]
+    return list(dict.fromkeys(found)) if len(found) > 1 else found
 
 
 def _token_organization(claims: Mapping[str, Any], expected: str | None = None) -> str | None:
