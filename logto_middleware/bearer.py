@@ -2,8 +2,13 @@
 
 `BearerValidator` verifies a token: signature from the provider's cached JWKS (ES384 by
 default), `iss`, `aud` (the API resource indicator, or `urn:logto:organization:<id>`),
-`exp`/`nbf`, and the required scopes. Use it as a Starlette `AuthenticationBackend`
+`exp`/`nbf`, the required scopes and, where the endpoint serves one organization, that the
+token is for that organization. Use it as a Starlette `AuthenticationBackend`
 (`BearerAuthBackend`), as ASGI or WSGI middleware, or per endpoint with `requires_bearer`.
+
+Logto says which organization a token is for in two ways: an organization token's `aud` is
+`urn:logto:organization:<id>` (it has no `organization_id` claim), and a token for an
+organization-level API resource has the API's `aud` and an `organization_id` claim.
 """
 
 from __future__ import annotations
@@ -11,9 +16,10 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import httpx
@@ -34,6 +40,12 @@ __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "Bear
 
 F = TypeVar("F", bound=Callable[..., Any])
 ORGANIZATION_PREFIX = "urn:logto:organization:"
+
+_OrganizationOf = str | Callable[[Any], str | None]
+"""The organization an endpoint serves: its id, or a callable that finds it in the request
+(for example `lambda request: request.path_params["org_id"]`)."""
+
+log = logging.getLogger("logto_middleware")
 
 
 class BearerError(LogtoError, AuthenticationError):
@@ -63,14 +75,29 @@ class BearerError(LogtoError, AuthenticationError):
 
 
 class AccessTokenUser(BaseUser):
-    """The caller of an API request, from a verified access token."""
+    """The caller of an API request, from a verified access token. `organization_id` is the
+    organization the token is for (from `aud` or the `organization_id` claim; None when the
+    token names none, or several)."""
 
     def __init__(self, claims: dict[str, Any]) -> None:
         self.claims = claims
         self.id: str = str(claims.get("sub", ""))
         self.client_id: str | None = claims.get("client_id")
-        self.organization_id: str | None = claims.get("organization_id")
+        self._organization: tuple[str | None] | None = None  # found on first read, or set by the validator
         self.scopes: list[str] = str(claims.get("scope", "")).split()
+
+    @property
+    def organization_id(self) -> str | None:
+        if self._organization is None:
+            try:
+                self._organization = (_token_organization(self.claims),)
+            except TokenValidationError:
+                self._organization = (None,)
+        return self._organization[0]
+
+    @organization_id.setter
+    def organization_id(self, value: str | None) -> None:
+        self._organization = (value,)
 
     @property
     def is_authenticated(self) -> bool:
@@ -85,15 +112,70 @@ class AccessTokenUser(BaseUser):
         return self.id
 
     def __repr__(self) -> str:
-        return f"AccessTokenUser(id={self.id!r}, scopes={self.scopes!r})"
+        return f"AccessTokenUser(id={self.id!r}, organization_id={self.organization_id!r}, scopes={self.scopes!r})"
+
+
+def _audience_organizations(claims: Mapping[str, Any]) -> list[str]:
+    """The organization ids the token's `aud` names (`urn:logto:organization:<id>`), once each."""
+    aud = claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]  # one string: Logto's (and the cheap) case
+    found = [a.removeprefix(ORGANIZATION_PREFIX) for a in audiences
+             if isinstance(a, str) and a.startswith(ORGANIZATION_PREFIX) and a != ORGANIZATION_PREFIX]
+    return list(dict.fromkeys(found)) if len(found) > 1 else found
+
+
+def _token_organization(claims: Mapping[str, Any], expected: str | None = None) -> str | None:
+    """The organization a token's claims are accepted for: `expected` when the token is for it,
+    else the only one it names (None: it names none). Raises `TokenValidationError` for a token
+    naming several organizations where none is expected, or whose `organization_id` claim
+    contradicts its `aud`; `BearerError` 403 for a token that is not for `expected`."""
+    named = _audience_organizations(claims)
+    if "organization_id" in claims:  # Logto adds it to organization-level API resource tokens
+        claimed = claims["organization_id"]
+        if not isinstance(claimed, str) or not claimed or (named and claimed not in named):
+            raise TokenValidationError("token organization_id does not match its audience")
+        named = named or [claimed]
+    if expected is None:
+        if len(named) > 1:
+            raise TokenValidationError("token is for several organizations")
+        return named[0] if named else None
+    # Exact comparison: no normalisation of ids (case, percent-encoding) that could make two
+    # organizations one.
+    if expected not in named:
+        raise _another_organization()
+    return expected
+
+
+def _another_organization() -> BearerError:
+    # 403, not 401: the token is genuine and a new one for the same organization would not do
+    # better; it grants nothing in this organization (RFC 6750 3.1, insufficient_scope).
+    return BearerError(403, "insufficient_scope", "the token is not for this organization")
+
+
+def _expected_organization(source: _OrganizationOf | None, request: Any) -> str | None:
+    """The organization the endpoint serves for `request` (None: the endpoint names none).
+    User code fails closed: a callable that raises, or finds no id, refuses the request."""
+    if source is None or isinstance(source, str):
+        return source
+    try:
+        found = source(request)
+    except Exception as exc:  # the app's code: refuse the request, never a 500
+        log.info("the organization of a bearer-protected request could not be read: %s", type(exc).__name__)
+        found = None
+    if not isinstance(found, str) or not found:
+        raise BearerError(403, "insufficient_scope", "the organization of this request is unknown")
+    return found
 
 
 class BearerValidator:
     """Verifies Logto JWT access tokens for one API.
 
     `audience` is the API resource indicator; `organization=True` accepts organization tokens
-    (`aud` = `urn:logto:organization:<id>`) instead. Verified tokens are cached until they
-    expire, so a client calling repeatedly costs one signature check. Fetching the provider's
+    (`aud` = `urn:logto:organization:<id>`) instead. Give the organization an endpoint serves
+    (`organization_id=` of `verify`, `requires_bearer`, `dependency`, the middlewares) to refuse
+    tokens for any other; without it, `AccessTokenUser.organization_id` says which one the token
+    is for. Verified tokens are cached until they expire, so a client calling repeatedly costs
+    one signature check (every other check runs on every call). Fetching the provider's
     keys takes at most `http_deadline` seconds in all (each step at most 5 s); past it the
     request is answered 503.
     """
@@ -121,8 +203,12 @@ class BearerValidator:
             raise BearerError(401, None, "an access token is required")
         return token.strip()
 
-    def verify(self, token: str, required_scopes: Iterable[str] = ()) -> Flow[AccessTokenUser]:
-        """The user of `token`, or `BearerError` (401 invalid_token, 403 insufficient_scope)."""
+    def verify(self, token: str, required_scopes: Iterable[str] = (),
+               organization_id: str | None = None) -> Flow[AccessTokenUser]:
+        """The user of `token`, or `BearerError` (401 invalid_token, 403 insufficient_scope: a
+        scope is missing, or the token is not for `organization_id` when one is given)."""
+        if organization_id is not None and (not isinstance(organization_id, str) or not organization_id):
+            raise BearerError(403, "insufficient_scope", "the organization of this request is unknown")
         with self._lock:
             hit = self._verified.get(token)
         try:
@@ -136,43 +222,57 @@ class BearerValidator:
                 hit = (decode_unverified(token)[0].get("kid"), claims)
             claims = hit[1]
             self._check(claims)
+            # The cache holds what the signature proves (the claims), never a decision for one
+            # endpoint: the organization is checked against this call's, every time.
+            with self._lock:
+                self._verified[token] = hit
+            organization = _token_organization(claims, organization_id)
         except TokenValidationError as exc:
             raise BearerError(401, "invalid_token", str(exc)) from None
         except (ProviderUnavailable, ProviderError) as exc:
             raise BearerError(503, "temporarily_unavailable", "the provider's keys cannot be fetched") from exc
-        with self._lock:
-            self._verified[token] = hit
         user = AccessTokenUser(claims)
+        user.organization_id = organization
         missing = [scope for scope in required_scopes if scope not in user.scopes]
         if missing:
             raise BearerError(403, "insufficient_scope", "the token lacks a required scope", missing)
         return user
 
     def _check(self, claims: dict[str, Any]) -> None:
-        aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
         if self.organization:
-            audience = next((a for a in audiences if isinstance(a, str) and a.startswith(ORGANIZATION_PREFIX)), "")
-            if not audience:
+            organizations = _audience_organizations(claims)
+            if not organizations:
                 raise TokenValidationError("token is not an organization token")
+            # Any of them passes here: which organization is this call's is decided apart.
+            audience = ORGANIZATION_PREFIX + organizations[0]
         else:
             audience = str(self.audience)
         check_standard_claims(claims, issuer=self.issuer, audience=audience, now=self._clock(), leeway=self.leeway)
 
-    def verify_sync(self, authorization: str | None, required_scopes: Iterable[str] = ()) -> AccessTokenUser:
+    def verify_sync(self, authorization: str | None, required_scopes: Iterable[str] = (),
+                    organization_id: str | None = None) -> AccessTokenUser:
         """Verify an `Authorization` header value (WSGI, threads)."""
-        return self._sync.run(self.verify(self.token_from(authorization), required_scopes))
+        return self._sync.run(self.verify(self.token_from(authorization), required_scopes, organization_id))
 
-    async def verify_async(self, authorization: str | None, required_scopes: Iterable[str] = ()) -> AccessTokenUser:
+    async def verify_async(self, authorization: str | None, required_scopes: Iterable[str] = (),
+                           organization_id: str | None = None) -> AccessTokenUser:
         """Verify an `Authorization` header value (ASGI)."""
-        return await self._async.run(self.verify(self.token_from(authorization), required_scopes))
+        return await self._async.run(self.verify(self.token_from(authorization), required_scopes, organization_id))
 
-    def dependency(self, *scopes: str) -> Callable[[Request], Any]:
-        """A FastAPI dependency: `user: AccessTokenUser = Depends(validator.dependency("read:items"))`."""
+    def _organization_for(self, source: _OrganizationOf | None, authorization: str | None, request: Any) -> str | None:
+        self.token_from(authorization)  # no token at all: that 401 comes first
+        return _expected_organization(source, request)
+
+    def dependency(self, *scopes: str, organization_id: _OrganizationOf | None = None) -> Callable[[Request], Any]:
+        """A FastAPI dependency: `user: AccessTokenUser = Depends(validator.dependency("read:items"))`.
+        `organization_id`: the organization the endpoint serves, or a callable given the request
+        (`lambda request: request.path_params["org_id"]`); a token for another one is refused."""
 
         async def access_token_user(request: Request) -> AccessTokenUser:
+            header = request.headers.get("authorization")
             try:
-                return await self.verify_async(request.headers.get("authorization"), scopes)
+                organization = self._organization_for(organization_id, header, request)
+                return await self.verify_async(header, scopes, organization)
             except BearerError as exc:
                 raise HTTPException(exc.status, exc.description, headers=dict(exc.headers()[1:2])) from None
 
@@ -183,14 +283,16 @@ class BearerAuthBackend(AuthenticationBackend):
     """For Starlette's `AuthenticationMiddleware`: `request.user` is the token's caller and
     `request.auth.scopes` its scopes, so `@requires("read:items")` works. No token: anonymous."""
 
-    def __init__(self, validator: BearerValidator) -> None:
-        self.validator = validator
+    def __init__(self, validator: BearerValidator, *, organization_id: _OrganizationOf | None = None) -> None:
+        # `organization_id`: see `BearerASGIMiddleware`.
+        self.validator, self.organization_id = validator, organization_id
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
         header = conn.headers.get("authorization")
         if header is None:
             return None
-        user = await self.validator.verify_async(header)
+        organization = self.validator._organization_for(self.organization_id, header, conn)
+        user = await self.validator.verify_async(header, (), organization)
         return AuthCredentials(["authenticated", *user.scopes]), user
 
     @staticmethod
@@ -204,12 +306,17 @@ class BearerAuthBackend(AuthenticationBackend):
 
 class BearerASGIMiddleware:
     """Puts the token's caller on `scope["user"]`/`scope["auth"]`; answers RFC 6750 errors for a
-    bad token (and for a missing one when `required`), never a 500."""
+    bad token (and for a missing one when `required`), never a 500.
+
+    `organization_id`: the organization the app serves, or a callable given the request's
+    `HTTPConnection` (before routing: no `path_params` yet, read `url.path`); a token for
+    another organization is refused with 403."""
 
     def __init__(self, app: Any, validator: BearerValidator, *, required: bool = False,
-                 required_scopes: Iterable[str] = ()) -> None:
+                 required_scopes: Iterable[str] = (), organization_id: _OrganizationOf | None = None) -> None:
         self.app, self.validator, self.required = app, validator, required
         self.required_scopes = tuple(required_scopes)
+        self.organization_id = organization_id
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -221,7 +328,8 @@ class BearerASGIMiddleware:
             if header is None and not self.required:
                 scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials()
             else:
-                user = await self.validator.verify_async(header, self.required_scopes)
+                organization = self.validator._organization_for(self.organization_id, header, HTTPConnection(scope))
+                user = await self.validator.verify_async(header, self.required_scopes, organization)
                 scope["user"], scope["auth"] = user, AuthCredentials(["authenticated", *user.scopes])
         except BearerError as exc:
             if scope["type"] == "websocket":
@@ -236,19 +344,24 @@ class BearerASGIMiddleware:
 
 class BearerWSGIMiddleware:
     """Puts the token's caller on `environ["logto.access_token_user"]` (None without a token);
-    answers RFC 6750 errors for a bad token (and a missing one when `required`)."""
+    answers RFC 6750 errors for a bad token (and a missing one when `required`).
+
+    `organization_id`: the organization the app serves, or a callable given the WSGI environ
+    (before routing: read `PATH_INFO`); a token for another organization is refused with 403."""
 
     def __init__(self, app: Any, validator: BearerValidator, *, required: bool = False,
-                 required_scopes: Iterable[str] = ()) -> None:
+                 required_scopes: Iterable[str] = (), organization_id: _OrganizationOf | None = None) -> None:
         self.app, self.validator, self.required = app, validator, required
         self.required_scopes = tuple(required_scopes)
+        self.organization_id = organization_id
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         header = environ.get("HTTP_AUTHORIZATION")
         try:
             user = None
             if header is not None or self.required:
-                user = self.validator.verify_sync(header, self.required_scopes)
+                organization = self.validator._organization_for(self.organization_id, header, environ)
+                user = self.validator.verify_sync(header, self.required_scopes, organization)
         except BearerError as exc:
             start_response(f"{exc.status} {_REASONS.get(exc.status, '')}", exc.headers())
             return [exc.body()]
@@ -256,19 +369,26 @@ class BearerWSGIMiddleware:
         return self.app(environ, start_response)
 
 
-def requires_bearer(validator: BearerValidator, *scopes: str) -> Callable[[F], F]:
+def requires_bearer(validator: BearerValidator, *scopes: str,
+                    organization_id: _OrganizationOf | None = None) -> Callable[[F], F]:
     """Protect one endpoint: an `async def endpoint(request)` (Starlette, FastAPI) or a plain
     Flask view. The verified `AccessTokenUser` is put on `request.state.access_token_user`
-    (Starlette) or `flask.g.access_token_user` (Flask)."""
+    (Starlette) or `flask.g.access_token_user` (Flask).
+
+    `organization_id`: the organization the endpoint serves, or a callable given the request
+    (Starlette's `request`, Flask's `flask.request`), e.g.
+    `lambda request: request.path_params["org_id"]` / `lambda request: request.view_args["org_id"]`;
+    a token for another organization is refused with 403."""
 
     def decorate(endpoint: F) -> F:
         if inspect.iscoroutinefunction(endpoint):
             @functools.wraps(endpoint)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
                 request = kwargs.get("request") or next(a for a in args if isinstance(a, HTTPConnection))
+                header = request.headers.get("authorization")
                 try:
-                    request.state.access_token_user = await validator.verify_async(
-                        request.headers.get("authorization"), scopes)
+                    organization = validator._organization_for(organization_id, header, request)
+                    request.state.access_token_user = await validator.verify_async(header, scopes, organization)
                 except BearerError as exc:
                     return Response(exc.body(), exc.status, headers=dict(exc.headers()))
                 return await endpoint(*args, **kwargs)
@@ -279,8 +399,10 @@ def requires_bearer(validator: BearerValidator, *scopes: str) -> Callable[[F], F
         def sync_endpoint(*args: Any, **kwargs: Any) -> Any:
             import flask
 
+            header = flask.request.headers.get("Authorization")
             try:
-                flask.g.access_token_user = validator.verify_sync(flask.request.headers.get("Authorization"), scopes)
+                organization = validator._organization_for(organization_id, header, flask.request)
+                flask.g.access_token_user = validator.verify_sync(header, scopes, organization)
             except BearerError as exc:
                 return flask.Response(exc.body(), exc.status, headers=exc.headers())
             return endpoint(*args, **kwargs)

@@ -208,6 +208,10 @@ class SessionData:
         tokens[audience] = {"token": token, "expires_at": expires_at, "scope": scope}
         return replace(self, extra={**self.extra, "tokens": tokens})
 
+    def without_resource_token(self, audience: str) -> SessionData:
+        tokens = {key: entry for key, entry in dict(self.extra.get("tokens", {})).items() if key != audience}
+        return replace(self, extra={**self.extra, "tokens": tokens})
+
 
 class Session:
     """The signed-in session of a request. `scopes` holds "authenticated" and the granted OAuth

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -103,6 +104,56 @@ def test_organization_token(site: Harness) -> None:
     assert refused.status_code == 403 and "could not get an access token" in refused.json()["error"]
     # A refused grant does not end the session.
     assert site.client.get("/t/token").status_code == 200
+
+
+def payload(token: str) -> dict[str, Any]:
+    """A JWT's claims, unverified (the test looks at what the provider issued)."""
+    segment = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))  # type: ignore[no-any-return]
+
+
+def test_organization_level_api_resource_token(site: Harness) -> None:
+    """A resource *and* an organization: Logto's token for an organization-level API resource (the
+    API's `aud` and an `organization_id` claim), kept apart from the global one and from another
+    organization's."""
+    site.fake.organizations["alice"] = ["org-1", "org-3"]
+    site.sign_in("alice")
+
+    def token(**params: str) -> str:
+        response = site.client.get("/t/token", params={"resource": API, **params})
+        assert response.status_code == 200, response.text
+        return str(response.json()["result"])
+
+    in_org1, in_org3, global_token = token(org="org-1"), token(org="org-3"), token()
+    assert payload(in_org1)["aud"] == API and payload(in_org1)["organization_id"] == "org-1"
+    assert payload(in_org3)["organization_id"] == "org-3"
+    assert "organization_id" not in payload(global_token)
+    grants = [form for _, path, form in site.fake.requests if path.endswith("/token")
+              and form.get("grant_type") == "refresh_token"]
+    assert [(g.get("resource"), g.get("organization_id")) for g in grants] == [
+        (API, "org-1"), (API, "org-3"), (API, None)]
+    assert token(org="org-1") == in_org1  # each cached in its own place
+    assert site.fake.counts["token:refresh_token"] == 3
+    refused = site.client.get("/t/token", params={"resource": API, "org": "org-2"})
+    assert refused.status_code == 403 and "access_denied" in refused.json()["error"]
+
+
+def test_a_token_for_another_organization_is_not_kept(site: Harness) -> None:
+    """The provider answers a token for another organization (or audience) than asked: the session
+    does not keep it, so it never serves it as this organization's, and keeps the rotated refresh
+    token (the session goes on)."""
+    site.sign_in("alice")
+    fake = site.fake
+    fake.rotate_refresh_token = "always"
+    wrong = fake.sign_access_token(fake.make_access_token_claims("alice", "urn:logto:organization:org-2"))
+    fake.token_response_hook = lambda body: {**body, "access_token": wrong}
+    refused = site.client.get("/t/org-claims", params={"org": "org-1"})
+    assert refused.status_code == 403 and "no access token" in refused.json()["error"]
+    fake.token_response_hook = None
+    claims = site.client.get("/t/org-claims", params={"org": "org-1"}).json()["result"]
+    assert claims["aud"] == "urn:logto:organization:org-1"
+    site.clock.advance(fake.access_token_ttl + 5)  # the session's own refresh, with the rotated token
+    assert site.client.get("/t/token").status_code == 200  # still signed in
 
 
 def test_ungranted_resource_is_an_access_token_error(site: Harness) -> None:

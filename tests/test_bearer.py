@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flask
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 from logto_middleware import (
     BearerASGIMiddleware,
     BearerAuthBackend,
+    BearerError,
     BearerValidator,
     BearerWSGIMiddleware,
     requires_bearer,
@@ -28,6 +30,7 @@ from logto_middleware import (
 from logto_middleware.testing import FakeLogto
 
 API = "https://api.example.com"
+ORG = "urn:logto:organization:"
 
 
 def token(fake: FakeLogto, clock: Clock, **overrides: Any) -> str:
@@ -122,12 +125,187 @@ def test_missing_token_is_401_without_error_code(validator: BearerValidator) -> 
     assert response.headers["www-authenticate"] == 'Bearer realm="api"'
 
 
+def logto_token(fake: FakeLogto, audience: str, scope: str = "read:members", **overrides: Any) -> str:
+    """An access token minted the way FakeLogto's token endpoint mints them (Logto's shape: an
+    organization token has its organization in `aud` and no `organization_id` claim)."""
+    return fake.sign_access_token(fake.make_access_token_claims("alice", audience, scope=scope, **overrides))
+
+
+def org_validator(fake: FakeLogto, clock: Clock) -> BearerValidator:
+    return BearerValidator(fake.issuer, organization=True, http_client=fake.httpx_client(),
+                           async_http_client=fake.async_httpx_client(), clock=clock)
+
+
 def test_organization_tokens(fake: FakeLogto, clock: Clock) -> None:
-    validator = BearerValidator(fake.issuer, organization=True, http_client=fake.httpx_client(), clock=clock)
-    org = token(fake, clock, aud="urn:logto:organization:org-1", organization_id="org-1")
-    assert validator.verify_sync(f"Bearer {org}").organization_id == "org-1"
+    validator = org_validator(fake, clock)
+    org = logto_token(fake, f"{ORG}org-1")
+    assert "organization_id" not in fake.make_access_token_claims("alice", f"{ORG}org-1")
+    assert validator.verify_sync(f"Bearer {org}").organization_id == "org-1"  # from `aud`
+    assert validator.verify_sync(f"Bearer {org}", organization_id="org-1").organization_id == "org-1"
     with pytest.raises(Exception, match="organization"):
         validator.verify_sync(f"Bearer {token(fake, clock)}")
+
+
+@pytest.mark.parametrize(("aud", "extra", "expected", "outcome"), [
+    # outcome: the organization accepted, or the refusal's status
+    ("org-a", {}, "org-a", "org-a"),
+    ("org-a", {}, "org-b", 403),
+    ("org-a", {}, "ORG-A", 403),
+    ("org-a", {}, "org-a ", 403),
+    ("org-a", {}, "", 403),
+    (["org-a", "org-b"], {}, None, 401),            # several organizations: ambiguous
+    (["org-a", "org-b"], {}, "org-b", "org-b"),     # ...unless the endpoint's is among them
+    (["org-a", "org-b"], {}, "org-c", 403),
+    ("org-a", {"organization_id": "org-b"}, None, 401),  # a claim that contradicts `aud`
+    ("org-a", {"organization_id": "org-b"}, "org-b", 401),
+    ("org-a", {"organization_id": "org-a"}, "org-a", "org-a"),
+    ("org-a", {"organization_id": ["org-a"]}, "org-a", 401),
+    ("o:r/g%20a b\u00e9", {}, "o:r/g%20a b\u00e9", "o:r/g%20a b\u00e9"),  # odd ids: compared exactly
+    ("o:r/g%20a b\u00e9", {}, "o:r/g a b\u00e9", 403),
+    ("", {}, None, 401),                            # `urn:logto:organization:` names none
+])
+def test_organization_token_is_accepted_only_for_its_organization(
+        fake: FakeLogto, clock: Clock, aud: str | list[str], extra: dict[str, Any], expected: str | None,
+        outcome: str | int) -> None:
+    validator = org_validator(fake, clock)
+    audience = [f"{ORG}{a}" for a in aud] if isinstance(aud, list) else f"{ORG}{aud}"
+    value = logto_token(fake, ORG, aud=audience, **extra)
+    if isinstance(outcome, str):
+        user = validator.verify_sync(f"Bearer {value}", ["read:members"], organization_id=expected)
+        assert user.organization_id == outcome
+        return
+    with pytest.raises(BearerError) as info:
+        validator.verify_sync(f"Bearer {value}", ["read:members"], organization_id=expected)
+    assert info.value.status == outcome
+    assert info.value.error == ("insufficient_scope" if outcome == 403 else "invalid_token")
+
+
+def test_organization_level_api_resource_tokens(validator: BearerValidator, fake: FakeLogto) -> None:
+    """Logto's other organization token: the API's `aud` and an `organization_id` claim."""
+    scoped = logto_token(fake, API, "read:items", organization_id="org-a")
+    assert validator.verify_sync(f"Bearer {scoped}").organization_id == "org-a"
+    assert validator.verify_sync(f"Bearer {scoped}", organization_id="org-a").organization_id == "org-a"
+    for other in (scoped, logto_token(fake, API, "read:items")):  # another organization's; a global one
+        with pytest.raises(BearerError) as info:
+            validator.verify_sync(f"Bearer {other}", ["read:items"], organization_id="org-b")
+        assert info.value.status == 403
+    # An organization token is not a token for the API, whatever organization it is for.
+    with pytest.raises(BearerError, match="audience"):
+        validator.verify_sync(f"Bearer {logto_token(fake, f'{ORG}org-a')}", organization_id="org-a")
+
+
+def test_a_cached_verification_is_no_pass_for_another_organization(fake: FakeLogto, clock: Clock) -> None:
+    validator = org_validator(fake, clock)
+    value = f"Bearer {logto_token(fake, f'{ORG}org-a')}"
+    assert validator.verify_sync(value, ["read:members"], organization_id="org-a").organization_id == "org-a"
+    assert validator.verify_sync(value).organization_id == "org-a"
+    with pytest.raises(BearerError) as info:
+        validator.verify_sync(value, ["read:members"], organization_id="org-b")
+    assert info.value.status == 403
+    assert fake.counts["jwks"] == 1  # the signature was checked once: the cache served the claims
+
+
+def members_starlette_app(validator: BearerValidator) -> TestClient:
+    """org-a's and org-b's members behind each per-endpoint use, on ASGI."""
+    from_path: Callable[[Any], str | None] = lambda request: request.path_params["org_id"]  # noqa: E731
+
+    @requires_bearer(validator, "read:members", organization_id=from_path)
+    async def members(request: Request) -> JSONResponse:
+        return JSONResponse({"org": request.state.access_token_user.organization_id})
+
+    dependency = validator.dependency("read:members", organization_id=from_path)
+
+    async def by_dependency(request: Request) -> JSONResponse:
+        return JSONResponse({"org": (await dependency(request)).organization_id})
+
+    @requires_bearer(validator, "read:members", organization_id=lambda request: request.path_params["missing"])
+    async def broken(request: Request) -> JSONResponse:
+        return JSONResponse({})
+
+    @requires_bearer(validator, "read:members", organization_id="org-a")
+    async def fixed(request: Request) -> JSONResponse:
+        return JSONResponse({"org": request.state.access_token_user.organization_id})
+
+    app = Starlette(routes=[Route("/orgs/{org_id}/members", members), Route("/dep/{org_id}/members", by_dependency),
+                            Route("/broken/{org_id}", broken), Route("/org-a", fixed)])
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def members_flask_app(validator: BearerValidator) -> httpx.Client:
+    """The same on WSGI: a Flask view per organization, and one whose callable fails."""
+    app = flask.Flask(__name__)
+
+    @app.get("/orgs/<org_id>/members")
+    @requires_bearer(validator, "read:members", organization_id=lambda request: request.view_args["org_id"])
+    def members(org_id: str) -> Any:
+        return {"org": flask.g.access_token_user.organization_id}
+
+    @app.get("/broken/<org_id>")
+    @requires_bearer(validator, "read:members", organization_id=lambda request: request.view_args["missing"])
+    def broken(org_id: str) -> Any:
+        return {}
+
+    @app.get("/org-a")
+    @requires_bearer(validator, "read:members", organization_id="org-a")
+    def fixed() -> Any:
+        return {"org": flask.g.access_token_user.organization_id}
+
+    return httpx.Client(transport=httpx.WSGITransport(app=app.wsgi_app, raise_app_exceptions=False),
+                        base_url="http://api.local")
+
+
+@pytest.mark.parametrize("stack", ["starlette", "flask"])
+def test_endpoints_refuse_a_token_for_another_organization(fake: FakeLogto, clock: Clock, stack: str) -> None:
+    validator = org_validator(fake, clock)
+    client = members_starlette_app(validator) if stack == "starlette" else members_flask_app(validator)
+    alice = {"authorization": f"Bearer {logto_token(fake, f'{ORG}org-a')}"}  # a member of org-a
+    paths = ["/orgs/{}/members", *(["/dep/{}/members"] if stack == "starlette" else [])]
+    for path in paths:
+        assert client.get(path.format("org-a"), headers=alice).json() == {"org": "org-a"}, path
+        refused = client.get(path.format("org-b"), headers=alice)
+        assert refused.status_code == 403, path
+        assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+        assert client.get(path.format("org-b")).status_code == 401  # no token: 401 first
+    assert client.get("/org-a", headers=alice).json() == {"org": "org-a"}
+    other = {"authorization": f"Bearer {logto_token(fake, f'{ORG}org-b')}"}
+    assert client.get("/org-a", headers=other).status_code == 403
+    # The app's callable fails: the request is refused, not a 500.
+    broken = client.get("/broken/org-a", headers=alice)
+    assert broken.status_code == 403 and broken.json()["error"] == "insufficient_scope"
+
+
+def test_middlewares_and_backend_refuse_a_token_for_another_organization(fake: FakeLogto, clock: Clock) -> None:
+    validator = org_validator(fake, clock)
+
+    def org_of_path(path: str) -> str:
+        return path.split("/")[2]  # /orgs/<id>/...: before routing, there are no path parameters
+
+    async def members(request: Request) -> JSONResponse:
+        return JSONResponse({"org": request.user.organization_id})
+
+    def flask_members(org_id: str) -> Any:
+        user = flask.request.environ["logto.access_token_user"]
+        return {"org": user.organization_id if user else None}
+
+    routes = [Route("/orgs/{org_id}/members", members)]
+    asgi = BearerASGIMiddleware(Starlette(routes=routes), validator, required=True,
+                                organization_id=lambda conn: org_of_path(conn.url.path))
+    backend = Starlette(routes=routes, middleware=[Middleware(
+        AuthenticationMiddleware, on_error=BearerAuthBackend.on_error,
+        backend=BearerAuthBackend(validator, organization_id=lambda conn: org_of_path(conn.url.path)))])
+    flask_app = flask.Flask(__name__)
+    flask_app.add_url_rule("/orgs/<org_id>/members", view_func=flask_members)
+    wsgi = BearerWSGIMiddleware(flask_app.wsgi_app, validator,
+                                organization_id=lambda environ: org_of_path(environ["PATH_INFO"]))
+    clients = [TestClient(asgi, raise_server_exceptions=False), TestClient(backend, raise_server_exceptions=False),
+               httpx.Client(transport=httpx.WSGITransport(app=wsgi, raise_app_exceptions=False),
+                            base_url="http://api.local")]
+    alice = {"authorization": f"Bearer {logto_token(fake, f'{ORG}org-a')}"}
+    for client in clients:
+        assert client.get("/orgs/org-a/members", headers=alice).json() == {"org": "org-a"}
+        refused = client.get("/orgs/org-b/members", headers=alice)
+        assert refused.status_code == 403 and 'error="insufficient_scope"' in refused.headers["www-authenticate"]
+        assert client.get("/short", headers=alice).status_code == 403  # the callable raises: refused
 
 
 def test_asgi_middleware(validator: BearerValidator, fake: FakeLogto, clock: Clock) -> None:

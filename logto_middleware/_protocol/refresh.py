@@ -22,7 +22,7 @@ from ..flow import Flow, Shared
 from ..session import SessionData, session_claims
 from .oauth import token_grant
 from .provider import ProviderCache
-from .tokens import verify_id_token
+from .tokens import decode_unverified, verify_id_token
 
 __all__ = ["Guard", "Refresher", "Target", "refresh_key"]
 
@@ -36,19 +36,43 @@ RefreshKey = tuple[str | None, str | None, str]
 
 @dataclass(frozen=True)
 class Target:
-    """An access token for an API resource (RFC 8707 `resource`) or a Logto organization."""
+    """An access token for an API resource (RFC 8707 `resource`), a Logto organization, or both:
+    an API resource in an organization's context (Logto's organization-level API resources)."""
 
     resource: str | None = None
     organization_id: str | None = None
 
     @property
     def audience(self) -> str:
+        """The token's `aud`."""
         return self.resource if self.resource is not None else f"urn:logto:organization:{self.organization_id}"
 
+    @property
+    def slot(self) -> str:
+        """Where the session keeps the token: its audience, and for a resource in an
+        organization's context the organization too (a resource indicator has no fragment,
+        RFC 8707 2, so no resource's slot is another's)."""
+        if self.resource is not None and self.organization_id is not None:
+            return f"{self.resource}#organization={self.organization_id}"
+        return self.audience
+
     def form(self) -> dict[str, str]:
-        if self.resource is not None:
-            return {"resource": self.resource}
-        return {"organization_id": str(self.organization_id)}
+        form = {"resource": self.resource} if self.resource is not None else {}
+        if self.organization_id is not None:
+            form["organization_id"] = self.organization_id
+        return form
+
+    def issued_in(self, access_token: str) -> bool:
+        """Whether the provider's token is for this target, as far as it says: a JWT names its
+        audience (and its organization); an opaque token cannot be checked."""
+        try:
+            claims = decode_unverified(access_token)[1]
+        except TokenValidationError:
+            return True
+        aud = claims.get("aud")
+        if self.audience not in (aud if isinstance(aud, list) else [aud]):
+            return False
+        return self.resource is None or claims.get("organization_id") == self.organization_id
 
 
 def refresh_key(data: SessionData, target: Target | None = None) -> RefreshKey:
@@ -60,7 +84,7 @@ def refresh_key(data: SessionData, target: Target | None = None) -> RefreshKey:
     every refresh, so the pair names exactly one refresh. (An in-process key only: it holds
     the tokens themselves, which the cached sessions hold anyway.)
     """
-    return (data.refresh_token, data.access_token, target.audience if target is not None else "")
+    return (data.refresh_token, data.access_token, target.slot if target is not None else "")
 
 
 def _log_failure(exc: LogtoError) -> None:
@@ -92,7 +116,7 @@ class Refresher:
 
     def needs_refresh(self, data: SessionData, now: float, target: Target | None = None) -> bool:
         if target is not None:
-            token = data.resource_token(target.audience)
+            token = data.resource_token(target.slot)
             return token is None or token[1] - self._config.refresh_leeway <= now
         return self.refresh_due_at(data) <= now
 
@@ -188,8 +212,13 @@ class Refresher:
             changes["id_token"] = tokens.id_token
         expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None
         refresh_token = tokens.refresh_token or data.refresh_token
-        if target is not None:
-            refreshed = data.with_resource_token(target.audience, tokens.access_token,
+        if target is not None and not target.issued_in(tokens.access_token):
+            # Kept, it would be served as this target's token. The rotated refresh token is kept:
+            # the old one is spent.
+            log.warning("the provider answered an access token that is not for %s; not kept", target.slot)
+            refreshed = data.without_resource_token(target.slot).with_changes(refresh_token=refresh_token)
+        elif target is not None:
+            refreshed = data.with_resource_token(target.slot, tokens.access_token,
                                                  expires_at if expires_at is not None else int(now) + 3600,
                                                  tokens.scope or "").with_changes(refresh_token=refresh_token)
         else:

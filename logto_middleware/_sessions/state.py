@@ -103,7 +103,7 @@ class SessionState:
             if data.access_token is None:
                 raise AccessTokenError("the session has no access token")
             return data.access_token
-        token = data.resource_token(target.audience)
+        token = data.resource_token(target.slot)
         if token is None:
             raise AccessTokenError(f"no access token was granted for {target.audience}")
         return token[0]
@@ -145,7 +145,7 @@ def _unexpired(data: SessionData, now: float, target: Target | None) -> bool:
     if target is None:
         expires_at = data.access_token_expires_at
         return data.access_token is not None and (expires_at is None or expires_at > now)
-    token = data.resource_token(target.audience)
+    token = data.resource_token(target.slot)
     return token is not None and token[1] > now
 
 
