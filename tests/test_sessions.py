@@ -130,7 +130,7 @@ def test_https_cookies_are_secure_and_prefixed(kind: str, fake: FakeLogto, clock
     harness = Harness(kind, fake, clock, base_url=f"{scheme}://app.example")
     start = harness.start_sign_in()
     cookie = start.headers["set-cookie"]
-    assert cookie.startswith("__Secure-logto.transaction=") and "Secure" in cookie
+    assert cookie.startswith("__Host-logto.transaction.") and "Secure" in cookie and "Path=/" in cookie
     csrf = harness.client.get("/api/auth/csrf").headers["set-cookie"]
     assert csrf.startswith("__Host-logto.csrf-token=") and "Secure" in csrf and "Path=/" in csrf
 

@@ -14,6 +14,10 @@ from .cipher import Cipher
 __all__ = ["CookieStore"]
 
 _AAD = b"logto.session-token"
+# A value sealed for a `__Host-` cookie is bound to that name: it cannot be replayed under the
+# names of earlier versions (`__Secure-`, still read while sessions migrate), which a sibling host
+# can set. Unprefixed (http) and `__Secure-` cookies keep the first versions' binding.
+_HOST_AAD = _AAD + b"/__Host-"
 _TAG_CHARS = 22  # base64url characters of the 16-byte GCM tag, which ends every sealed value
 
 
@@ -30,8 +34,9 @@ class CookieStore:
     def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
         self._cipher = Cipher(secrets, "session cookie")
         # Keyed by the value's last characters (inside the GCM tag: unique per sealed value), so
-        # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value is compared.
-        self._decoded: LRUCache[str, tuple[str, SessionData]] = LRUCache(cache_size)
+        # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value and the
+        # binding (see _HOST_AAD) are compared.
+        self._decoded: LRUCache[str, tuple[str, bytes, SessionData]] = LRUCache(cache_size)
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -41,29 +46,32 @@ class CookieStore:
                 hit = self._decoded[cookie_value[-_TAG_CHARS:]]
         except KeyError:
             return None
-        return hit[1] if hit[0] == cookie_value else None
+        return hit[2] if hit[0] == cookie_value and hit[1] == _aad(cookie_name) else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        cached = self.cached(cookie_value)
+        cached = self.cached(cookie_value, cookie_name)
         if cached is not None:
             return returns(cached)
-        plaintext = self._cipher.decrypt(cookie_value, _AAD)
+        aad = _aad(cookie_name)
+        plaintext = self._cipher.decrypt(cookie_value, aad)
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
-            self._remember(cookie_value, data)
+            self._remember(cookie_value, aad, data)
         return returns(data)
 
-    def _remember(self, cookie_value: str, data: SessionData) -> None:
+    def _remember(self, cookie_value: str, aad: bytes, data: SessionData) -> None:
         with self._lock:
-            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, data)
+            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, aad, data)
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        return returns(self.seal(data))
+        return returns(self.seal(data, cookie_name))
 
-    def seal(self, data: SessionData) -> str:
-        """The cookie value of `data`, remembered as decoded: the browser sends it back next."""
-        value = self._cipher.encrypt(data.to_json(), _AAD)
-        self._remember(value, data)
+    def seal(self, data: SessionData, cookie_name: str = "") -> str:
+        """The value of cookie `cookie_name` for `data`, remembered as decoded: the browser sends
+        it back next."""
+        aad = _aad(cookie_name)
+        value = self._cipher.encrypt(data.to_json(), aad)
+        self._remember(value, aad, data)
         return value
 
     def delete(self, cookie_value: str) -> Flow[None]:
@@ -72,3 +80,7 @@ class CookieStore:
             if hit is not None and hit[0] == cookie_value:
                 del self._decoded[cookie_value[-_TAG_CHARS:]]
         return returns(None)
+
+
+def _aad(cookie_name: str) -> bytes:
+    return _HOST_AAD if cookie_name.startswith("__Host-") else _AAD

@@ -15,6 +15,9 @@ from .cipher import Cipher
 __all__ = ["ServerSessions"]
 
 _ID_AAD = b"logto.session-id"
+# As in cookie.py: an id encrypted for a `__Host-` cookie is bound to that name, so it cannot be
+# replayed under an earlier version's `__Secure-` name (still read while sessions migrate).
+_HOST_ID_AAD = _ID_AAD + b"/__Host-"
 
 
 class ServerSessions:
@@ -31,16 +34,24 @@ class ServerSessions:
         self._clock = clock
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
-    def session_id(self, cookie_value: str | None) -> str | None:
-        plaintext = self._ids.decrypt(cookie_value, _ID_AAD) if cookie_value else None
-        return plaintext.decode("ascii", "replace") if plaintext else None
+    def session_id(self, cookie_value: str | None, cookie_name: str | None = None) -> str | None:
+        """The session id in a cookie value: bound to `cookie_name` when given (a value read
+        from a request), else of either binding (a value accepted before: a refresh, a delete)."""
+        if not cookie_value:
+            return None
+        aads = (_id_aad(cookie_name),) if cookie_name is not None else (_HOST_ID_AAD, _ID_AAD)
+        for aad in aads:
+            plaintext = self._ids.decrypt(cookie_value, aad)
+            if plaintext:
+                return plaintext.decode("ascii", "replace")
+        return None
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
         """Never: a stored session is read on every request (a sign-out elsewhere ends it at once)."""
         return None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        sid = self.session_id(cookie_value)
+        sid = self.session_id(cookie_value, cookie_name or None)  # no name: a value accepted before
         if sid is None:
             return None
         key = "session:" + sid
@@ -51,10 +62,13 @@ class ServerSessions:
         return SessionData.from_json(plaintext) if plaintext is not None else None
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        """Store `data`; the cookie value is unchanged for an existing session id."""
+        """Store `data`; the cookie value is unchanged for an existing session id (re-encrypted
+        when it moves to a cookie name of another binding)."""
         sid = self.session_id(cookie_value)
         if sid is None:
             sid, cookie_value = secrets.token_urlsafe(32), None
+        elif cookie_name and self.session_id(cookie_value, cookie_name) is None:
+            cookie_value = None  # a migrating session: its id, encrypted for the new name
         key = "session:" + sid
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
         tags = ["sub:" + str(data.claims.get("sub"))]
@@ -62,7 +76,9 @@ class ServerSessions:
             tags.append("sid:" + data.claims["sid"])
         ttl = max(1, data.expires_at - int(self._clock()))
         yield from self.store.set(key, blob, ttl, tags)
-        return cookie_value if cookie_value is not None else self._ids.encrypt(sid.encode("ascii"), _ID_AAD)
+        if cookie_value is None:
+            cookie_value = self._ids.encrypt(sid.encode("ascii"), _id_aad(cookie_name))
+        return cookie_value
 
     def delete(self, cookie_value: str) -> Flow[None]:
         sid = self.session_id(cookie_value)
@@ -111,3 +127,5 @@ class ServerSessions:
                 raise ProviderUnavailable("another instance is still refreshing this session")
 
 
+def _id_aad(cookie_name: str) -> bytes:
+    return _HOST_ID_AAD if cookie_name.startswith("__Host-") else _ID_AAD
