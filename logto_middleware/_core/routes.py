@@ -214,14 +214,16 @@ class Routes:
         """Deletions of the oldest transaction cookies (unreadable ones first), leaving room for
         one more under MAX_TRANSACTIONS."""
         prefix = self.manager.cookie_name(TRANSACTION_COOKIE, secure, host_only=True) + "."
-        live: list[tuple[int, str]] = []
-        for name, value in request.cookies.items():
+        live: list[tuple[int, int, str]] = []
+        for index, (name, value) in enumerate(request.cookies.items()):
             if name.startswith(prefix):
                 transaction = self._open_transaction(name, value)
-                live.append((transaction["created"] if transaction is not None else -1, name))
+                # Within one second, the order of the header: a browser sends cookies of one path
+                # oldest first (RFC 6265, 5.4).
+                live.append((transaction["created"] if transaction is not None else -1, index, name))
         live.sort()
         excess = max(0, len(live) - MAX_TRANSACTIONS + 1)
-        return [delete_cookie(name, secure=secure) for _, name in live[:excess]]
+        return [delete_cookie(name, secure=secure) for _, _, name in live[:excess]]
 
     def _provider_failure(self, request: Request, exc: LogtoError, cookies: Sequence[str] | None = None) -> Response:
         if isinstance(exc, ProviderUnavailable):
