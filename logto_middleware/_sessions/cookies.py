@@ -97,7 +97,7 @@ def find_cookie(header: str, name: str) -> str | None:
         if bounds is None:
             return None
         start, end = bounds
-    if end < len(header) and _value_at(header, name, end + 1) is not None:
+    if header.find(name, end) >= 0 and _value_at(header, name, end + 1) is not None:
         raise DuplicateCookie(name)
     value = header[start:end].strip()
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
