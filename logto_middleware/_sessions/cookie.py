@@ -35,8 +35,8 @@ class CookieStore:
         self._cipher = Cipher(secrets, "session cookie")
         # Keyed by the value's last characters (inside the GCM tag: unique per sealed value), so
         # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value and the
-        # binding (see _HOST_AAD) are compared.
-        self._decoded: LRUCache[str, tuple[str, bytes, SessionData]] = LRUCache(cache_size)
+        # cookie name (which decides the binding, see _HOST_AAD) are compared.
+        self._decoded: LRUCache[str, tuple[str, str, SessionData]] = LRUCache(cache_size)
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -46,22 +46,21 @@ class CookieStore:
                 hit = self._decoded[cookie_value[-_TAG_CHARS:]]
         except KeyError:
             return None
-        return hit[2] if hit[0] == cookie_value and hit[1] == _aad(cookie_name) else None
+        return hit[2] if hit[0] == cookie_value and hit[1] == cookie_name else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
         cached = self.cached(cookie_value, cookie_name)
         if cached is not None:
             return returns(cached)
-        aad = _aad(cookie_name)
-        plaintext = self._cipher.decrypt(cookie_value, aad)
+        plaintext = self._cipher.decrypt(cookie_value, _aad(cookie_name))
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
-            self._remember(cookie_value, aad, data)
+            self._remember(cookie_value, cookie_name, data)
         return returns(data)
 
-    def _remember(self, cookie_value: str, aad: bytes, data: SessionData) -> None:
+    def _remember(self, cookie_value: str, cookie_name: str, data: SessionData) -> None:
         with self._lock:
-            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, aad, data)
+            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, cookie_name, data)
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
         return returns(self.seal(data, cookie_name))
@@ -69,9 +68,8 @@ class CookieStore:
     def seal(self, data: SessionData, cookie_name: str = "") -> str:
         """The value of cookie `cookie_name` for `data`, remembered as decoded: the browser sends
         it back next."""
-        aad = _aad(cookie_name)
-        value = self._cipher.encrypt(data.to_json(), aad)
-        self._remember(value, aad, data)
+        value = self._cipher.encrypt(data.to_json(), _aad(cookie_name))
+        self._remember(value, cookie_name, data)
         return value
 
     def delete(self, cookie_value: str) -> Flow[None]:

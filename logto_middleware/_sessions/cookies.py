@@ -91,7 +91,10 @@ def find_cookie(header: str, name: str) -> str | None:
     if header.startswith(name) and header[len(name):len(name) + 1] == "=":
         # The usual header of a signed-in browser: ours alone, or first.
         end = header.find(";")
-        start, end = len(name) + 1, (end if end >= 0 else len(header))
+        if end < 0:  # alone: no second one
+            value = header[len(name) + 1:].strip()
+            return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+        start = len(name) + 1
     else:
         bounds = _value_at(header, name, 0)
         if bounds is None:

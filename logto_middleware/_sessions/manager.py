@@ -97,18 +97,22 @@ class SessionManager:
         """The request's session, its tokens refreshed (`refresh`) and its expiry rolled when due."""
         secure = self.is_secure(request)
         name = self._session_cookie_names[secure]
+        header = request.headers.get("cookie", "")
+        present: tuple[str, ...]
         try:
-            read_as, value, present = self._session_cookie(request, name, self._legacy_cookie_names[secure])
+            if name + "." not in header and (value := find_cookie(header, name)) is not None:
+                read_as, present = name, (name,)  # the common case: one cookie, found without parsing the others
+            else:
+                read_as, value, present = self._session_cookie(request, name, self._legacy_cookie_names[secure])
         except DuplicateCookie as exc:
             # Two cookies of one name: one may be planted (a sibling host's `Domain=` cookie, or a
             # longer path, comes first), and nothing tells which. The request is anonymous, and
             # nothing is deleted: a deletion reaches only our own cookie (the planted one has
             # another domain or path), so the user's session would be lost and the planted one
             # kept. A sign-out or a new sign-in still replaces or clears our own.
-            log.warning("session cookie sent twice (one may be planted by a sibling host); request treated "
-                        "as anonymous")
+            log.info("session cookie sent twice (one may be planted by a sibling host); request treated as anonymous")
             return SessionState(self, name, secure, None, exc.args, None, writable)
-        state = SessionState(self, name, secure, value, tuple(present), None, writable)
+        state = SessionState(self, name, secure, value, present, None, writable)
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state
@@ -148,7 +152,7 @@ class SessionManager:
         return state
 
     def _session_cookie(self, request: Request, name: str,
-                        legacy: str | None) -> tuple[str, str | None, list[str]]:
+                        legacy: str | None) -> tuple[str, str | None, tuple[str, ...]]:
         """(the name it was read under, the value, the names of the cookie and its chunks) of the
         session cookie `name`, or else of `legacy`; `DuplicateCookie` when one came twice."""
         header = request.headers.get("cookie", "")
@@ -157,12 +161,13 @@ class SessionManager:
                 break
             if candidate + "." in header:  # chunks: join them (or clear the leftovers)
                 value, present = read_chunked(request.cookies, candidate)
+                if present:
+                    return candidate, value, tuple(present)
             else:  # one cookie: found without parsing the others
                 value = find_cookie(header, candidate)
-                present = [candidate] if value is not None else []
-            if present:
-                return candidate, value, present
-        return name, None, []
+                if value is not None:
+                    return candidate, value, (candidate,)
+        return name, None, ()
 
     def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
         """The session after a failed refresh (logged by the refresher, once per grant): None
