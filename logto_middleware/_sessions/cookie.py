@@ -10,14 +10,14 @@ from cachetools import LRUCache
 from ..flow import Flow, returns
 from ..session import SessionData
 from .cipher import Cipher
+from .cookies import accepted_bindings
 
 __all__ = ["CookieStore"]
 
-_AAD = b"logto.session-token"
-# A value sealed for a `__Host-` cookie is bound to that name: it cannot be replayed under the
-# names of earlier versions (`__Secure-`, still read while sessions migrate), which a sibling host
-# can set. Unprefixed (http) and `__Secure-` cookies keep the first versions' binding.
-_HOST_AAD = _AAD + b"/__Host-"
+_EARLIER_AAD = b"logto.session-token"
+# Values sealed now are told apart from those of the versions before the `__Host-` names, so
+# none can be planted under their `__Secure-` name (see cookies.accepted_bindings).
+_AAD = _EARLIER_AAD + b"/2"
 _TAG_CHARS = 22  # base64url characters of the 16-byte GCM tag, which ends every sealed value
 
 
@@ -52,7 +52,11 @@ class CookieStore:
         cached = self.cached(cookie_value, cookie_name)
         if cached is not None:
             return returns(cached)
-        plaintext = self._cipher.decrypt(cookie_value, _aad(cookie_name))
+        plaintext = None
+        for aad in accepted_bindings(cookie_name, _AAD, _EARLIER_AAD):
+            plaintext = self._cipher.decrypt(cookie_value, aad)
+            if plaintext is not None:
+                break
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
             self._remember(cookie_value, cookie_name, data)
@@ -68,8 +72,9 @@ class CookieStore:
     def seal(self, data: SessionData, cookie_name: str = "") -> str:
         """The value of cookie `cookie_name` for `data`, remembered as decoded: the browser sends
         it back next."""
-        value = self._cipher.encrypt(data.to_json(), _aad(cookie_name))
-        self._remember(value, cookie_name, data)
+        value = self._cipher.encrypt(data.to_json(), _AAD)
+        if _AAD in accepted_bindings(cookie_name, _AAD, _EARLIER_AAD):  # else never read back under that name
+            self._remember(value, cookie_name, data)
         return value
 
     def delete(self, cookie_value: str) -> Flow[None]:
@@ -78,7 +83,3 @@ class CookieStore:
             if hit is not None and hit[0] == cookie_value:
                 del self._decoded[cookie_value[-_TAG_CHARS:]]
         return returns(None)
-
-
-def _aad(cookie_name: str) -> bytes:
-    return _HOST_AAD if cookie_name.startswith("__Host-") else _AAD

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["CHUNK_SIZE", "CookieJar", "CookieJarView", "DuplicateCookie", "delete_cookie", "find_cookie",
-           "parse_cookie_header", "read_chunked", "set_cookie", "write_chunked"]
+__all__ = ["CHUNK_SIZE", "CookieJar", "CookieJarView", "DuplicateCookie", "accepted_bindings", "delete_cookie",
+           "find_cookie", "parse_cookie_header", "read_chunked", "set_cookie", "write_chunked"]
 
 # Browsers cap one cookie (name, value and attributes) at 4096 bytes; keep room for the rest.
 CHUNK_SIZE = 3936
@@ -104,6 +104,20 @@ def find_cookie(header: str, name: str) -> str | None:
         raise DuplicateCookie(name)
     value = header[start:end].strip()
     return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
+
+def accepted_bindings(name: str, current: bytes, earlier: bytes) -> tuple[bytes, ...]:
+    """The associated data a session value read from cookie `name` may be sealed with: values
+    are sealed with `current`; `earlier` is what the versions before the `__Host-` names sealed
+    with. Under their `__Secure-` name (still read while sessions move to `__Host-`), which a
+    sibling host can set, only `earlier`: no value sealed now can be planted there, and the
+    earlier ones run out. Under `__Host-`, only `current`; under an unprefixed (http) name, both
+    (http has no name a sibling host cannot set)."""
+    if name.startswith("__Host-"):
+        return (current,)
+    if name.startswith("__Secure-"):
+        return (earlier,)
+    return current, earlier
 
 
 def set_cookie(name: str, value: str, *, max_age: int | None, secure: bool,

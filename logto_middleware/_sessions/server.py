@@ -11,13 +11,15 @@ from ..flow import Flow, Sleep
 from ..session import SessionData
 from ..stores.base import SessionStore
 from .cipher import Cipher
+from .cookies import accepted_bindings
 
 __all__ = ["ServerSessions"]
 
-_ID_AAD = b"logto.session-id"
-# As in cookie.py: an id encrypted for a `__Host-` cookie is bound to that name, so it cannot be
-# replayed under an earlier version's `__Secure-` name (still read while sessions migrate).
-_HOST_ID_AAD = _ID_AAD + b"/__Host-"
+_EARLIER_ID_AAD = b"logto.session-id"
+# As in cookie.py: ids encrypted now are told apart from those of the versions before the
+# `__Host-` names, so none can be planted under their `__Secure-` name (cookies.accepted_bindings).
+_ID_AAD = _EARLIER_ID_AAD + b"/2"
+_EITHER = (_ID_AAD, _EARLIER_ID_AAD)
 
 
 class ServerSessions:
@@ -35,15 +37,20 @@ class ServerSessions:
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
     def session_id(self, cookie_value: str | None, cookie_name: str | None = None) -> str | None:
-        """The session id in a cookie value: bound to `cookie_name` when given (a value read
-        from a request), else of either binding (a value accepted before: a refresh, a delete)."""
+        """The session id in a cookie value: of a binding that cookie `cookie_name` accepts when
+        given (a value read from a request), else of either (a value accepted before)."""
+        aads = _EITHER if cookie_name is None else accepted_bindings(cookie_name, _ID_AAD, _EARLIER_ID_AAD)
+        opened = self._open(cookie_value, aads)
+        return opened[0] if opened is not None else None
+
+    def _open(self, cookie_value: str | None, aads: Sequence[bytes]) -> tuple[str, bytes] | None:
+        """(the session id, the binding it was encrypted with), or None."""
         if not cookie_value:
             return None
-        aads = (_id_aad(cookie_name),) if cookie_name is not None else (_HOST_ID_AAD, _ID_AAD)
         for aad in aads:
             plaintext = self._ids.decrypt(cookie_value, aad)
             if plaintext:
-                return plaintext.decode("ascii", "replace")
+                return plaintext.decode("ascii", "replace"), aad
         return None
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -62,13 +69,22 @@ class ServerSessions:
         return SessionData.from_json(plaintext) if plaintext is not None else None
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        """Store `data`; the cookie value is unchanged for an existing session id (re-encrypted
-        when it moves to a cookie name of another binding)."""
-        sid = self.session_id(cookie_value)
-        if sid is None:
+        """Store `data`; the cookie value is unchanged for an existing session id, except for a
+        session of an earlier version written back to its cookie (`cookie_name`)."""
+        opened = self._open(cookie_value, _EITHER)
+        earlier = None
+        if opened is None:
             sid, cookie_value = secrets.token_urlsafe(32), None
-        elif cookie_name and self.session_id(cookie_value, cookie_name) is None:
-            cookie_value = None  # a migrating session: its id, encrypted for the new name
+        else:
+            sid, aad = opened
+            if cookie_name and aad != _ID_AAD:
+                # It moves to a new id: the old one is never extended again, so the old value
+                # (which a sibling host could plant under the earlier `__Secure-` name) runs out
+                # within session_max_age. Moved from that name, the old id ends now; under the
+                # same (http) name it is left to run out, as a request still carrying the old
+                # value would otherwise clear the new cookie.
+                earlier = sid if cookie_name.startswith("__Host-") else None
+                sid, cookie_value = secrets.token_urlsafe(32), None
         key = "session:" + sid
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
         tags = ["sub:" + str(data.claims.get("sub"))]
@@ -76,8 +92,10 @@ class ServerSessions:
             tags.append("sid:" + data.claims["sid"])
         ttl = max(1, data.expires_at - int(self._clock()))
         yield from self.store.set(key, blob, ttl, tags)
+        if earlier is not None:
+            yield from self.store.delete("session:" + earlier)
         if cookie_value is None:
-            cookie_value = self._ids.encrypt(sid.encode("ascii"), _id_aad(cookie_name))
+            cookie_value = self._ids.encrypt(sid.encode("ascii"), _ID_AAD)
         return cookie_value
 
     def delete(self, cookie_value: str) -> Flow[None]:
@@ -126,6 +144,3 @@ class ServerSessions:
             if self._clock() > deadline:
                 raise ProviderUnavailable("another instance is still refreshing this session")
 
-
-def _id_aad(cookie_name: str) -> bytes:
-    return _HOST_ID_AAD if cookie_name.startswith("__Host-") else _ID_AAD

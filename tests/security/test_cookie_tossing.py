@@ -16,9 +16,10 @@ import httpx
 import pytest
 from conftest import Clock, Harness
 
+from logto_middleware._sessions.cipher import Cipher
 from logto_middleware.flow import run_without_io
 from logto_middleware.session import SessionData
-from logto_middleware.stores import CookieStore, MemoryStore, ServerSessions
+from logto_middleware.stores import MemoryStore, ServerSessions
 from logto_middleware.testing import make_session_cookie
 
 from .security_support import (
@@ -30,6 +31,7 @@ from .security_support import (
     cookie_base,
     deleted_names,
     error_location,
+    jar,
     new_client,
     parse_set_cookie,
     session_written,
@@ -200,11 +202,14 @@ def test_two_csrf_cookies_trust_neither(https_site: Harness, watch: SecretWatch)
 
 # -- the session cookie of earlier versions ---------------------------------------------------------
 
+EARLIER_AAD = b"logto.session-token"  # what the versions before `__Host-` sealed session cookies with
+EARLIER_ID_AAD = b"logto.session-id"
+
+
 def _legacy_cookie_session(site: Harness, sub: str) -> str:
     now = int(site.clock())
     data = SessionData(claims={"sub": sub}, expires_at=now + 3600, updated_at=now)
-    # Sealed as the versions before `__Host-` sealed it.
-    return run_without_io(CookieStore(site.config.secrets).save(data, None, LEGACY_SESSION))
+    return Cipher(site.config.secrets, "session cookie").encrypt(data.to_json(), EARLIER_AAD)
 
 
 def test_session_of_an_earlier_version_is_kept_and_moved_to_the_new_name(https_site: Harness) -> None:
@@ -238,22 +243,58 @@ def test_session_of_ours_planted_under_the_earlier_name_is_refused(https_site: H
     assert session_written(response) == []
 
 
+def _legacy_server_session(site: Harness, sessions: ServerSessions, sub: str) -> str:
+    """A stored session, and its id encrypted as the versions before `__Host-` did."""
+    now = int(site.clock())
+    data = SessionData(claims={"sub": sub}, expires_at=now + 3600, updated_at=now)
+    sid = sessions.session_id(run_without_io(sessions.save(data, None)))
+    assert sid is not None
+    return Cipher(site.config.secrets, "session id").encrypt(sid.encode(), EARLIER_ID_AAD)
+
+
 def test_server_side_session_of_an_earlier_version_is_kept_and_moved(make_harness: Callable[..., Harness],
                                                                      watch: SecretWatch, clock: Clock) -> None:
     store = MemoryStore()
     site = watch.attach(make_harness(base_url=HTTPS_ORIGIN, store=store))
     sessions = ServerSessions(store, site.config.secrets, clock=clock)
-    now = int(clock())
-    data = SessionData(claims={"sub": "u-old"}, expires_at=now + 3600, updated_at=now)
-    legacy = run_without_io(sessions.save(data, None, LEGACY_SESSION))
+    legacy = _legacy_server_session(site, sessions, "u-old")
     response = me(site, (LEGACY_SESSION, legacy))
     assert signed_in_as(site, response) == "u-old"
     written = {parse_set_cookie(h)[0]: parse_set_cookie(h)[1] for h in session_written(response)}
     assert list(written) == [HOST_SESSION] and LEGACY_SESSION in deleted_names(response)
-    assert sessions.session_id(written[HOST_SESSION], HOST_SESSION) == sessions.session_id(legacy, LEGACY_SESSION)
     assert signed_in_as(site, me(site, (HOST_SESSION, written[HOST_SESSION]))) == "u-old"
+    # Moved to a new id, the old one ended: the old value works nowhere any more.
+    assert sessions.session_id(written[HOST_SESSION]) != sessions.session_id(legacy)
+    assert signed_in_as(site, me(site, (LEGACY_SESSION, legacy))) is None
     # And the new value is not accepted back under the name a sibling host can set.
     assert signed_in_as(site, me(site, (LEGACY_SESSION, written[HOST_SESSION]))) is None
+
+
+@pytest.mark.parametrize("server_side", [False, True], ids=["cookie", "server"])
+def test_session_minted_over_http_is_refused_under_the_earlier_https_name(
+        make_harness: Callable[..., Harness], watch: SecretWatch, server_side: bool) -> None:
+    # An app also reachable over plain http (or another deployment with the same secret) mints
+    # unprefixed cookies: planted under the earlier `__Secure-` name by a sibling host, such a
+    # value must not sign a browser of the https app in.
+    store = MemoryStore() if server_side else None
+    plain = watch.attach(make_harness(store=store))
+    assert plain.sign_in("mallory").status_code == 302
+    value = jar(plain.client)[SESSION]
+    secure = watch.attach(make_harness(base_url=HTTPS_ORIGIN, store=store))
+    assert signed_in_as(secure, me(secure, (LEGACY_SESSION, value))) is None
+    assert signed_in_as(secure, me(secure, (HOST_SESSION, value))) is not None  # control: the value is good
+
+
+@pytest.mark.parametrize("server_side", [False, True], ids=["cookie", "server"])
+def test_http_session_of_an_earlier_version_is_kept(make_harness: Callable[..., Harness], watch: SecretWatch,
+                                                    server_side: bool) -> None:
+    store = MemoryStore() if server_side else None
+    site = watch.attach(make_harness(store=store))
+    if store is not None:
+        legacy = _legacy_server_session(site, ServerSessions(store, site.config.secrets, clock=site.clock), "u-old")
+    else:
+        legacy = _legacy_cookie_session(site, "u-old")
+    assert signed_in_as(site, me(site, (SESSION, legacy))) == "u-old"
 
 
 # -- Auth.js mode ---------------------------------------------------------------------------------
