@@ -3,7 +3,7 @@
 Two cookies: the one `make_session_cookie` seals for the realistic token set (ES384 ID token,
 two 43-character opaque tokens), and the one the middleware itself sets at the end of a real
 sign-in with FakeLogto for a user with the same profile. Both on an https origin
-(`__Secure-logto.session-token`). The figure is the full Set-Cookie header (name, value and
+(`__Host-logto.session-token`). The figure is the full Set-Cookie header (name, value and
 attributes): it must be one cookie (no `.0`, `.1` chunks) of at most 4096 bytes.
 """
 

@@ -35,7 +35,7 @@ CLIENT_SECRET = "Zt7h2QmV9xKp4LrB8nWc3YdF6sJg1Ae5"
 SECRET = "bench-secret-6b1f0c52e9d84a7fa3c1d2e3f4a5b6c7"
 PEER_SECRET = "peer-secret-0f9e8d7c6b5a49382716a5b4c3d2e1f0"
 HOST = "app.example.com"
-SESSION_COOKIE = "__Secure-logto.session-token"  # https origin
+SESSION_COOKIE = "__Host-logto.session-token"  # https origin
 USER = "alice"
 OTHER_USER = "bob"  # a second user, to warm a middleware's provider caches
 # A Logto user as a social sign-in leaves it: long avatar URL, verified e-mail.
@@ -110,7 +110,7 @@ def token_set(fake: FakeLogto) -> TokenSet:
 
 def cookie_store_cookie(cfg: LogtoConfig, tokens: TokenSet, *, secure: bool = True) -> str:
     """The Cookie header of a signed-in cookie-store session carrying `tokens` (an https origin's
-    `__Secure-` cookie unless `secure` is false)."""
+    `__Host-` cookie unless `secure` is false)."""
     return make_session_cookie(cfg, tokens.session_claims, access_token=tokens.access_token,
                                refresh_token=tokens.refresh_token, expires_in=3600, id_token=tokens.id_token,
                                scope="openid offline_access profile email", secure=secure)

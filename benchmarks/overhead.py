@@ -50,7 +50,7 @@ def floor_batch(plaintext: bytes) -> timing.Batch:
     key = AESGCM.generate_key(bit_length=256)
     aead = AESGCM(key)
     nonce = os.urandom(12)
-    aad = b"logto.session-token"
+    aad = b"logto.session-token/2"  # as the cookie store seals
     token = base64.urlsafe_b64encode(nonce + aead.encrypt(nonce, plaintext, aad)).rstrip(b"=").decode()
     decode, loads = base64.urlsafe_b64decode, json.loads
 

@@ -113,7 +113,7 @@ def _load_together(servers: dict[str, tuple[subprocess.Popen[bytes], int]], cook
 def run(log: Log, *, rounds: int, seconds: float, connections: int = 32) -> dict[str, Any]:
     cfg = fx.config()
     tokens = fx.token_set(fx.fake_logto())
-    cookie = fx.cookie_store_cookie(cfg, tokens, secure=False)  # http origin: no __Secure- prefix
+    cookie = fx.cookie_store_cookie(cfg, tokens, secure=False)  # http origin: no prefix
     servers = {mode: _start(mode) for mode in ("bare", "logto")}
     try:
         check = httpx.get(f"http://127.0.0.1:{servers['logto'][1]}/whoami", headers={"cookie": cookie})

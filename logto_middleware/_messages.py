@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from urllib.parse import unquote_plus
 
-from ._sessions.cookies import parse_cookie_header
+from ._sessions.cookies import CookieJar, parse_cookie_header
 
 __all__ = ["Request", "Response"]
 
@@ -27,7 +27,7 @@ class Request:
                  server: str | None = None, body: bytes = b"") -> None:
         self.method, self.path, self.query_string, self.headers = method, path, query_string, headers
         self.scheme, self.server, self.body = scheme, server, body
-        self._cookies: dict[str, str] | None = None
+        self._cookies: CookieJar | None = None
         self._query: dict[str, str] | None = None
         self._form: dict[str, str] | None = None
 
@@ -35,7 +35,7 @@ class Request:
         return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body)
 
     @property
-    def cookies(self) -> dict[str, str]:
+    def cookies(self) -> CookieJar:
         if self._cookies is None:
             self._cookies = parse_cookie_header(self.headers.get("cookie", ""))
         return self._cookies

@@ -9,7 +9,14 @@ from conftest import ORIGIN, SECRET, Clock, Harness, asgi_echo_app
 from starlette.testclient import TestClient
 
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig
-from logto_middleware._sessions.cookies import CHUNK_SIZE, parse_cookie_header, read_chunked, write_chunked
+from logto_middleware._sessions.cookies import (
+    CHUNK_SIZE,
+    DuplicateCookie,
+    find_cookie,
+    parse_cookie_header,
+    read_chunked,
+    write_chunked,
+)
 from logto_middleware.testing import FakeLogto, make_session_cookie
 
 
@@ -103,6 +110,28 @@ def test_parse_cookie_header_is_tolerant() -> None:
     assert cookies["a"] == "1" and cookies["b"] == "quoted" and cookies["c"] == "x=y" and cookies["d"] == ""
 
 
+def test_parse_cookie_header_records_names_sent_twice() -> None:
+    cookies = parse_cookie_header("a=1; b=2; a=3; c=4; b=5")
+    assert cookies["a"] == "1" and cookies.duplicates == {"a", "b"}
+    with pytest.raises(DuplicateCookie):
+        cookies.only("a")
+    assert cookies.only("c") == "4" and cookies.only("missing") is None
+
+
+@pytest.mark.parametrize("header", [
+    "n=1", " n = 1 ", "x=1; n=2", "n=1; x=2", "n=1;x=2;n=3", "x=1; n=2; y=3; n=4", "n=1; n=2", "xn=1; n=2",
+    "n.0=1; n=2", "n=1; n.0=2", "a=n=1; n=2", "a=1;  n =2; b=3;n=4", 'n="q"; x=1', "x=n; y=n=1", "", "n", "n=",
+    "n=1; nn=2; n.1=3", "x=1; n=2 ; n=3",
+])
+def test_find_cookie_agrees_with_the_parser(header: str) -> None:
+    parsed = parse_cookie_header(header)
+    if "n" in parsed.duplicates:
+        with pytest.raises(DuplicateCookie):
+            find_cookie(header, "n")
+    else:
+        assert find_cookie(header, "n") == parsed.get("n")
+
+
 def test_chunks_round_trip() -> None:
     value = "v" * (CHUNK_SIZE * 2 + 10)
     headers = write_chunked("n", value, max_age=60, secure=False, present=["n", "n.7"])
@@ -130,7 +159,7 @@ def test_https_cookies_are_secure_and_prefixed(kind: str, fake: FakeLogto, clock
     harness = Harness(kind, fake, clock, base_url=f"{scheme}://app.example")
     start = harness.start_sign_in()
     cookie = start.headers["set-cookie"]
-    assert cookie.startswith("__Secure-logto.transaction=") and "Secure" in cookie
+    assert cookie.startswith("__Host-logto.transaction.") and "Secure" in cookie and "Path=/" in cookie
     csrf = harness.client.get("/api/auth/csrf").headers["set-cookie"]
     assert csrf.startswith("__Host-logto.csrf-token=") and "Secure" in csrf and "Path=/" in csrf
 

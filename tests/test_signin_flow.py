@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import parse_qs, urlsplit
 
 from conftest import ORIGIN, Harness
@@ -32,7 +33,9 @@ def test_signin_redirects_to_provider_with_pkce_state_nonce(harness: Harness) ->
     assert query["direct_sign_in"] == "social:wechat"
     assert "callbackUrl" not in query
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith("logto.transaction=")
+    # One cookie per sign-in, named after its state.
+    state_id = hashlib.sha256(query["state"].encode()).hexdigest()[:8]
+    assert cookie.startswith(f"logto.transaction.{state_id}=")
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/" in cookie and "Max-Age=900" in cookie
     assert response.headers["cache-control"] == "no-store"
 
@@ -43,7 +46,7 @@ def test_full_sign_in_creates_session_with_logto_profile(harness: Harness) -> No
     assert callback.headers["location"] == f"{ORIGIN}/profile"
     set_cookies = callback.headers.get_list("set-cookie")
     assert any(c.startswith("logto.session-token=") and "HttpOnly" in c for c in set_cookies)
-    assert any(c.startswith("logto.transaction=;") and "Max-Age=0" in c for c in set_cookies)
+    assert any(c.startswith("logto.transaction.") and "=;" in c and "Max-Age=0" in c for c in set_cookies)
     body = harness.me()
     claims = harness.fake.user_claims("alice")
     assert body["authenticated"] is True

@@ -20,7 +20,7 @@ from .._protocol.oauth import revoke, token_grant
 from .._protocol.tokens import logout_token_replay_ttl, verify_id_token, verify_logout_token
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .._sessions.cipher import Cipher, Signer, b64encode
-from .._sessions.cookies import delete_cookie, set_cookie
+from .._sessions.cookies import DuplicateCookie, delete_cookie, set_cookie
 from .._sessions.manager import SessionManager
 from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -38,6 +38,12 @@ log = logging.getLogger("logto_middleware")
 TRANSACTION_COOKIE = "logto.transaction"
 CSRF_COOKIE = "logto.csrf-token"
 TRANSACTION_MAX_AGE = 15 * 60
+# Sign-ins under way at once in one browser (tabs, a double click, a prefetch), each in a cookie
+# of its own: starting one more deletes the oldest.
+MAX_TRANSACTIONS = 5
+# A browser drops a cookie over 4096 bytes (name, value and attributes): a sign-in whose
+# transaction would not fit goes back to the default target.
+_MAX_TRANSACTION_COOKIE = 3936
 # Logto's own sign-in parameters, passed through to the authorization request when given.
 PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "prompt", "ui_locales")
 
@@ -133,8 +139,13 @@ class Routes:
         """The browser's CSRF token if its cookie is genuine, and the cookie's name."""
         secure = self.manager.is_secure(request)
         name = self.manager.cookie_name(self._csrf_cookie_name, secure, host_only=True)
+        try:
+            value = request.cookies.only(name) or ""
+        except DuplicateCookie:
+            log.info("CSRF cookie sent twice (one may be planted); neither is trusted")
+            return None, name
         # Auth.js writes this cookie URL-encoded (`token%7Chash`).
-        token, _, tag = unquote(request.cookies.get(name, "")).partition("|")
+        token, _, tag = unquote(value).partition("|")
         if token and tag and self._csrf.verify(token, tag):
             return token, name
         return None, name
@@ -182,14 +193,39 @@ class Routes:
         query += [("resource", resource) for resource in self.config.resources]
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         location = metadata.authorization_endpoint + separator + urlencode(query)
-        transaction = json.dumps({"state": state, "nonce": nonce, "verifier": verifier,
-                                  "target": target, "redirect_uri": redirect_uri,
-                                  "created": int(self.manager.clock())}).encode()
         secure = origin.startswith("https:")
-        name = self.manager.cookie_name(TRANSACTION_COOKIE, secure)
-        cookie = set_cookie(name, self._transactions.encrypt(transaction, name.encode()),
-                            max_age=TRANSACTION_MAX_AGE, secure=secure)
-        return self._redirect(request, location, [cookie])
+        name = self._transaction_name(state, secure)
+        fields = {"state": state, "nonce": nonce, "verifier": verifier, "target": target,
+                  "redirect_uri": redirect_uri, "created": int(self.manager.clock())}
+        value = self._transactions.encrypt(json.dumps(fields).encode(), name.encode())
+        if len(name) + len(value) > _MAX_TRANSACTION_COOKIE:  # a very long callbackUrl
+            fields["target"] = self._default_target(request, self.config.post_login_redirect)
+            value = self._transactions.encrypt(json.dumps(fields).encode(), name.encode())
+        cookies = self._evict_transactions(request, secure)
+        cookies.append(set_cookie(name, value, max_age=TRANSACTION_MAX_AGE, secure=secure))
+        return self._redirect(request, location, cookies)
+
+    def _transaction_name(self, state: str, secure: bool) -> str:
+        """The cookie of the sign-in of `state`: one per sign-in, so sign-ins started in several
+        tabs (or twice) do not overwrite each other. The suffix only tells them apart (it is in
+        no way secret: the state travels in URLs); the callback's state finds it again."""
+        base = self.manager.cookie_name(TRANSACTION_COOKIE, secure, host_only=True)
+        return f"{base}.{hashlib.sha256(state.encode()).hexdigest()[:8]}"
+
+    def _evict_transactions(self, request: Request, secure: bool) -> list[str]:
+        """Deletions of the oldest transaction cookies (unreadable ones first), leaving room for
+        one more under MAX_TRANSACTIONS."""
+        prefix = self.manager.cookie_name(TRANSACTION_COOKIE, secure, host_only=True) + "."
+        live: list[tuple[int, int, str]] = []
+        for index, (name, value) in enumerate(request.cookies.items()):
+            if name.startswith(prefix):
+                transaction = self._open_transaction(name, value)
+                # Within one second, the order of the header: a browser sends cookies of one path
+                # oldest first (RFC 6265, 5.4).
+                live.append((transaction["created"] if transaction is not None else -1, index, name))
+        live.sort()
+        excess = max(0, len(live) - MAX_TRANSACTIONS + 1)
+        return [delete_cookie(name, secure=secure) for _, _, name in live[:excess]]
 
     def _provider_failure(self, request: Request, exc: LogtoError, cookies: Sequence[str] | None = None) -> Response:
         if isinstance(exc, ProviderUnavailable):
@@ -198,13 +234,26 @@ class Routes:
         log.error("provider answered something unexpected: %s", exc)
         return self._error(request, "Configuration", cookies)
 
-    def _read_transaction(self, request: Request) -> tuple[dict[str, Any] | None, list[str]]:
+    def _read_transaction(self, request: Request, state: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """The sign-in transaction of the callback's `state`, and the deletion of its cookie (of
+        that cookie only: the other sign-ins under way keep theirs)."""
+        if not state:
+            return None, []
         secure = self.manager.is_secure(request)
-        name = self.manager.cookie_name(TRANSACTION_COOKIE, secure)
-        value = request.cookies.get(name)
+        name = self._transaction_name(state, secure)
+        try:
+            value = request.cookies.only(name)
+        except DuplicateCookie:
+            # One may be planted (a sibling host's, or another path's, comes first): the sign-in
+            # fails rather than pick one, and our own is cleared.
+            log.warning("transaction cookie sent twice (one may be planted); sign-in refused")
+            return None, [delete_cookie(name, secure=secure)]
         if value is None:
             return None, []
-        clear = [delete_cookie(name, secure=secure)]
+        return self._open_transaction(name, value), [delete_cookie(name, secure=secure)]
+
+    def _open_transaction(self, name: str, value: str) -> dict[str, Any] | None:
+        """The transaction sealed in cookie `name`, or None when it is not ours, or expired."""
         plaintext = self._transactions.decrypt(value, name.encode())
         try:
             transaction = json.loads(plaintext) if plaintext is not None else None
@@ -213,20 +262,22 @@ class Routes:
         if not isinstance(transaction, dict) or not all(
                 isinstance(transaction.get(k), str) for k in ("state", "nonce", "verifier", "target",
                                                               "redirect_uri")):
-            return None, clear
+            return None
         created = transaction.get("created")
         if not isinstance(created, int) or created + TRANSACTION_MAX_AGE < self.manager.clock():
-            return None, clear
-        return transaction, clear
+            return None
+        return transaction
 
     def callback(self, request: Request) -> Flow[Response]:
         params = request.query
-        transaction, cookies = self._read_transaction(request)
+        state = params.get("state", "")
+        # An error answer with the state of a sign-in under way ends that sign-in (its cookie is
+        # cleared); without a state nothing is cleared: the others go on.
+        transaction, cookies = self._read_transaction(request, state)
         if "error" in params:
             error = "AccessDenied" if params["error"] == "access_denied" else "OAuthCallbackError"
             log.info("provider returned an error on the callback: %r", params["error"][:64])
             return self._error(request, error, cookies)
-        state = params.get("state", "")
         if transaction is None or not hmac.compare_digest(transaction["state"].encode(), state.encode()):
             log.info("callback without a matching sign-in transaction")
             return self._error(request, "MissingCSRF", cookies)

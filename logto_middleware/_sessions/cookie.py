@@ -10,10 +10,14 @@ from cachetools import LRUCache
 from ..flow import Flow, returns
 from ..session import SessionData
 from .cipher import Cipher
+from .cookies import accepted_bindings
 
 __all__ = ["CookieStore"]
 
-_AAD = b"logto.session-token"
+_EARLIER_AAD = b"logto.session-token"
+# Values sealed now are told apart from those of the versions before the `__Host-` names, so
+# none can be planted under their `__Secure-` name (see cookies.accepted_bindings).
+_AAD = _EARLIER_AAD + b"/2"
 _TAG_CHARS = 22  # base64url characters of the 16-byte GCM tag, which ends every sealed value
 
 
@@ -30,8 +34,9 @@ class CookieStore:
     def __init__(self, secrets: Sequence[str], *, cache_size: int = 1024) -> None:
         self._cipher = Cipher(secrets, "session cookie")
         # Keyed by the value's last characters (inside the GCM tag: unique per sealed value), so
-        # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value is compared.
-        self._decoded: LRUCache[str, tuple[str, SessionData]] = LRUCache(cache_size)
+        # a lookup hashes 22 characters, not the whole 1-2 KB value; the full value and the
+        # cookie name (which decides the binding, see _HOST_AAD) are compared.
+        self._decoded: LRUCache[str, tuple[str, str, SessionData]] = LRUCache(cache_size)
         self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -41,29 +46,35 @@ class CookieStore:
                 hit = self._decoded[cookie_value[-_TAG_CHARS:]]
         except KeyError:
             return None
-        return hit[1] if hit[0] == cookie_value else None
+        return hit[2] if hit[0] == cookie_value and hit[1] == cookie_name else None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        cached = self.cached(cookie_value)
+        cached = self.cached(cookie_value, cookie_name)
         if cached is not None:
             return returns(cached)
-        plaintext = self._cipher.decrypt(cookie_value, _AAD)
+        plaintext = None
+        for aad in accepted_bindings(cookie_name, _AAD, _EARLIER_AAD):
+            plaintext = self._cipher.decrypt(cookie_value, aad)
+            if plaintext is not None:
+                break
         data = SessionData.from_json(plaintext) if plaintext is not None else None
         if data is not None:
-            self._remember(cookie_value, data)
+            self._remember(cookie_value, cookie_name, data)
         return returns(data)
 
-    def _remember(self, cookie_value: str, data: SessionData) -> None:
+    def _remember(self, cookie_value: str, cookie_name: str, data: SessionData) -> None:
         with self._lock:
-            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, data)
+            self._decoded[cookie_value[-_TAG_CHARS:]] = (cookie_value, cookie_name, data)
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        return returns(self.seal(data))
+        return returns(self.seal(data, cookie_name))
 
-    def seal(self, data: SessionData) -> str:
-        """The cookie value of `data`, remembered as decoded: the browser sends it back next."""
+    def seal(self, data: SessionData, cookie_name: str = "") -> str:
+        """The value of cookie `cookie_name` for `data`, remembered as decoded: the browser sends
+        it back next."""
         value = self._cipher.encrypt(data.to_json(), _AAD)
-        self._remember(value, data)
+        if _AAD in accepted_bindings(cookie_name, _AAD, _EARLIER_AAD):  # else never read back under that name
+            self._remember(value, cookie_name, data)
         return value
 
     def delete(self, cookie_value: str) -> Flow[None]:

@@ -21,7 +21,7 @@ from ..session import SessionData
 from ..stores import SessionStore, store_from_setting
 from .authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
 from .cookie import CookieStore
-from .cookies import delete_cookie, find_cookie, read_chunked, write_chunked
+from .cookies import DuplicateCookie, delete_cookie, find_cookie, read_chunked, write_chunked
 from .server import ServerSessions
 from .state import REFRESH_DEFERRED, SessionState
 
@@ -60,7 +60,14 @@ class SessionManager:
                 coordinator = RefreshCoordinator(lock, config.secrets)
         self.refresher = Refresher(config, self.provider, clock=clock, coordinator=coordinator)
         self.server_side = self.sessions.server_side
-        self._session_cookie_names = {secure: self.cookie_name(self.session_cookie, secure) for secure in (False, True)}
+        # On https our session cookie is `__Host-` (no sibling host can plant one); Auth.js's keeps
+        # Auth.js's name, which the Auth.js app sharing it reads and writes. The name of earlier
+        # versions (`__Secure-`) is still read, so an upgrade signs no one out, and rewritten.
+        authjs = config.session_format == "authjs"
+        self._session_cookie_names = {
+            secure: self.cookie_name(self.session_cookie, secure, host_only=not authjs) for secure in (False, True)}
+        self._legacy_cookie_names = {
+            False: None, True: None if authjs else self.cookie_name(self.session_cookie, True)}
 
     def is_secure(self, request: Request) -> bool:
         """Whether the app is served over https (which sets the cookies' prefix and `Secure`);
@@ -91,12 +98,21 @@ class SessionManager:
         secure = self.is_secure(request)
         name = self._session_cookie_names[secure]
         header = request.headers.get("cookie", "")
-        if name + "." in header:  # chunks: join them (or clear the leftovers)
-            value, present = read_chunked(request.cookies, name)
-        else:  # one cookie: found without parsing the others
-            value = find_cookie(header, name)
-            present = [name] if value is not None else []
-        state = SessionState(self, name, secure, value, tuple(present), None, writable)
+        present: tuple[str, ...]
+        try:
+            if name + "." not in header and (value := find_cookie(header, name)) is not None:
+                read_as, present = name, (name,)  # the common case: one cookie, found without parsing the others
+            else:
+                read_as, value, present = self._session_cookie(request, name, self._legacy_cookie_names[secure])
+        except DuplicateCookie as exc:
+            # Two cookies of one name: one may be planted (a sibling host's `Domain=` cookie, or a
+            # longer path, comes first), and nothing tells which. The request is anonymous, and
+            # nothing is deleted: a deletion reaches only our own cookie (the planted one has
+            # another domain or path), so the user's session would be lost and the planted one
+            # kept. A sign-out or a new sign-in still replaces or clears our own.
+            log.info("session cookie sent twice (one may be planted by a sibling host); request treated as anonymous")
+            return SessionState(self, name, secure, None, exc.args, None, writable)
+        state = SessionState(self, name, secure, value, present, None, writable)
         if value is None and present:
             state.cleared = True  # chunks without a first one: leftovers or forged
             return state
@@ -109,14 +125,17 @@ class SessionManager:
         if not value:
             return state
         # The common case: a cookie decoded before (the codec's decoded-cookie cache).
-        data = self.sessions.cached(value, name)
+        data = self.sessions.cached(value, read_as)
         if data is None:
-            data = yield from self.sessions.load(value, name)
+            data = yield from self.sessions.load(value, read_as)
         now = self.clock()
         if data is None or data.expires_at <= now:
             log.info("session cookie rejected (unknown, invalid or expired); clearing it")
             state.cleared = True
             return state
+        if read_as != name:
+            # An earlier version's cookie: written again under the new name (the old one deleted).
+            state.dirty = state.rolled = True
         if refresh and self.refresher.needs_refresh(data, now):
             if state.may_refresh:
                 try:
@@ -131,6 +150,24 @@ class SessionManager:
                 data = data.with_changes(error=REFRESH_DEFERRED)
         self._roll(state, data, now)
         return state
+
+    def _session_cookie(self, request: Request, name: str,
+                        legacy: str | None) -> tuple[str, str | None, tuple[str, ...]]:
+        """(the name it was read under, the value, the names of the cookie and its chunks) of the
+        session cookie `name`, or else of `legacy`; `DuplicateCookie` when one came twice."""
+        header = request.headers.get("cookie", "")
+        for candidate in (name, legacy):
+            if candidate is None:
+                break
+            if candidate + "." in header:  # chunks: join them (or clear the leftovers)
+                value, present = read_chunked(request.cookies, candidate)
+                if present:
+                    return candidate, value, tuple(present)
+            else:  # one cookie: found without parsing the others
+                value = find_cookie(header, candidate)
+                if value is not None:
+                    return candidate, value, (candidate,)
+        return name, None, ()
 
     def _refresh_failed(self, state: SessionState, data: SessionData, exc: Exception) -> SessionData | None:
         """The session after a failed refresh (logged by the refresher, once per grant): None

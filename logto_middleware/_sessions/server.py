@@ -11,10 +11,15 @@ from ..flow import Flow, Sleep
 from ..session import SessionData
 from ..stores.base import SessionStore
 from .cipher import Cipher
+from .cookies import accepted_bindings
 
 __all__ = ["ServerSessions"]
 
-_ID_AAD = b"logto.session-id"
+_EARLIER_ID_AAD = b"logto.session-id"
+# As in cookie.py: ids encrypted now are told apart from those of the versions before the
+# `__Host-` names, so none can be planted under their `__Secure-` name (cookies.accepted_bindings).
+_ID_AAD = _EARLIER_ID_AAD + b"/2"
+_EITHER = (_ID_AAD, _EARLIER_ID_AAD)
 
 
 class ServerSessions:
@@ -31,16 +36,29 @@ class ServerSessions:
         self._clock = clock
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
-    def session_id(self, cookie_value: str | None) -> str | None:
-        plaintext = self._ids.decrypt(cookie_value, _ID_AAD) if cookie_value else None
-        return plaintext.decode("ascii", "replace") if plaintext else None
+    def session_id(self, cookie_value: str | None, cookie_name: str | None = None) -> str | None:
+        """The session id in a cookie value: of a binding that cookie `cookie_name` accepts when
+        given (a value read from a request), else of either (a value accepted before)."""
+        aads = _EITHER if cookie_name is None else accepted_bindings(cookie_name, _ID_AAD, _EARLIER_ID_AAD)
+        opened = self._open(cookie_value, aads)
+        return opened[0] if opened is not None else None
+
+    def _open(self, cookie_value: str | None, aads: Sequence[bytes]) -> tuple[str, bytes] | None:
+        """(the session id, the binding it was encrypted with), or None."""
+        if not cookie_value:
+            return None
+        for aad in aads:
+            plaintext = self._ids.decrypt(cookie_value, aad)
+            if plaintext:
+                return plaintext.decode("ascii", "replace"), aad
+        return None
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
         """Never: a stored session is read on every request (a sign-out elsewhere ends it at once)."""
         return None
 
     def load(self, cookie_value: str, cookie_name: str = "") -> Flow[SessionData | None]:
-        sid = self.session_id(cookie_value)
+        sid = self.session_id(cookie_value, cookie_name or None)  # no name: a value accepted before
         if sid is None:
             return None
         key = "session:" + sid
@@ -51,10 +69,22 @@ class ServerSessions:
         return SessionData.from_json(plaintext) if plaintext is not None else None
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
-        """Store `data`; the cookie value is unchanged for an existing session id."""
-        sid = self.session_id(cookie_value)
-        if sid is None:
+        """Store `data`; the cookie value is unchanged for an existing session id, except for a
+        session of an earlier version written back to its cookie (`cookie_name`)."""
+        opened = self._open(cookie_value, _EITHER)
+        earlier = None
+        if opened is None:
             sid, cookie_value = secrets.token_urlsafe(32), None
+        else:
+            sid, aad = opened
+            if cookie_name and aad != _ID_AAD:
+                # It moves to a new id: the old one is never extended again, so the old value
+                # (which a sibling host could plant under the earlier `__Secure-` name) runs out
+                # within session_max_age. Moved from that name, the old id ends now; under the
+                # same (http) name it is left to run out, as a request still carrying the old
+                # value would otherwise clear the new cookie.
+                earlier = sid if cookie_name.startswith("__Host-") else None
+                sid, cookie_value = secrets.token_urlsafe(32), None
         key = "session:" + sid
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
         tags = ["sub:" + str(data.claims.get("sub"))]
@@ -62,7 +92,11 @@ class ServerSessions:
             tags.append("sid:" + data.claims["sid"])
         ttl = max(1, data.expires_at - int(self._clock()))
         yield from self.store.set(key, blob, ttl, tags)
-        return cookie_value if cookie_value is not None else self._ids.encrypt(sid.encode("ascii"), _ID_AAD)
+        if earlier is not None:
+            yield from self.store.delete("session:" + earlier)
+        if cookie_value is None:
+            cookie_value = self._ids.encrypt(sid.encode("ascii"), _ID_AAD)
+        return cookie_value
 
     def delete(self, cookie_value: str) -> Flow[None]:
         sid = self.session_id(cookie_value)
@@ -109,5 +143,4 @@ class ServerSessions:
                 return current
             if self._clock() > deadline:
                 raise ProviderUnavailable("another instance is still refreshing this session")
-
 

@@ -45,7 +45,8 @@ def make_session_cookie(
         refresh_token=refresh_token, scope=scope if scope is not None else config.scope,
         # The given claims are kept, whatever the ID token says; stored once when they agree.
         claims_from_id_token=id_token is not None and id_token_session_claims(id_token) == merged)
-    value = run_without_io(CookieStore(config.secrets).save(data, None))
-    name = ("__Secure-" if secure else "") + SESSION_COOKIE
+    # The name the middleware gives its session cookie: `__Host-` on https.
+    name = ("__Host-" if secure else "") + SESSION_COOKIE
+    value = run_without_io(CookieStore(config.secrets).save(data, None, name))
     set_cookies = write_chunked(name, value, max_age=config.session_max_age, secure=secure)
     return "; ".join(header.split(";", 1)[0] for header in set_cookies)

@@ -116,3 +116,25 @@ def test_sign_in_and_out_in_a_browser(page: Page, stack: Stack) -> None:
     expect(page.locator("h1.name")).to_have_text("Bob")
     expect(status).to_have_text("signed in")
     shot("profile-after-redirect")
+
+
+def test_two_tabs_sign_in_at_once(page: Page, stack: Stack) -> None:
+    """Two sign-ins under way in one browser (two tabs at the provider's page at once): each
+    completes, neither ends in MissingCSRF."""
+    from playwright.sync_api import expect
+
+    op = stack.op
+    tabs = [page, page.context.new_page()]
+    for tab in tabs:
+        tab.goto(stack.url("/"))
+        tab.get_by_role("link", name="Sign in", exact=True).click()
+        tab.wait_for_url(starting_with(f"{op.base_url}/interaction/"))
+    # The tab started last completes first; then the other one.
+    for tab, login, name in ((tabs[1], "bob", "Bob"), (tabs[0], "alice", "Alice")):
+        tab.get_by_label("User name").fill(login)
+        tab.get_by_role("button", name="Sign in").click()
+        tab.wait_for_url(stack.url("/"))
+        expect(tab.locator("#session-status")).to_have_text("signed in")
+        expect(tab.locator("h1.name")).to_have_text(name)
+    names = [c["name"] for c in page.context.cookies(stack.url("/"))]
+    assert not any("transaction" in n for n in names), names  # each callback cleared its own

@@ -72,6 +72,25 @@ def cookie_base(name: str) -> str:
     return name
 
 
+def is_transaction(name: str) -> bool:
+    """A transaction cookie: one per sign-in under way, `logto.transaction.<id of its state>`."""
+    return cookie_base(name).startswith(TRANSACTION + ".")
+
+
+def transaction_cookies(client: httpx.Client) -> dict[str, str]:
+    return {name: value for name, value in jar(client).items() if is_transaction(name)}
+
+
+def transaction_cookie(client: httpx.Client) -> tuple[str, str]:
+    """(name, value) of the browser's one transaction cookie."""
+    [(name, value)] = transaction_cookies(client).items()
+    return name, value
+
+
+def transaction_deleted(response: httpx.Response) -> bool:
+    return any(is_transaction(name) for name in deleted_names(response))
+
+
 def session_written(response: httpx.Response) -> list[str]:
     """Set-Cookie headers that write (not delete) a session cookie."""
     return [h for h in set_cookies(response)
@@ -104,13 +123,17 @@ def assert_error_redirect(response: httpx.Response, code: str, origin: str = ORI
     assert session_written(response) == []
 
 
-def assert_rejected_callback(harness: Harness, response: httpx.Response, code: str) -> None:
-    """A refused callback: the error page, no session, the one-shot transaction cookie cleared,
-    and the browser still anonymous; the error page answers the code's status, never 500."""
+def assert_rejected_callback(harness: Harness, response: httpx.Response, code: str, *, cleared: bool = True) -> None:
+    """A refused callback: the error page, no session, the one-shot transaction cookie of its
+    state cleared (none when `cleared` is false: the state is another browser's, and this
+    browser's own sign-ins go on), and the browser still anonymous; the error page answers the
+    code's status, never 500."""
     assert_error_redirect(response, code)
-    if code not in PROVIDER_FAILURES:
+    if not cleared:
+        assert not transaction_deleted(response), response.headers.get_list("set-cookie")
+    elif code not in PROVIDER_FAILURES:
         # (Provider failures keep it: see test_callback.py::test_provider_failure_at_callback_clears_transaction)
-        assert TRANSACTION in deleted_names(response)
+        assert transaction_deleted(response)
     page = harness.client.get(response.headers["location"])
     assert page.status_code == ERROR_STATUS[code]
     assert f"<code>{code}</code>".encode() in page.content

@@ -12,7 +12,6 @@ from conftest import ORIGIN, Clock, Harness
 
 from .security_support import (
     SESSION,
-    TRANSACTION,
     SecretWatch,
     assert_error_redirect,
     assert_rejected_callback,
@@ -23,6 +22,8 @@ from .security_support import (
     new_client,
     query_of,
     session_written,
+    transaction_cookie,
+    transaction_deleted,
 )
 
 CALLBACK = "/api/auth/callback/logto"
@@ -51,8 +52,10 @@ def session_values(site: Harness) -> dict[str, str]:
 def test_missing_or_unknown_state_is_refused(site: Harness, state: str | None) -> None:
     callback, _ = begin_sign_in(site)
     response = site.client.get(with_params(callback, state=state))
-    assert_rejected_callback(site, response, "MissingCSRF")
+    # No transaction of that state: nothing to clear, and the browser's own sign-in goes on.
+    assert_rejected_callback(site, response, "MissingCSRF", cleared=False)
     assert site.fake.counts["token:authorization_code"] == 0  # the code never reached the provider
+    assert_signed_in(site, site.client.get(callback))
 
 
 def test_callback_without_transaction_cookie_is_refused(site: Harness) -> None:
@@ -66,28 +69,29 @@ def test_callback_without_transaction_cookie_is_refused(site: Harness) -> None:
 
 def test_tampered_transaction_cookie_is_refused(site: Harness) -> None:
     callback, _ = begin_sign_in(site)
-    value = jar(site.client)[TRANSACTION]
+    name, value = transaction_cookie(site.client)
     flipped = value[:40] + ("A" if value[40] != "A" else "B") + value[41:]
-    response = site.client.get(callback, headers={"cookie": f"{TRANSACTION}={flipped}"})
+    response = site.client.get(callback, headers={"cookie": f"{name}={flipped}"})
     assert_error_redirect(response, "MissingCSRF")
-    assert TRANSACTION in deleted_names(response)
+    assert name in deleted_names(response)
     assert site.fake.counts["token:authorization_code"] == 0
 
 
 def test_expired_transaction_is_refused(site: Harness, clock: Clock) -> None:
     callback, _ = begin_sign_in(site)
     clock.advance(15 * 60 + 1)
-    response = site.client.get(callback, headers={"cookie": f"{TRANSACTION}={jar(site.client)[TRANSACTION]}"})
+    name, value = transaction_cookie(site.client)
+    response = site.client.get(callback, headers={"cookie": f"{name}={value}"})
     assert_error_redirect(response, "MissingCSRF")
     assert site.fake.counts["token:authorization_code"] == 0
 
 
 def test_replayed_state_is_refused_even_with_the_old_transaction_cookie(site: Harness) -> None:
     callback, _ = begin_sign_in(site)
-    transaction = jar(site.client)[TRANSACTION]
+    name, transaction = transaction_cookie(site.client)
     assert_signed_in(site, site.client.get(callback))
     before = session_values(site)
-    cookies = "; ".join([f"{TRANSACTION}={transaction}", *(f"{k}={v}" for k, v in before.items())])
+    cookies = "; ".join([f"{name}={transaction}", *(f"{k}={v}" for k, v in before.items())])
     replay = site.client.get(callback, headers={"cookie": cookies})
     assert_error_redirect(replay, "MissingCSRF")
     assert site.fake.counts["token:authorization_code"] == 1  # the replay never reached the provider
@@ -109,14 +113,14 @@ def test_state_of_another_browser_is_refused(site: Harness, watch: SecretWatch) 
     # Login CSRF: the attacker's callback URL (their code, their state) in the victim's browser.
     attacker = watch.watch_client(new_client(site))
     attacker_callback, _ = begin_sign_in(site, attacker, login="mallory")
-    begin_sign_in(site, login="alice")  # the victim has a transaction of its own
+    victim_callback, _ = begin_sign_in(site, login="alice")  # the victim has a transaction of its own
     response = site.client.get(attacker_callback)
-    assert_rejected_callback(site, response, "MissingCSRF")
+    # No cookie of the attacker's state: refused, and the victim's own sign-in is left alone.
+    assert_rejected_callback(site, response, "MissingCSRF", cleared=False)
     assert site.fake.counts["token:authorization_code"] == 0
     # The refusal did not burn the attacker's state for its own browser, nor the victim's sign-in.
     assert session_written(attacker.get(attacker_callback))
-    victim_again, _ = begin_sign_in(site, login="alice")
-    assert_signed_in(site, site.client.get(victim_again))
+    assert_signed_in(site, site.client.get(victim_callback))
 
 
 def test_victim_without_transaction_cannot_be_signed_in_as_attacker(site: Harness, watch: SecretWatch) -> None:
@@ -135,7 +139,7 @@ def test_authorization_code_used_twice_is_refused(site: Harness) -> None:
     reused = with_params(second, code=query_of(first)["code"])
     response = site.client.get(reused)
     assert_error_redirect(response, "OAuthCallbackError")
-    assert TRANSACTION in deleted_names(response)
+    assert transaction_deleted(response)
     assert site.fake.counts["token:authorization_code"] == 2
     assert session_values(site) == before  # the existing session is unchanged
     assert site.client.get(response.headers["location"]).status_code == 400
@@ -297,4 +301,4 @@ def test_provider_failure_at_callback_clears_transaction(site: Harness, watch: S
     response = site.client.get(callback)
     assert_error_redirect(response, "Configuration" if failure == "token_endpoint_no_id_token"
                           else "ProviderUnavailable")
-    assert TRANSACTION in deleted_names(response), response.headers.get_list("set-cookie")
+    assert transaction_deleted(response), response.headers.get_list("set-cookie")

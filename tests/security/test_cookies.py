@@ -26,11 +26,13 @@ from .security_support import (
     cookie_header,
     deleted_names,
     is_deletion,
+    is_transaction,
     jar,
     new_client,
     parse_set_cookie,
     query_of,
     session_written,
+    transaction_cookie,
 )
 
 OLD_SECRET = "old-secret-0123456789-abcdefghijklmnopq"
@@ -177,7 +179,7 @@ SINGLE_TRICKS: dict[str, Callable[[Harness, str], str]] = {
 def _transaction_value(site: Harness) -> str:
     client = new_client(site)
     client.get("/api/auth/signin")
-    return jar(client)[TRANSACTION]
+    return transaction_cookie(client)[1]
 
 
 @pytest.mark.parametrize("trick", sorted(SINGLE_TRICKS))
@@ -327,12 +329,14 @@ def assert_cookie_attributes(seen: list[str], secure: bool) -> None:
         if secure:
             assert "secure" in attrs, header
             assert name.startswith(("__Secure-", "__Host-")), header
-            if base == CSRF:
-                assert name == f"__Host-{CSRF}", header
+            # `__Host-`: no sibling host can plant one (cookie tossing).
+            assert name.startswith("__Host-"), header
         else:
             assert "secure" not in attrs and name == base, header
         kind = ".".join(base.split(".")[0:2])
-        chunk = "chunk " if base[-1].isdigit() else ""
+        if is_transaction(name):
+            assert len(base) == len(TRANSACTION) + 9, header  # one cookie per sign-in: its state's id
+        chunk = "chunk " if base[-1].isdigit() and not is_transaction(name) else ""
         kinds.add(chunk + kind + (" deleted" if is_deletion(header) else ""))
     expected = {f"{SESSION}", f"chunk {SESSION}", f"{SESSION} deleted", f"chunk {SESSION} deleted", TRANSACTION,
                 f"{TRANSACTION} deleted", CSRF}
