@@ -83,8 +83,10 @@ class _Keys:
         kid, enc = header.get("kid"), header.get("enc")
         if kid is None:
             key = self.first.get(str(enc))
+        elif isinstance(kid, str):
+            key = self.by_kid.get(kid)
         else:
-            key = self.by_kid.get(kid) if isinstance(kid, str) else None
+            key = None
         if key is None:
             raise InvalidKeyIdError()
         return key
