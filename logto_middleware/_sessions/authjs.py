@@ -77,8 +77,9 @@ class _Keys:
                     self.first[enc] = OctKey.import_key(key)
 
     def pick(self, token: GuestProtocol) -> OctKey:
-        """The key of a token joserfc has parsed (its header is a JSON object by then), like
-        @auth/core: the key whose thumbprint is the `kid`, else the first secret's for `enc`."""
+        """The key of a token joserfc has parsed (`headers()` raises for a header that is not
+        an object), like @auth/core: the key whose thumbprint is the `kid`, else the first
+        secret's for `enc`."""
         header = token.headers()
         kid, enc = header.get("kid"), header.get("enc")
         if kid is None:
