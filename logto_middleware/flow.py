@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -156,6 +157,13 @@ class _Download:
                               request=self.request)
 
 
+def _innermost(tb: TracebackType | None) -> TracebackType | None:
+    """The last entry of a traceback: the frame where the exception was raised."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb
+
+
 def _for_followers(exc: BaseException) -> Exception:
     # A leader that was cancelled or interrupted must not leave its followers waiting forever.
     return exc if isinstance(exc, Exception) else ProviderUnavailable("shared request interrupted")
@@ -226,6 +234,7 @@ class SyncDriver:
                 flight.result = self.run(effect.make_flow())
             except BaseException as exc:
                 flight.error = _for_followers(exc)
+                flight.origin = _innermost(flight.error.__traceback__)
                 raise
             finally:
                 with self._lock:
@@ -237,19 +246,21 @@ class SyncDriver:
             wakeup.acquire()
             flight.wake(place + 1)
         if flight.error is not None:
-            # Shared by every follower: raised afresh, or each raise would add its frames to the
-            # one traceback (and keep them alive as long as the exception).
-            raise flight.error.with_traceback(None)
+            # Shared by every follower: raised from its origin (the frame that raised it) afresh,
+            # or each raise would add its frames to the one traceback (and keep them alive as long
+            # as the exception). The origin is what logs it once for all (`FailureLog`).
+            raise flight.error.with_traceback(flight.origin)
         return flight.result
 
 
 class _SyncFlight:
-    __slots__ = ("error", "result", "waiters")
+    __slots__ = ("error", "origin", "result", "waiters")
 
     def __init__(self) -> None:
         self.waiters: list[threading.Lock] = []  # complete once the flight left `_flights`
         self.result: Any = None
         self.error: Exception | None = None
+        self.origin: TracebackType | None = None
 
     def wake(self, place: int) -> None:
         if place < len(self.waiters):

@@ -16,6 +16,7 @@ from .flow import Flow
 __all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
+_EXTRA_OBJECTS = ("tokens", "authjs")
 # `json.dumps(..., separators=...)` builds an encoder on every call; this one is built once.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
@@ -175,7 +176,9 @@ class SessionData:
                 return None
         if not isinstance(data.get("access_token_expires_at", 0), int):
             return None
-        if not isinstance(data.get("extra", {}), dict):
+        extra = data.get("extra", {})
+        # The members the package reads (`resource_token`, the Auth.js codec) are objects too.
+        if not isinstance(extra, dict) or not all(isinstance(extra.get(k, {}), dict) for k in _EXTRA_OBJECTS):
             return None
         try:
             return cls(**data, claims_from_id_token=not own_claims)

@@ -10,6 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+# One redis-server for every suite that needs one (tests/stores, the security suite's redis mode).
+from redis_support import redis_server, redis_url  # noqa: F401
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.requests import Request
@@ -142,8 +145,13 @@ class Harness:
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
+    @property
+    def session_cookie(self) -> str:
+        """The session cookie's base name in this configuration (Logto's or Auth.js's)."""
+        return self.middleware.core.manager.session_cookie
+
     def session_cookie_names(self) -> list[str]:
-        return [name for name in self.client.cookies if name.startswith("logto.session-token")]
+        return [name for name in self.client.cookies if name.startswith(self.session_cookie)]
 
 
 @pytest.fixture

@@ -3,12 +3,16 @@ tests/interop/authjs)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
+import pytest
 from conftest import Clock, Harness
 
+from logto_middleware import LogtoConfigError
 from logto_middleware._sessions.authjs import AuthJsCookieStore
+from logto_middleware.stores import MemoryStore, RedisStore
 from logto_middleware.testing import FakeLogto
 
 
@@ -130,3 +134,28 @@ def test_refresh_keeps_the_authjs_user_id(kind: str, fake: FakeLogto, clock: Clo
     rewritten = store.decode(written.split(";")[0].split("=", 1)[1], "authjs.session-token")
     assert rewritten is not None and rewritten["sub"] == "7d9f5f7e-authjs-uuid"
     assert rewritten["access_token"] == response.json()["access_token"]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_server_side_store_object_is_refused_not_ignored(kind: str, fake: FakeLogto, clock: Clock,
+                                                           store: str) -> None:
+    """The configuration refuses session_store with session_format="authjs"; a store given to the
+    middleware as an object was silently ignored instead (found running the security suite in
+    every mode): the app believed in server-side sign-out and back-channel logout."""
+    instance = MemoryStore() if store == "memory" else RedisStore.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(LogtoConfigError, match="server-side store"):
+        authjs_harness(kind, fake, clock, store=instance)
+
+
+def test_a_deeply_nested_header_on_a_deep_stack_is_no_session(clock: Clock) -> None:
+    """joserfc turns a header's JSON errors into its own, but not RecursionError: a header of
+    760 nested arrays (inside its 1 KB limit) parsed on a deep stack (a big framework's
+    middleware chain) must still be no session, not an exception."""
+    store = AuthJsCookieStore(["s" * 40], clock=clock)
+    token = ".".join([base64.urlsafe_b64encode(b"[" * 760).rstrip(b"=").decode(), "", "aWlpaWlpaWlpaWlpaWlpaQ",
+                      "Y2NjY2NjY2NjY2NjY2NjYw", "dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dHR0dA"])
+
+    def deep(depth: int) -> dict[str, Any] | None:
+        return store.decode(token, "authjs.session-token") if depth == 0 else deep(depth - 1)
+
+    assert deep(400) is None

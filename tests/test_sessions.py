@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from logto_middleware._sessions.cookies import (
     read_chunked,
     write_chunked,
 )
+from logto_middleware.session import SessionData
 from logto_middleware.testing import FakeLogto, make_session_cookie
 
 
@@ -182,3 +184,16 @@ def test_make_session_cookie_stores_claims_once_when_they_are_the_id_token_s(fak
     client = TestClient(LogtoASGIMiddleware(asgi_echo_app(), config), base_url=ORIGIN)
     assert client.get("/", headers={"cookie": same}).json()["name"] == "Una"
     assert client.get("/", headers={"cookie": other}).json()["name"] == "Someone Else"
+
+
+@pytest.mark.parametrize("member", ["tokens", "authjs"])
+@pytest.mark.parametrize("value", [[], 1, "s", None])
+def test_stored_session_whose_extra_members_are_not_objects_is_no_session(member: str, value: object) -> None:
+    """The members of `extra` the package reads (`resource_token`, the Auth.js codec) call `.get`
+    on them: a stored session where one is not an object is refused as a whole, not an
+    AttributeError later (issue 21, finding 3: no non-object JSON may reach a `.get`)."""
+    stored = {"claims": {"sub": "u1"}, "expires_at": 2, "updated_at": 1, "extra": {member: value}}
+    assert SessionData.from_json(json.dumps(stored).encode()) is None
+    stored["extra"] = {member: {}}
+    data = SessionData.from_json(json.dumps(stored).encode())
+    assert data is not None and data.resource_token("https://api.example") is None

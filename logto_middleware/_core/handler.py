@@ -88,25 +88,57 @@ class Passage:
 
 
 class FailureLog:
-    """Logs an unexpected exception once per minute per kind: its type and message. A bug that
-    every request of a storm meets (they share one failed refresh), or that a hostile client
-    triggers at will, writes one line, not one per request; at most `kinds` lines a minute."""
+    """Rate-limits the logs of unexpected exceptions by where they come from.
 
-    def __init__(self, logger: logging.Logger, window: float = 60.0, kinds: int = 256) -> None:
+    The key is the exception's type and its raise site (the file and line of the traceback's
+    innermost frame), not its message or identity: a bug that every request of a storm meets,
+    or that a hostile client triggers at will, raises a new exception each time with a message
+    that may vary, from the same line. The first of a key is logged with its traceback; the
+    next ones within `window` seconds are counted, and the first after the window logs one
+    short line with that count. A key is forgotten `forget` seconds after its traceback (then
+    the traceback is logged again); at most `sites` keys are kept (least recently added
+    evicted first). Requests that waited on one shared failed flight raise its exception from
+    the same frame (the drivers keep it), so they share its key too.
+    """
+
+    def __init__(self, logger: logging.Logger, window: float = 60.0, sites: int = 256, forget: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._log = logger
-        self._seen: TTLCache[tuple[str, str], bool] = TTLCache(kinds, window)
+        self._window = window
+        self._clock = clock
+        # (exception type, "file:line" of the raise) -> [start of the current window, count in it]
+        self._seen: TTLCache[tuple[str, str], list[float]] = TTLCache(sites, forget, timer=clock)
         self._lock = threading.Lock()
 
     def report(self, exc: BaseException, method: str, path: str) -> None:
-        # Not the traceback's innermost frame: the requests that waited on a shared flight raise
-        # its failure from the driver, the one that ran it from where it happened.
-        kind = (type(exc).__qualname__, str(exc)[:200])
+        site = _raise_site(exc)
+        key = (type(exc).__qualname__, site)
+        now = self._clock()
         with self._lock:
-            if kind in self._seen:
-                return
-            self._seen[kind] = True
+            seen = self._seen.get(key)
+            if seen is None:
+                self._seen[key] = [now, 0]
+            else:
+                seen[1] += 1
+                if now < seen[0] + self._window:
+                    return
+                count, seen[0], seen[1] = int(seen[1]), now, 0
         # The path only, never the query string (it may carry a code or a token).
-        self._log.error("logto_middleware failed on %s %s", method, path, exc_info=exc)
+        if seen is None:
+            self._log.error("logto_middleware failed on %s %s", method, path, exc_info=exc)
+        else:
+            self._log.error("logto_middleware failed on %s %s: %s at %s again (%d times since its last report; "
+                            "traceback logged before)", method, path, key[0], site, count)
+
+
+def _raise_site(exc: BaseException) -> str:
+    """Where `exc` was raised: its traceback's innermost frame, as "file:line"."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 class LogtoCore:

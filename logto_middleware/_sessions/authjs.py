@@ -10,7 +10,6 @@ the claims `iat`, `exp`, `jti`; decoding allows 15 s of clock skew. The CSRF coo
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -24,8 +23,8 @@ from cachetools import LRUCache
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from joserfc import jwe
-from joserfc.errors import JoseError
-from joserfc.jwk import OctKey
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import GuestProtocol, OctKey
 
 from ..flow import Flow, returns
 from ..session import SessionData
@@ -40,6 +39,10 @@ _ENCRYPT = "A256CBC-HS512"
 _KEY_LENGTHS = {"A256CBC-HS512": 64, "A256GCM": 32}
 _ALGORITHMS = ["dir", "A256CBC-HS512", "A256GCM"]
 _REGISTRY = jwe.JWERegistry(algorithms=_ALGORITHMS)
+# What joserfc raises on a token it finds malformed: its own errors, and ValueError/TypeError
+# for some JSON that is not a JOSE header (a list, a string); RecursionError for a header of
+# deeply nested arrays parsed on an already deep stack. Each means "no session", never a 500.
+_INVALID = (JoseError, ValueError, TypeError, RecursionError)
 # Token fields the session maps itself; everything else an Auth.js app put in its token is kept.
 _OWN = {"sub", "name", "email", "picture", "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
         "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"}
@@ -64,14 +67,30 @@ class _Keys:
     def __init__(self, secrets: Sequence[str], salt: str) -> None:
         self.encrypt_key = _derive(secrets[0], salt, _ENCRYPT)
         self.encrypt_kid = _thumbprint(self.encrypt_key)
-        self.by_kid: dict[str, bytes] = {}
-        self.first: dict[str, bytes] = {}
+        self.by_kid: dict[str, OctKey] = {}
+        self.first: dict[str, OctKey] = {}
         for enc in _KEY_LENGTHS:
             for index, secret in enumerate(secrets):
                 key = _derive(secret, salt, enc)
-                self.by_kid.setdefault(_thumbprint(key), key)
+                self.by_kid.setdefault(_thumbprint(key), OctKey.import_key(key))
                 if index == 0:
-                    self.first[enc] = key
+                    self.first[enc] = OctKey.import_key(key)
+
+    def pick(self, token: GuestProtocol) -> OctKey:
+        """The key of a token joserfc has parsed (`headers()` raises for a header that is not
+        an object), like @auth/core: the key whose thumbprint is the `kid`, else the first
+        secret's for `enc`."""
+        header = token.headers()
+        kid, enc = header.get("kid"), header.get("enc")
+        if kid is None:
+            key = self.first.get(str(enc))
+        elif isinstance(kid, str):
+            key = self.by_kid.get(kid)
+        else:
+            key = None
+        if key is None:
+            raise InvalidKeyIdError()
+        return key
 
 
 class AuthJsCookieStore:
@@ -102,17 +121,11 @@ class AuthJsCookieStore:
         """The payload of an Auth.js session token, or None for anything invalid or expired."""
         keys = self._keys_for(salt)
         try:
-            header = json.loads(_b64(token.split(".", 1)[0]))
-            enc, kid = header.get("enc"), header.get("kid")
-            if header.get("alg") != "dir" or enc not in _KEY_LENGTHS:
-                return None
-            # Like @auth/core: without a kid, the first secret's key is the one tried.
-            key = keys.first[enc] if kid is None else keys.by_kid.get(kid)
-            if key is None:
-                return None
-            plaintext = jwe.decrypt_compact(token, OctKey.import_key(key), registry=_REGISTRY).plaintext
+            # joserfc decides what a valid JWE is (shape, sizes, header, the registry's
+            # algorithms: `dir` with A256CBC-HS512 or A256GCM); we only pick the key.
+            plaintext = jwe.decrypt_compact(token, keys.pick, registry=_REGISTRY).plaintext
             payload = json.loads(plaintext or b"")
-        except (JoseError, ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError):
+        except _INVALID:
             return None
         if not isinstance(payload, dict):
             return None
@@ -135,7 +148,7 @@ class AuthJsCookieStore:
                   "jti": str(uuid.uuid4())}
         header = {"alg": "dir", "enc": _ENCRYPT, "kid": keys.encrypt_kid}
         return jwe.encrypt_compact(header, json.dumps(claims, separators=(",", ":")).encode(),
-                                   OctKey.import_key(keys.encrypt_key), registry=_REGISTRY)
+                                   keys.first[_ENCRYPT], registry=_REGISTRY)
 
     def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
         """The session of a token seen (and decrypted) before, without decrypting it again."""
@@ -213,10 +226,6 @@ def _first_str(token: dict[str, Any], *names: str) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
-
-
-def _b64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 class AuthJsCsrfSigner:

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 from .._messages import Request
 from .._protocol.provider import ProviderCache
 from .._protocol.refresh import Refresher, Target
-from ..config import LogtoConfig
+from ..config import LogtoConfig, LogtoConfigError
 from ..coordination import RefreshCoordinator, lock_from_setting
 from ..errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
 from ..flow import Flow, run_without_io
@@ -46,6 +46,11 @@ class SessionManager:
         self.sessions: CookieStore | ServerSessions | AuthJsCookieStore
         self.session_cookie = SESSION_COOKIE
         if config.session_format == "authjs":
+            if store is not None and not isinstance(store, CookieStore):
+                # As the configuration refuses session_store with it: never ignore a store silently
+                # (the app would believe in server-side sign-out and back-channel logout).
+                raise LogtoConfigError("logto_middleware: session_format authjs keeps the session in Auth.js's "
+                                       "cookie: it cannot be combined with a server-side store (store=...)")
             self.sessions = AuthJsCookieStore(config.secrets, max_age=config.session_max_age, clock=clock)
             self.session_cookie = AUTHJS_SESSION_COOKIE
         elif store is None or isinstance(store, CookieStore):

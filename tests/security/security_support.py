@@ -20,18 +20,58 @@ import pytest
 from conftest import ORIGIN, Harness
 from starlette.testclient import TestClient
 
+from logto_middleware.stores import MemoryStore, RedisStore
 from logto_middleware.testing import FakeLogto
 
 HTTPS_ORIGIN = "https://app.example"
 SESSION = "logto.session-token"
+AUTHJS_SESSION = "authjs.session-token"
+SESSION_COOKIES = (SESSION, AUTHJS_SESSION)  # the session cookie's base name in either format
 TRANSACTION = "logto.transaction"
 CSRF = "logto.csrf-token"
+AUTHJS_CSRF = "authjs.csrf-token"
+OWN_COOKIES = (*SESSION_COOKIES, TRANSACTION, CSRF, AUTHJS_CSRF)  # every cookie base the middleware sets
 ERROR_STATUS = {"AccessDenied": 403, "Verification": 400, "OAuthCallbackError": 400, "MissingCSRF": 400,
                 "Configuration": 502, "ProviderUnavailable": 503}
 
 PROVIDER_FAILURES = ("Configuration", "ProviderUnavailable")
 
 Forge = Callable[[str, dict[str, Any]], str]
+
+
+# -- session modes ------------------------------------------------------------------------------
+
+MODES = ("logto", "authjs", "memory", "redis")
+
+
+class Mode:
+    """Where a test's sessions live: "logto" (the sealed Logto cookie, the default), "authjs"
+    (Auth.js's JWE cookie), "memory" and "redis" (server-side: the cookie holds an encrypted
+    session id). Every harness of one test shares one store, as the processes of one
+    deployment do."""
+
+    def __init__(self, name: str, redis_url: str | None = None) -> None:
+        self.name = name
+        self.server_side = name in ("memory", "redis")
+        self._store: Any = None
+        if name == "memory":
+            self._store = MemoryStore()
+        elif name == "redis":
+            assert redis_url is not None
+            self._store = RedisStore.from_url(redis_url, prefix="security:")
+
+    def settings(self) -> dict[str, Any]:
+        """Harness settings of this mode."""
+        if self.name == "authjs":
+            return {"session_format": "authjs"}
+        return {"store": self._store} if self._store is not None else {}
+
+    @property
+    def session_cookie(self) -> str:
+        return AUTHJS_SESSION if self.name == "authjs" else SESSION
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 # -- URLs and cookies ---------------------------------------------------------------------------
@@ -91,10 +131,29 @@ def transaction_deleted(response: httpx.Response) -> bool:
     return any(is_transaction(name) for name in deleted_names(response))
 
 
+def is_session_cookie(name: str) -> bool:
+    """A session cookie (or a chunk of one) of either format, on http or https."""
+    return cookie_base(name).startswith(SESSION_COOKIES)
+
+
+def is_own_cookie(name: str) -> bool:
+    """A cookie of the middleware's (any format, chunk or prefix)."""
+    return cookie_base(name).startswith(OWN_COOKIES)
+
+
+def csrf_cookie(harness: Harness) -> str:
+    """The CSRF cookie's base name in the harness's format."""
+    return AUTHJS_CSRF if harness.config.session_format == "authjs" else CSRF
+
+
+def server_side(harness: Harness) -> bool:
+    """Whether the harness keeps sessions in a store (its cookie holds only a session id, never chunked)."""
+    return bool(harness.middleware.core.manager.server_side)
+
+
 def session_written(response: httpx.Response) -> list[str]:
     """Set-Cookie headers that write (not delete) a session cookie."""
-    return [h for h in set_cookies(response)
-            if cookie_base(parse_set_cookie(h)[0]).startswith(SESSION) and not is_deletion(h)]
+    return [h for h in set_cookies(response) if is_session_cookie(parse_set_cookie(h)[0]) and not is_deletion(h)]
 
 
 def deleted_names(response: httpx.Response) -> set[str]:

@@ -4,26 +4,26 @@ every cookie the middleware sets, on http and on https."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Clock, Harness
+from conftest import ORIGIN, Clock, Harness
 
 from logto_middleware._sessions.cipher import Cipher
 from logto_middleware.session import SessionData
 
 from .security_support import (
-    CSRF,
     HTTPS_ORIGIN,
-    SESSION,
     TRANSACTION,
     SecretWatch,
     assert_signed_in,
     cookie_base,
     cookie_header,
+    csrf_cookie,
     deleted_names,
     is_deletion,
     is_transaction,
@@ -31,6 +31,7 @@ from .security_support import (
     new_client,
     parse_set_cookie,
     query_of,
+    server_side,
     session_written,
     transaction_cookie,
 )
@@ -38,13 +39,15 @@ from .security_support import (
 OLD_SECRET = "old-secret-0123456789-abcdefghijklmnopq"
 NEW_SECRET = "new-secret-0123456789-abcdefghijklmnopq"
 FOREIGN_SECRET = "foreign-secret-0123456789-abcdefghijklm"
+# Chunks exist only where the whole session is in the cookie.
+CHUNKED_ONLY = pytest.mark.modes("logto", "authjs", reason="a server-side session's cookie is an id, never chunked")
 
 
 
 
 def session_pairs(site: Harness, client: httpx.Client | None = None) -> list[tuple[str, str]]:
     cookies = jar(client or site.client)
-    names = sorted((n for n in cookies if n.startswith(SESSION)), key=lambda n: (len(n), n))
+    names = sorted((n for n in cookies if n.startswith(site.session_cookie)), key=lambda n: (len(n), n))
     return [(n, cookies[n]) for n in names]
 
 
@@ -54,14 +57,14 @@ def big_session(site: Harness, client: httpx.Client | None = None, login: str = 
     start = browser.get("/api/auth/signin")
     assert session_written(browser.get(site.fake.authorize(start.headers["location"], login=login)))
     pairs = session_pairs(site, browser)
-    assert len(pairs) >= 3 and all(name.startswith(f"{SESSION}.") for name, _ in pairs), pairs
+    assert len(pairs) >= 3 and all(name.startswith(f"{site.session_cookie}.") for name, _ in pairs), pairs
     return pairs
 
 
 def small_session(site: Harness) -> list[tuple[str, str]]:
     assert_signed_in(site, site.sign_in("alice"))
     pairs = session_pairs(site)
-    assert [name for name, _ in pairs] == [SESSION]
+    assert [name for name, _ in pairs] == [site.session_cookie]
     return pairs
 
 
@@ -110,7 +113,7 @@ def _from_another_session(pairs: list[tuple[str, str]], other: list[tuple[str, s
 
 
 def _extra_chunk(pairs: list[tuple[str, str]], other: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [*pairs, (f"{SESSION}.{len(pairs)}", "A" * 100)]
+    return [*pairs, (f"{pairs[0][0].rsplit('.', 1)[0]}.{len(pairs)}", "A" * 100)]
 
 
 CHUNK_TRICKS = {
@@ -125,6 +128,7 @@ CHUNK_TRICKS = {
 }
 
 
+@CHUNKED_ONLY
 @pytest.mark.parametrize("path", ["/", "/api/auth/session"])
 @pytest.mark.parametrize("trick", sorted(CHUNK_TRICKS))
 def test_broken_chunked_session_is_anonymous_and_cleared(site: Harness, watch: SecretWatch, trick: str,
@@ -137,10 +141,11 @@ def test_broken_chunked_session_is_anonymous_and_cleared(site: Harness, watch: S
     assert_anonymous_and_cleared(response, [name for name, _ in broken])
 
 
+@CHUNKED_ONLY
 def test_unchunked_cookie_beside_chunks_is_not_mixed(site: Harness) -> None:
     pairs = big_session(site)
-    response = present(site, [(SESSION, "A" * 200), *pairs])
-    assert_anonymous_and_cleared(response, [SESSION, *(n for n, _ in pairs)])
+    response = present(site, [(site.session_cookie, "A" * 200), *pairs])
+    assert_anonymous_and_cleared(response, [site.session_cookie, *(n for n, _ in pairs)])
 
 
 # -- single-cookie sessions ---------------------------------------------------------------------
@@ -196,6 +201,44 @@ def test_broken_session_cookie_is_anonymous_and_cleared(site: Harness, watch: Se
     assert_anonymous_and_cleared(response, [name])
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hostile_jwe(header: bytes) -> str:
+    """A JWE compact token of `header` (raw JSON) with well-sized random-looking parts."""
+    return ".".join([_b64(header), "", _b64(b"i" * 16), _b64(b"c" * 48), _b64(b"t" * 32)])
+
+
+# Protected headers that are JSON but not a JOSE header, or a JOSE header we must refuse: each
+# was (or could be) an exception in the Auth.js codec instead of "no session".
+HOSTILE_HEADERS = {
+    "array": b"[]", "number": b"1", "string": b'"s"', "null": b"null", "array_of_alg_enc": b'["alg","enc"]',
+    "string_with_alg_enc": b'"alg enc"', "alg_none": b'{"alg":"none","enc":"A256GCM"}',
+    "dir_with_garbage": b'{"alg":"dir","enc":"A256CBC-HS512"}', "key_wrap": b'{"alg":"A256KW","enc":"A256GCM"}',
+    "kid_not_a_string": b'{"alg":"dir","enc":"A256CBC-HS512","kid":[]}',
+    "enc_not_a_string": b'{"alg":"dir","enc":["A256GCM"]}',
+    "unknown_crit": b'{"alg":"dir","enc":"A256GCM","crit":["x"]}',
+    "deeply_nested": b"[" * 760,
+}
+
+
+@pytest.mark.parametrize("header", sorted(HOSTILE_HEADERS))
+def test_hostile_jwe_session_cookie_is_no_session_and_cleared(site: Harness, watch: SecretWatch, header: str) -> None:
+    """Finding 3 of issue 21: in Auth.js mode a JWE whose header is JSON but not an object was an
+    AttributeError: 500 on the session and sign-out routes, a traceback logged per request. In
+    every mode: no session, the cookie cleared, nothing logged as a failure."""
+    cookie = [(site.session_cookie, hostile_jwe(HOSTILE_HEADERS[header]))]
+    assert_anonymous_and_cleared(present(site, cookie), [site.session_cookie])
+    assert_anonymous_and_cleared(present(site, cookie, "/api/auth/session"), [site.session_cookie])
+    signout = site.client.post("/api/auth/signout", headers={**cookie_header(cookie), "origin": ORIGIN})
+    assert signout.status_code == 302, signout.text
+    assert site.session_cookie in deleted_names(signout)
+    bearer = site.client.get("/", headers={"authorization": f"Bearer {cookie[0][1]}"})
+    assert bearer.json()["authenticated"] is False and bearer.headers.get_list("set-cookie") == []
+    assert watch.errors_logged() == []
+
+
 def test_expired_session_is_anonymous_and_cleared(site: Harness, clock: Clock) -> None:
     pairs = small_session(site)
     clock.advance(site.config.session_max_age + 1)
@@ -219,11 +262,14 @@ def test_old_secret_accepted_while_listed_then_rejected(make_harness: Callable[.
     pairs = small_session(before)
     rotated = watch.attach(make_harness(secret=[NEW_SECRET, OLD_SECRET]))
     assert present(rotated, pairs).json()["authenticated"] is True
-    big = big_session(before, login="big-old")
-    assert present(rotated, big).json()["authenticated"] is True
+    # A chunked cookie too (server-side sessions are never chunked: their cookie is an id).
+    big = [] if server_side(before) else big_session(before, login="big-old")
+    if big:
+        assert present(rotated, big).json()["authenticated"] is True
     removed = watch.attach(make_harness(secret=[NEW_SECRET]))
     assert_anonymous_and_cleared(present(removed, pairs), [n for n, _ in pairs])
-    assert_anonymous_and_cleared(present(removed, big), [n for n, _ in big])
+    if big:
+        assert_anonymous_and_cleared(present(removed, big), [n for n, _ in big])
 
 
 def test_new_secret_cookie_is_not_readable_by_old_deployment(make_harness: Callable[..., Harness],
@@ -235,13 +281,14 @@ def test_new_secret_cookie_is_not_readable_by_old_deployment(make_harness: Calla
 
 
 def test_huge_session_cookie_is_anonymous_and_cleared(site: Harness) -> None:
-    response = present(site, [(SESSION, "A" * 100_000)])
-    assert_anonymous_and_cleared(response, [SESSION])
+    response = present(site, [(site.session_cookie, "A" * 100_000)])
+    assert_anonymous_and_cleared(response, [site.session_cookie])
 
 
 def test_huge_cookie_header_is_anonymous_not_a_500(site: Harness) -> None:
     junk = [(f"junk{i}", "x" * 1000) for i in range(100)]
-    response = present(site, [*junk, (f"{SESSION}.0", "A" * 3000), (f"{SESSION}.1", "B" * 3000)])
+    name = site.session_cookie
+    response = present(site, [*junk, (f"{name}.0", "A" * 3000), (f"{name}.1", "B" * 3000)])
     assert response.json()["authenticated"] is False
     assert session_written(response) == []
     for path in ("/api/auth/session", "/api/auth/csrf", "/api/auth/providers"):
@@ -308,7 +355,7 @@ def journey(site: Harness, browser: Browser) -> list[str]:
     browser.request("GET", "/api/auth/signout")
     browser.sign_in("big")  # chunks, and the single cookie deleted
     browser.sign_in("alice")  # the chunks deleted
-    name = next(n for n in browser.cookies if SESSION in n)
+    name = next(n for n in browser.cookies if site.session_cookie in n)
     browser.cookies[name] = flip(browser.cookies[name], 50)
     browser.request("GET", "/")  # the tampered cookie cleared
     browser.sign_in("alice")
@@ -317,7 +364,8 @@ def journey(site: Harness, browser: Browser) -> list[str]:
     return browser.seen
 
 
-def assert_cookie_attributes(seen: list[str], secure: bool) -> None:
+def assert_cookie_attributes(site: Harness, seen: list[str], secure: bool) -> None:
+    csrf, session = csrf_cookie(site), site.session_cookie
     kinds = set()
     for header in seen:
         name, _, attrs = parse_set_cookie(header)
@@ -329,8 +377,11 @@ def assert_cookie_attributes(seen: list[str], secure: bool) -> None:
         if secure:
             assert "secure" in attrs, header
             assert name.startswith(("__Secure-", "__Host-")), header
-            # `__Host-`: no sibling host can plant one (cookie tossing).
-            assert name.startswith("__Host-"), header
+            if site.config.session_format == "authjs" and base.startswith(session):
+                assert name.startswith("__Secure-"), header  # Auth.js's own name, shared with the Auth.js app
+            else:
+                # `__Host-`: no sibling host can plant one (cookie tossing).
+                assert name.startswith("__Host-"), header
         else:
             assert "secure" not in attrs and name == base, header
         kind = ".".join(base.split(".")[0:2])
@@ -338,32 +389,33 @@ def assert_cookie_attributes(seen: list[str], secure: bool) -> None:
             assert len(base) == len(TRANSACTION) + 9, header  # one cookie per sign-in: its state's id
         chunk = "chunk " if base[-1].isdigit() and not is_transaction(name) else ""
         kinds.add(chunk + kind + (" deleted" if is_deletion(header) else ""))
-    expected = {f"{SESSION}", f"chunk {SESSION}", f"{SESSION} deleted", f"chunk {SESSION} deleted", TRANSACTION,
-                f"{TRANSACTION} deleted", CSRF}
+    expected = {session, f"{session} deleted", TRANSACTION, f"{TRANSACTION} deleted", csrf}
+    if not server_side(site):  # a session id is never chunked
+        expected |= {f"chunk {session}", f"chunk {session} deleted"}
     assert expected <= kinds, sorted(kinds)
 
 
 def test_cookie_attributes_on_http(site: Harness) -> None:
-    assert_cookie_attributes(journey(site, Browser(site, site.client)), secure=False)
+    assert_cookie_attributes(site, journey(site, Browser(site, site.client)), secure=False)
 
 
 def test_cookie_attributes_on_https_client(site: Harness, watch: SecretWatch) -> None:
     client = watch.watch_client(new_client(site, HTTPS_ORIGIN))
-    assert_cookie_attributes(journey(site, Browser(site, client)), secure=True)
+    assert_cookie_attributes(site, journey(site, Browser(site, client)), secure=True)
 
 
 def test_cookie_attributes_with_https_base_url_setting(make_harness: Callable[..., Harness],
                                                        watch: SecretWatch) -> None:
     # TLS ends at a proxy: the app sees http, the base_url setting says https.
     site = watch.attach(make_harness(base_url=HTTPS_ORIGIN))
-    assert_cookie_attributes(journey(site, Browser(site, site.client)), secure=True)
+    assert_cookie_attributes(site, journey(site, Browser(site, site.client)), secure=True)
 
 
 def test_cookie_attributes_with_trusted_forwarded_proto(make_harness: Callable[..., Harness],
                                                         watch: SecretWatch) -> None:
     site = watch.attach(make_harness(trust_host=True))
     browser = Browser(site, site.client, headers={"x-forwarded-proto": "https", "x-forwarded-host": "app.example"})
-    assert_cookie_attributes(journey(site, browser), secure=True)
+    assert_cookie_attributes(site, journey(site, browser), secure=True)
 
 
 def test_http_cookies_are_not_read_on_https(make_harness: Callable[..., Harness], watch: SecretWatch) -> None:

@@ -12,11 +12,11 @@ from conftest import ORIGIN, Harness
 from logto_middleware._sessions.cipher import derive_key
 
 from .security_support import (
-    CSRF,
-    SESSION,
     SecretWatch,
     assert_signed_in,
+    csrf_cookie,
     deleted_names,
+    is_session_cookie,
     is_transaction,
     jar,
     new_client,
@@ -37,14 +37,14 @@ def assert_refused(site: Harness, response: httpx.Response) -> None:
     """403 MissingCSRF, the session neither cleared nor revoked."""
     assert response.status_code == 403, (response.status_code, response.headers.get("location"))
     assert response.json() == {"error": "MissingCSRF"}
-    assert not any(name.startswith(SESSION) for name in deleted_names(response))
+    assert not any(is_session_cookie(name) for name in deleted_names(response))
     assert site.fake.counts["revocation"] == 0
     assert site.me()["authenticated"] is True
 
 
 def assert_still_signed_in(site: Harness, response: httpx.Response) -> None:
     assert response.status_code != 500
-    assert not any(name.startswith(SESSION) for name in deleted_names(response))
+    assert not any(is_session_cookie(name) for name in deleted_names(response))
     assert site.fake.counts["revocation"] == 0
     assert site.me()["authenticated"] is True
 
@@ -128,13 +128,13 @@ def test_token_from_another_browsers_cookie_fails(site: Harness, watch: SecretWa
 def test_token_of_another_browser_without_own_cookie_fails(site: Harness, watch: SecretWatch) -> None:
     other = watch.watch_client(new_client(site))
     foreign = csrf_token(other)
-    assert CSRF not in jar(site.client)
+    assert csrf_cookie(site) not in jar(site.client)
     response = site.client.post("/api/auth/signout", content=f"csrfToken={foreign}", headers=FORM)
     assert_refused(site, response)
 
 
 def _session_cookies(site: Harness) -> list[str]:
-    return [f"{k}={v}" for k, v in jar(site.client).items() if k.startswith(SESSION)]
+    return [f"{k}={v}" for k, v in jar(site.client).items() if k.startswith(site.session_cookie)]
 
 
 def _foreign_tag(token: str) -> str:
@@ -158,20 +158,20 @@ FORGED_COOKIES = {
 def test_forged_csrf_cookie_fails(site: Harness, watch: SecretWatch, forgery: str) -> None:
     other = watch.watch_client(new_client(site))
     csrf_token(other)
-    genuine_other = jar(other)[CSRF]
+    genuine_other = jar(other)[csrf_cookie(site)]
     token = "f" * 64
     cookie = FORGED_COOKIES[forgery](token, genuine_other)
     submitted = cookie.partition("|")[0]
     response = site.client.post("/api/auth/signout", content=f"csrfToken={submitted}", headers={
-        **FORM, "cookie": "; ".join([*_session_cookies(site), f"{CSRF}={cookie}"])})
+        **FORM, "cookie": "; ".join([*_session_cookies(site), f"{csrf_cookie(site)}={cookie}"])})
     assert_refused(site, response)
 
 
 def test_forged_csrf_cookie_is_replaced_not_trusted(site: Harness) -> None:
     response = site.client.get("/api/auth/csrf", headers={
-        "cookie": "; ".join([*_session_cookies(site), f"{CSRF}={'f' * 64}|{'0' * 64}"])})
+        "cookie": "; ".join([*_session_cookies(site), f"{csrf_cookie(site)}={'f' * 64}|{'0' * 64}"])})
     assert response.json()["csrfToken"] != "f" * 64
-    assert any(h.startswith(f"{CSRF}=") for h in response.headers.get_list("set-cookie"))
+    assert any(h.startswith(f"{csrf_cookie(site)}=") for h in response.headers.get_list("set-cookie"))
 
 
 @pytest.mark.parametrize("where", ["form", "header", "same_origin"])

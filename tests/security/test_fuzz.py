@@ -1,8 +1,14 @@
 """Property-based fuzzing of both middlewares, driven at the raw interface (an ASGI scope and
 `receive`, a WSGI environ), so that exactly what was sent can be compared with what the app saw.
 
+Every property runs in every session mode (`Mode`: the Logto cookie, the Auth.js cookie,
+MemoryStore, RedisStore), and the cookies drawn are of every format: sealed Logto values, JWEs
+(genuine, tampered, with hostile headers), session ids, chunks, huge values.
+
 Properties:
 - nothing escapes: no exception out of the middleware, no 500, no internal error logged;
+- a session cookie is only ever written back for a genuine session: a bad one is cleared or
+  ignored;
 - a request not under the base path reaches the app byte-for-byte (path, raw path, query string,
   headers in order, body, and every other scope/environ key), and the app's response comes
   back unchanged (the middleware may only add Set-Cookie headers for its own cookies);
@@ -16,6 +22,7 @@ when CI=true so CI runs are reproducible; LOGTO_FUZZ_EXAMPLES raises it for a lo
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import logging
 import os
@@ -29,7 +36,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
+from logto_middleware._core.handler import FailureLog
+from logto_middleware._sessions.authjs import AuthJsCookieStore, token_from_session
+from logto_middleware._sessions.cipher import Cipher
+from logto_middleware._sessions.cookie import CookieStore
+from logto_middleware.session import SessionData
 from logto_middleware.testing import FakeLogto
+
+from .security_support import Mode
 
 IN_CI = os.environ.get("CI") == "true"
 settings.register_profile(
@@ -41,7 +55,9 @@ PROFILE = settings.get_profile("logto-security")
 BASE = "/api/auth"
 ROUTES = ["", "/", "/signin", "/signin/logto", "/callback/logto", "/signout", "/session", "/csrf", "/providers",
           "/error", "/nope", "/signin/", "/callback", "/callback/logto/x", "//signin", "/%2e%2e/signin", "/signin\x00"]
-OWN_COOKIES = ("logto.session-token", "logto.transaction", "logto.csrf-token")
+OWN_COOKIES = ("logto.session-token", "authjs.session-token", "logto.transaction", "logto.csrf-token",
+               "authjs.csrf-token")
+SESSION_NAMES = ("logto.session-token", "authjs.session-token")
 
 # -- strategies ---------------------------------------------------------------------------------
 
@@ -81,20 +97,96 @@ def query_strings(draw: st.DrawFn) -> str:
     return draw(st.text(LATIN1, max_size=100))
 
 
+# -- session cookie values of every format ------------------------------------------------------
+
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+NOW = Clock().now  # every rig's clock starts there
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _genuine_data() -> SessionData:
+    return SessionData(claims={"sub": "fuzz-user", "name": "Fuzz"}, expires_at=int(NOW) + 3600,
+                       updated_at=int(NOW), access_token="fuzz-access-token",
+                       access_token_expires_at=int(NOW) + 3600)
+
+
+def _genuine_values() -> dict[str, str]:
+    """A genuine session of each cookie format (a server-side id is genuine only in its store:
+    here it is a well-sealed id of no session)."""
+    authjs = AuthJsCookieStore([SECRET], clock=lambda: NOW)
+    return {
+        "logto": CookieStore([SECRET]).seal(_genuine_data()),
+        "authjs": authjs.encode(token_from_session(_genuine_data()), "authjs.session-token", 3600),
+        "authjs_secure": authjs.encode(token_from_session(_genuine_data()), "__Secure-authjs.session-token", 3600),
+        "unknown_session_id": Cipher([SECRET], "session id").encrypt(b"no-such-session-id", b"logto.session-id"),
+    }
+
+
+GENUINE = _genuine_values()
+HOSTILE_HEADERS = [b"[]", b"1", b'"s"', b"null", b'["alg","enc"]', b'"alg enc"', b'{"alg":"none"}',
+                   b'{"alg":"none","enc":"A256GCM"}', b'{"alg":"dir","enc":"A256CBC-HS512"}',
+                   b'{"alg":"dir","enc":"A256GCM","kid":[]}', b'{"alg":"dir","enc":{}}', b"[" * 760,
+                   b'{"alg":"dir","enc":"A256CBC-HS512","kid":"' + GENUINE["authjs"][:20].encode() + b'"}',
+                   b'{"alg":"RSA-OAEP","enc":"A256GCM"}', b'{"alg":"dir","enc":"A256GCM","zip":"DEF"}']
+
+
+def flip(value: str, at: int) -> str:
+    at %= max(1, len(value))
+    return value[:at] + ("A" if value[at:at + 1] != "A" else "B") + value[at + 1:]
+
+
+@st.composite
+def jwes(draw: st.DrawFn) -> str:
+    """JWE compact tokens: hostile or random headers over random parts, and genuine ones tampered."""
+    if draw(st.integers(0, 3)) == 0:
+        return flip(GENUINE["authjs"], draw(st.integers(0, len(GENUINE["authjs"]))))
+    header = draw(st.sampled_from(HOSTILE_HEADERS) if draw(st.integers(0, 3)) else st.binary(max_size=40))
+    parts = [draw(st.text(st.sampled_from(B64URL), max_size=size)) for size in (8, 30, 80, 50)]
+    return ".".join([_b64(header), *parts])
+
+
+def hostile_jwe(header: bytes) -> str:
+    return ".".join([_b64(header), "", _b64(b"i" * 16), _b64(b"c" * 48), _b64(b"t" * 32)])
+
+
+SESSION_VALUES = st.one_of(
+    st.sampled_from(HOSTILE_HEADERS).map(hostile_jwe), st.sampled_from(sorted(GENUINE.values())), jwes(),
+    st.builds(flip, st.sampled_from(sorted(GENUINE.values())), st.integers(0, 400)),
+    st.builds(lambda v, n: v[:n], st.sampled_from(sorted(GENUINE.values())), st.integers(0, 400)),
+    st.sampled_from(["A" * 5000, "A" * 40_000, "e30." * 500]))
+
+
+def genuine_in(cookie: str) -> bool:
+    """Whether a Cookie header carries a genuine session value (which may be written back, rolled)."""
+    return any(value in cookie for value in GENUINE.values())
+
+
 @st.composite
 def cookie_headers(draw: st.DrawFn) -> str:
     names = st.one_of(
         st.sampled_from([*OWN_COOKIES, "logto.session-token.0", "logto.session-token.1", "logto.session-token.2",
                          "logto.session-token.999", "__Secure-logto.session-token", "__Host-logto.csrf-token",
-                         "__Secure-logto.transaction", "logto.session-token.", "other"]),
+                         "__Secure-logto.transaction", "logto.session-token.", "other", "authjs.session-token.0",
+                         "authjs.session-token.1", "__Secure-authjs.session-token", "__Host-authjs.csrf-token"]),
         st.text(st.sampled_from(TOKEN_CHARS), min_size=1, max_size=12))
     values = st.one_of(
-        NASTY, st.text(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-                       max_size=400),
+        NASTY, st.text(st.sampled_from(B64URL), max_size=400),
         st.builds(lambda a, b: f"{a}|{b}", st.text(st.sampled_from("0123456789abcdef"), max_size=64),
                   st.text(st.sampled_from("0123456789abcdef"), max_size=64)),
         st.text(LATIN1, max_size=50))
     pairs = draw(st.lists(st.tuples(names, values.map(latin1)), max_size=8))
+    # A session cookie of any format under any session name, whole or in chunks.
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
+        name, value = draw(st.sampled_from(SESSION_NAMES)), draw(SESSION_VALUES)
+        if draw(st.booleans()):
+            pairs.append((name, value))
+        else:
+            cut = draw(st.integers(0, len(value)))
+            pairs += [(f"{name}.0", value[:cut]), (f"{name}.1", value[cut:])]
+    pairs = draw(st.permutations(pairs))
     separator = draw(st.sampled_from(["; ", ";", " ; ", ","]))
     return separator.join(f"{n}={v}" for n, v in pairs)
 
@@ -105,7 +197,7 @@ HEADER_NAMES = st.one_of(
                      "content-type", "x-requested-with"]),
     st.text(st.sampled_from(TOKEN_CHARS), min_size=1, max_size=20))
 HEADER_VALUES = st.one_of(
-    NASTY, st.text(LATIN1, max_size=80),
+    NASTY, st.text(LATIN1, max_size=80), st.one_of(jwes(), SESSION_VALUES).map(lambda t: "Bearer " + t),
     st.sampled_from(["http://localhost:3000", "localhost:3000", "https", "http", "same-origin", "cross-site",
                      "application/json", "application/x-www-form-urlencoded", "text/html", "1", "evil.example"]),
 ).map(latin1)
@@ -136,7 +228,7 @@ def requests(draw: st.DrawFn, under_base: bool) -> dict[str, Any]:
         if path == BASE or path.startswith(BASE + "/"):
             path = "/x" + path
     headers = draw(st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=8))
-    if draw(st.booleans()):
+    if draw(st.integers(0, 3)):
         headers.append(("cookie", draw(cookie_headers())))
     return {
         "method": draw(st.sampled_from(["GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"])),
@@ -147,6 +239,32 @@ def requests(draw: st.DrawFn, under_base: bool) -> dict[str, Any]:
         "chunks": draw(st.integers(1, 3)),
         "scheme": draw(st.sampled_from(["http", "https"])),
     }
+
+
+@st.composite
+def session_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """Requests whose point is their session cookies (every format, whole or in chunks, under
+    every session name), on the routes that read a session and on app paths."""
+    method, path = draw(st.sampled_from([("GET", "/"), ("POST", "/x"), ("GET", BASE + "/session"),
+                                         ("POST", BASE + "/signout"), ("GET", BASE + "/callback/logto"),
+                                         ("GET", BASE + "/signout"), ("POST", BASE + "/signin")]))
+    pairs: list[tuple[str, str]] = []
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(["", "__Secure-"])) + draw(st.sampled_from(SESSION_NAMES))
+        value = draw(SESSION_VALUES)
+        if draw(st.integers(0, 3)):
+            pairs.append((name, value))
+        else:
+            cut = draw(st.integers(0, len(value)))
+            pairs += [(f"{name}.0", value[:cut]), (f"{name}.1", value[cut:])]
+    cookie = "; ".join(f"{n}={v}" for n, v in draw(st.permutations(pairs)))
+    if draw(st.booleans()):
+        cookie += "; " + draw(cookie_headers())
+    headers = [*(SAME_ORIGIN_FORM if method == "POST" else ()), ("cookie", cookie)]
+    if draw(st.integers(0, 3)) == 0:
+        headers.append(("authorization", "Bearer " + draw(SESSION_VALUES)))
+    return {"method": method, "path": path, "query": "", "headers": list(headers), "body": b"", "chunks": 1,
+            "scheme": draw(st.sampled_from(["http", "https"]))}
 
 
 def seed(method: str, path: str, query: str = "", headers: tuple[tuple[str, str], ...] = (),
@@ -174,12 +292,18 @@ ROUTE_SEEDS = {
     "huge_query": seed("GET", BASE + "/signin", "callbackUrl=" + "A" * 20000),
     "huge_form": seed("POST", BASE + "/signout", "", SAME_ORIGIN_FORM, b"csrfToken=" + b"A" * 70000),
 }
+# Issue 21, finding 3: a JWE session cookie whose header is JSON but not an object (500s, then).
+for _label, _header in (("array", b"[]"), ("number", b"1"), ("string", b'"s"'), ("alg_none", b'{"alg":"none"}')):
+    _cookie = ("cookie", f"logto.session-token={hostile_jwe(_header)}; authjs.session-token={hostile_jwe(_header)}")
+    ROUTE_SEEDS[f"session_jwe_header_{_label}"] = seed("GET", BASE + "/session", "", (_cookie,))
+    ROUTE_SEEDS[f"signout_jwe_header_{_label}"] = seed("POST", BASE + "/signout", "", (*SAME_ORIGIN_FORM, _cookie))
 
 
 # -- the two middlewares around recording apps --------------------------------------------------
 
-def make_config(fake: FakeLogto) -> LogtoConfig:
-    return LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret, secret=SECRET)
+def make_config(fake: FakeLogto, **settings: Any) -> LogtoConfig:
+    return LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret, secret=SECRET,
+                       **settings)
 
 
 APP_HEADERS = [(b"content-type", b"application/octet-stream"), (b"x-app", b"\xe9\x01 \"raw\"")]
@@ -294,6 +418,19 @@ def only_own_cookies_added(app_headers: list[tuple[str, str]], final: list[tuple
         assert cookie.startswith(OWN_COOKIES), value
 
 
+def no_session_written(request: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    """A bad session cookie is cleared or ignored: a session cookie is only ever written (not
+    deleted) back for a genuine session."""
+    cookie = " ".join(v for n, v in request["headers"] if n == "cookie")
+    if genuine_in(cookie):
+        return
+    for name, value in headers:
+        if name.lower() == "set-cookie":
+            cookie_name, _, rest = value.partition("=")
+            if cookie_name.removeprefix("__Secure-").removeprefix("__Host-").startswith(SESSION_NAMES):
+                assert rest.startswith(";") and "Max-Age=0" in rest, value
+
+
 def well_formed(headers: list[tuple[str, str]]) -> None:
     for name, value in headers:
         assert name.isascii() and name and all(c in TOKEN_CHARS + TOKEN_CHARS.upper() for c in name), name
@@ -342,6 +479,7 @@ def check_asgi_passthrough(loop: asyncio.AbstractEventLoop, middleware: LogtoASG
     only_own_cookies_added([(n.decode("latin-1"), v.decode("latin-1")) for n, v in APP_HEADERS],
                            [(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent[0]["headers"]])
     assert b"".join(m.get("body", b"") for m in sent[1:]) == APP_BODY
+    no_session_written(request, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent[0]["headers"]])
     assert errors.records == []
 
 
@@ -362,6 +500,7 @@ def check_wsgi_passthrough(middleware: LogtoWSGIMiddleware, app: RecordingWSGIAp
     assert status == "200 OK"
     only_own_cookies_added([(n.decode("latin-1"), v.decode("latin-1")) for n, v in APP_HEADERS], headers)
     assert body == APP_BODY
+    no_session_written(request, headers)
     assert errors.records == []
 
 
@@ -377,6 +516,7 @@ def check_asgi_route(loop: asyncio.AbstractEventLoop, middleware: LogtoASGIMiddl
         assert isinstance(name, bytes) and isinstance(value, bytes)
         assert name.isascii() and value.isascii(), (name, value)
     well_formed([(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent[0]["headers"]])
+    no_session_written(request, [(n.decode("latin-1"), v.decode("latin-1")) for n, v in sent[0]["headers"]])
     assert errors.records == []
 
 
@@ -390,32 +530,44 @@ def check_wsgi_route(middleware: LogtoWSGIMiddleware, app: RecordingWSGIApp, err
     for name, value in headers:
         assert isinstance(value, str) and value.isascii(), (name, value)
     well_formed(headers)
+    no_session_written(request, headers)
     assert errors.records == []
 
 
 class Rig:
-    """One middleware of `kind` around a recording app, and what the checks need."""
+    """One middleware of `kind`, in session `mode`, around a recording app, and what the checks need."""
 
-    def __init__(self, kind: str, errors: Errors) -> None:
+    def __init__(self, kind: str, mode: Mode, errors: Errors) -> None:
         self.clock = Clock()
         self.fake = FakeLogto(clock=self.clock)
         self.errors = errors
-        config = make_config(self.fake)
+        settings = mode.settings()
+        store = settings.pop("store", None)
+        config = make_config(self.fake, **settings)
         self.asgi_app = RecordingASGIApp()
         self.wsgi_app = RecordingWSGIApp()
         self.kind = kind
         self.loop = asyncio.new_event_loop()
-        self.asgi = LogtoASGIMiddleware(self.asgi_app, config, http_client=self.fake.async_httpx_client(),
+        self.asgi = LogtoASGIMiddleware(self.asgi_app, config, store=store, http_client=self.fake.async_httpx_client(),
                                         clock=self.clock)
-        self.wsgi = LogtoWSGIMiddleware(self.wsgi_app, config, http_client=self.fake.httpx_client(), clock=self.clock)
+        self.wsgi = LogtoWSGIMiddleware(self.wsgi_app, config, store=store, http_client=self.fake.httpx_client(),
+                                        clock=self.clock)
+
+    def _fresh_failure_log(self) -> None:
+        # Each example is judged alone: a bug logged (then rate-limited) by an earlier example
+        # must show again, or the failing example would not reproduce while shrinking.
+        for middleware in (self.asgi, self.wsgi):
+            middleware.core.failures = FailureLog(logging.getLogger("logto_middleware"))
 
     def passthrough(self, request: dict[str, Any]) -> None:
+        self._fresh_failure_log()
         if self.kind == "asgi":
             check_asgi_passthrough(self.loop, self.asgi, self.asgi_app, self.errors, request)
         else:
             check_wsgi_passthrough(self.wsgi, self.wsgi_app, self.errors, request)
 
     def route(self, request: dict[str, Any]) -> None:
+        self._fresh_failure_log()
         if self.kind == "asgi":
             check_asgi_route(self.loop, self.asgi, self.asgi_app, self.errors, request)
         else:
@@ -423,8 +575,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(kind: str, errors: Errors) -> Iterator[Rig]:
-    made = Rig(kind, errors)
+def rig(kind: str, mode: Mode, errors: Errors) -> Iterator[Rig]:
+    made = Rig(kind, mode, errors)
     yield made
     made.loop.close()
 
@@ -443,6 +595,18 @@ def test_fuzz_routes_never_fail(rig: Rig) -> None:
     @given(requests(under_base=True))
     def check(request: dict[str, Any]) -> None:
         rig.route(request)
+
+    check()
+
+
+def test_fuzz_session_cookies_are_a_session_or_none(rig: Rig) -> None:
+    @PROFILE
+    @given(session_requests())
+    def check(request: dict[str, Any]) -> None:
+        if request["path"].startswith(BASE + "/"):
+            rig.route(request)
+        else:
+            rig.passthrough(request)
 
     check()
 

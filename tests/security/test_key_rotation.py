@@ -22,7 +22,6 @@ from logto_middleware import BearerValidator
 from logto_middleware._protocol.provider import ProviderCache
 from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT, verify_id_token
 from logto_middleware.flow import AsyncDriver
-from logto_middleware.stores import MemoryStore
 from logto_middleware.testing import FakeLogto
 
 from .security_support import (
@@ -183,9 +182,10 @@ def test_bearer_tokens_with_unknown_kids_refetch_once_per_cooldown(validator: Be
 
 # -- back-channel logout tokens ------------------------------------------------------------------
 
+@pytest.mark.modes("memory", "redis", reason="back-channel logout needs a server-side store")
 def test_logout_tokens_with_unknown_kids_refetch_once_per_cooldown(make_harness: Callable[..., Harness],
                                                                    watch: SecretWatch, clock: Clock) -> None:
-    site = watch.attach(make_harness(store=MemoryStore()))
+    site = watch.attach(make_harness())
     assert_signed_in(site, site.sign_in("alice"))
     attacker = ECKey.generate_key("P-384", {"alg": "ES384"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -26,9 +27,9 @@ from .security_support import (
 )
 
 
-def routed(kind: str, fake: FakeLogto, clock: Clock, watch: SecretWatch, override: Override) -> Harness:
-    """A harness whose provider answers through `override` first."""
-    return watch.attach(Harness(kind, RoutedFake(fake, override), clock))  # type: ignore[arg-type]
+def routed(make_harness: Callable[..., Harness], fake: FakeLogto, watch: SecretWatch, override: Override) -> Harness:
+    """A harness (of the test's session mode) whose provider answers through `override` first."""
+    return watch.attach(make_harness(RoutedFake(fake, override)))
 
 
 def on(endpoint: str, answer: Any) -> Override:
@@ -88,19 +89,19 @@ GARBAGE = {
 
 
 @pytest.mark.parametrize("garbage", sorted(GARBAGE))
-def test_jwks_garbage_ends_on_configuration_error(kind: str, fake: FakeLogto, clock: Clock, watch: SecretWatch,
-                                                  garbage: str) -> None:
-    site = routed(kind, fake, clock, watch, on("/jwks", GARBAGE[garbage]))
+def test_jwks_garbage_ends_on_configuration_error(make_harness: Callable[..., Harness], fake: FakeLogto,
+                                                  watch: SecretWatch, garbage: str) -> None:
+    site = routed(make_harness, fake, watch, on("/jwks", GARBAGE[garbage]))
     callback, _ = begin_sign_in(site)
     assert_rejected_callback(site, site.client.get(callback), "Configuration")
 
 
-def test_jwks_symmetric_key_is_never_trusted_for_hmac(kind: str, fake: FakeLogto, clock: Clock,
+def test_jwks_symmetric_key_is_never_trusted_for_hmac(make_harness: Callable[..., Harness], fake: FakeLogto,
                                                       watch: SecretWatch) -> None:
     # A JWKS that also (wrongly) publishes an oct key: an HS256 token made with it is refused.
     oct_key = OctKey.generate_key(256, {"alg": "HS256"}, auto_kid=True)
     fake.jwks_override = {"keys": [*fake.jwks()["keys"], oct_key.as_dict(private=True)]}
-    site = watch.attach(Harness(kind, fake, clock))
+    site = watch.attach(make_harness())
     response = forged_sign_in(site, watch, lambda nonce, body: fake.sign_id_token(
         fake.make_id_token_claims("alice", nonce=nonce), alg="HS256", key=oct_key, kid=oct_key.kid))
     assert_rejected_callback(site, response, "Verification")
@@ -122,9 +123,9 @@ def _refused(request: httpx.Request) -> httpx.Response:
 
 
 @pytest.mark.parametrize("error", [_timeout, _refused], ids=["read_timeout", "connect_error"])
-def test_jwks_hang_ends_on_provider_unavailable_without_hanging(kind: str, fake: FakeLogto, clock: Clock,
+def test_jwks_hang_ends_on_provider_unavailable_without_hanging(make_harness: Callable[..., Harness], fake: FakeLogto,
                                                                 watch: SecretWatch, error: Any) -> None:
-    site = routed(kind, fake, clock, watch, on("/jwks", error))
+    site = routed(make_harness, fake, watch, on("/jwks", error))
     callback, _ = begin_sign_in(site)
     started = time.monotonic()
     response = site.client.get(callback)
@@ -133,17 +134,17 @@ def test_jwks_hang_ends_on_provider_unavailable_without_hanging(kind: str, fake:
 
 
 @pytest.mark.parametrize("error", [_timeout, _refused], ids=["read_timeout", "connect_error"])
-def test_token_endpoint_hang_ends_on_provider_unavailable(kind: str, fake: FakeLogto, clock: Clock,
+def test_token_endpoint_hang_ends_on_provider_unavailable(make_harness: Callable[..., Harness], fake: FakeLogto,
                                                           watch: SecretWatch, error: Any) -> None:
-    site = routed(kind, fake, clock, watch, on("/token", error))
+    site = routed(make_harness, fake, watch, on("/token", error))
     callback, _ = begin_sign_in(site)
     assert_rejected_callback(site, site.client.get(callback), "ProviderUnavailable")
 
 
 @pytest.mark.parametrize("error", [_timeout, _refused], ids=["read_timeout", "connect_error"])
-def test_discovery_hang_at_sign_in_ends_on_provider_unavailable(kind: str, fake: FakeLogto, clock: Clock,
+def test_discovery_hang_at_sign_in_ends_on_provider_unavailable(make_harness: Callable[..., Harness], fake: FakeLogto,
                                                                 watch: SecretWatch, error: Any) -> None:
-    site = routed(kind, fake, clock, watch, on("/.well-known/openid-configuration", error))
+    site = routed(make_harness, fake, watch, on("/.well-known/openid-configuration", error))
     response = site.start_sign_in()
     assert_error_redirect(response, "ProviderUnavailable")
     assert response.headers.get_list("set-cookie") == []  # no transaction started

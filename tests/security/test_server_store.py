@@ -1,4 +1,4 @@
-"""Server-side sessions (MemoryStore): the cookie carries an encrypted session id; forged or
+"""Server-side sessions (MemoryStore, RedisStore): the cookie carries an encrypted session id; forged or
 foreign ids are anonymous and cleared. Back-channel logout tokens that are forged, unsigned or
 meant for someone else end no session."""
 
@@ -17,7 +17,6 @@ from joserfc.jwk import ECKey, RSAKey
 
 from logto_middleware._protocol.tokens import BACKCHANNEL_LOGOUT_EVENT
 from logto_middleware._sessions.cipher import Cipher
-from logto_middleware.stores import MemoryStore
 from logto_middleware.testing import FakeLogto
 
 from .security_support import (
@@ -32,11 +31,14 @@ from .security_support import (
 
 OTHER_SECRET = "another-deployment-secret-0123456789abc"
 
+pytestmark = pytest.mark.modes("memory", "redis", reason="a session id cookie and back-channel logout exist only "
+                                                         "with a server-side store")
+
 
 
 @pytest.fixture
 def site(make_harness: Callable[..., Harness], watch: SecretWatch) -> Harness:
-    return watch.attach(make_harness(store=MemoryStore()))
+    return watch.attach(make_harness())
 
 
 def signed_in(site: Harness, login: str = "alice") -> str:
@@ -82,9 +84,9 @@ def test_forged_session_id_cookie_is_anonymous_and_cleared(site: Harness, watch:
 
 
 def test_cookie_store_session_is_not_a_server_session(make_harness: Callable[..., Harness], watch: SecretWatch) -> None:
-    cookie_site = watch.attach(make_harness())
+    cookie_site = watch.attach(make_harness(store=None))  # the Logto cookie, in the same deployment
     value = signed_in(cookie_site)
-    server_site = watch.attach(make_harness(store=MemoryStore()))
+    server_site = watch.attach(make_harness())
     response = server_site.client.get("/", headers=cookie_header([(SESSION, value)]))
     assert response.json()["authenticated"] is False
     assert SESSION in deleted_names(response)

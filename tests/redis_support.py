@@ -1,4 +1,5 @@
-"""A real redis-server for the store tests, started on a free port with no persistence."""
+"""One real redis-server for the whole run (the store tests and the security suite in its redis mode),
+started on a free port with no persistence; `tests/conftest.py` re-exports its fixtures."""
 
 from __future__ import annotations
 
@@ -70,6 +71,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
+    """The shared server's URL, emptied for this test: no test sees another's keys."""
     if redis_server.process is None:
         redis_server.start()
     import redis
