@@ -52,6 +52,7 @@ class FailingStore(MemoryStore):
         return super().get(key)
 
 
+@pytest.mark.modes("memory", reason="the test brings its own failing server-side store")
 def test_store_unavailable_page_refuses_framing(make_harness: Callable[..., Harness], watch: SecretWatch) -> None:
     store = FailingStore()
     site = watch.attach(make_harness(store=store))
