@@ -10,7 +10,15 @@ from conftest import ORIGIN, Clock, Harness
 
 from logto_middleware._core.routes import MAX_TRANSACTIONS
 
+from .security_support import SecretWatch
+
 TRANSACTION = "logto.transaction"
+
+
+@pytest.fixture(autouse=True)
+def watched(harness: Harness, watch: SecretWatch) -> None:
+    """Every sign-in of these tests runs with the watch on the logs for secrets."""
+    watch.attach(harness)
 
 
 def transactions(harness: Harness) -> dict[str, str]:
