@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .._sessions.authjs import AUTHJS_SESSION_COOKIE, AuthJsCookieStore
 from .._sessions.cookies import write_chunked
 from .._sessions.manager import SESSION_COOKIE
 from ..config import LogtoConfig
@@ -35,7 +36,8 @@ def make_session_cookie(
 ) -> str:
     """The `Cookie` header value of a signed-in session, sealed with `config.secret`, like
     Django's `force_login`. `expires_in` is the access token's lifetime; the session itself
-    lasts `config.session_max_age`. Use `secure=True` for an app served over https."""
+    lasts `config.session_max_age`. Use `secure=True` for an app served over https. With
+    `session_format="authjs"` it is Auth.js's session cookie."""
     now = int(clock())
     merged = {**DEFAULT_CLAIMS, **(claims or {})}
     data = SessionData(
@@ -45,8 +47,15 @@ def make_session_cookie(
         refresh_token=refresh_token, scope=scope if scope is not None else config.scope,
         # The given claims are kept, whatever the ID token says; stored once when they agree.
         claims_from_id_token=id_token is not None and id_token_session_claims(id_token) == merged)
-    # The name the middleware gives its session cookie: `__Host-` on https.
-    name = ("__Host-" if secure else "") + SESSION_COOKIE
-    value = run_without_io(CookieStore(config.secrets).save(data, None, name))
+    # The name the middleware gives its session cookie: `__Host-` on https, but Auth.js's, which
+    # keeps Auth.js's name (`__Secure-`), in the format the middleware reads (else the app's test
+    # would run anonymous without a word).
+    if config.session_format == "authjs":
+        name = ("__Secure-" if secure else "") + AUTHJS_SESSION_COOKIE
+        codec = AuthJsCookieStore(config.secrets, max_age=config.session_max_age, clock=clock)
+        value = run_without_io(codec.save(data, None, name))
+    else:
+        name = ("__Host-" if secure else "") + SESSION_COOKIE
+        value = run_without_io(CookieStore(config.secrets).save(data, None, name))
     set_cookies = write_chunked(name, value, max_age=config.session_max_age, secure=secure)
     return "; ".join(header.split(";", 1)[0] for header in set_cookies)
