@@ -110,7 +110,9 @@ class FailureLog:
         self._seen: TTLCache[tuple[str, str], list[float]] = TTLCache(sites, forget, timer=clock)
         self._lock = threading.Lock()
 
-    def report(self, exc: BaseException, method: str, path: str) -> None:
+    def report(self, exc: BaseException, method: str, path: str, what: str = "logto_middleware failed") -> None:
+        """Log `exc` (met by a request `method` `path`) unless its key was logged in this window;
+        `what` says whose failure it is (ours by default, or the app's code we called)."""
         site = _raise_site(exc)
         key = (type(exc).__qualname__, site)
         now = self._clock()
@@ -125,10 +127,10 @@ class FailureLog:
                 count, seen[0], seen[1] = int(seen[1]), now, 0
         # The path only, never the query string (it may carry a code or a token).
         if seen is None:
-            self._log.error("logto_middleware failed on %s %s", method, path, exc_info=exc)
+            self._log.error("%s on %s %s", what, method, path, exc_info=exc)
         else:
-            self._log.error("logto_middleware failed on %s %s: %s at %s again (%d times since its last report; "
-                            "traceback logged before)", method, path, key[0], site, count)
+            self._log.error("%s on %s %s: %s at %s again (%d times since its last report; "
+                            "traceback logged before)", what, method, path, key[0], site, count)
 
 
 def _raise_site(exc: BaseException) -> str:

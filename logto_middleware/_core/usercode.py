@@ -13,8 +13,8 @@ from ..session import LogtoUser, SessionData
 
 __all__ = ["UserCode"]
 
-# Reports an unexpected exception (logged once per kind, see `FailureLog`): exception, method, path.
-Report = Callable[[BaseException, str, str], None]
+# Reports an unexpected exception (rate-limited, see `FailureLog`): exception, method, path, whose.
+Report = Callable[[BaseException, str, str, str], None]
 
 
 class UserCode:
@@ -30,7 +30,7 @@ class UserCode:
         try:
             return data.user(self._profile)
         except Exception as exc:  # the app's code: any exception is its bug, not ours to raise
-            self._report(exc, request.method, request.path)
+            self._report(exc, request.method, request.path, "the app's profile mapper raised")
             return None
 
     def session_user(self, state: SessionState, request: Request) -> LogtoUser | None:

@@ -113,3 +113,4 @@ def test_a_failing_mapper_is_logged_once_per_bug_not_per_request(
     records = failure_records(caplog)
     assert len(records) == 1, [r.getMessage() for r in records]
     assert records[0].exc_info is not None  # the developer gets the traceback, once
+    assert records[0].getMessage().startswith("the app's profile mapper raised on GET /")
