@@ -47,6 +47,11 @@ class LogtoConfig:
     `http_deadline` the whole call, however slowly the provider drips its answer; past it the
     call fails as the provider being unavailable. `None`, the default, is twice `http_timeout`
     (10 s). A read blocked in a WSGI worker ends at most one step's timeout after the deadline.
+
+    `profile` maps the ID token claims to the user's `id`, `name`, `email` and `image`. It is
+    the app's code, run under the fail-closed rule: if it raises (or answers no mapping) the
+    sign-in ends on the `Configuration` error page, a session it cannot map is cleared, and the
+    traceback is logged once per raise site.
     """
 
     issuer: str
