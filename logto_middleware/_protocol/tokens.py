@@ -128,12 +128,13 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
         raise TokenValidationError("token has several audiences and no matching azp")
     if nonce is not None:
         found = claims.get("nonce")
-        if not isinstance(found, str) or not hmac.compare_digest(found, nonce):
+        # Bytes: compare_digest refuses str with non-ASCII characters (a hostile provider's).
+        if not isinstance(found, str) or not hmac.compare_digest(found.encode(), nonce.encode()):
             raise TokenValidationError("token nonce does not match the sign-in request")
     if subject is not None and claims.get("sub") != subject:
         raise TokenValidationError("token subject changed")
     if access_token is not None and "at_hash" in claims and not hmac.compare_digest(
-            str(claims["at_hash"]), at_hash(access_token, alg)):
+            str(claims["at_hash"]).encode(), at_hash(access_token, alg).encode()):
         raise TokenValidationError("token at_hash does not match the access token")
     return claims
 

@@ -239,4 +239,4 @@ class AuthJsCsrfSigner:
         return hashlib.sha256(f"{token}{self._secret}".encode()).hexdigest()
 
     def verify(self, token: str, tag: str) -> bool:
-        return hmac.compare_digest(self.sign(token), tag)
+        return hmac.compare_digest(self.sign(token).encode(), tag.encode())  # bytes: a forged tag may be non-ASCII

@@ -91,5 +91,6 @@ class Signer:
         ok = False
         for key in self._keys:
             expected = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-            ok |= hmac.compare_digest(expected, tag)
+            # Bytes: compare_digest refuses str with non-ASCII characters (a forged cookie's).
+            ok |= hmac.compare_digest(expected.encode(), tag.encode())
         return ok

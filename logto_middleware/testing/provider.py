@@ -715,7 +715,7 @@ class FakeLogto:
         verifier = form.get("code_verifier", "")
         digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
         challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-        if not verifier or not hmac.compare_digest(challenge, code.code_challenge):
+        if not verifier or not hmac.compare_digest(challenge.encode(), code.code_challenge.encode()):
             raise OAuthError("invalid_grant", "PKCE verification failed")
         if redirect_uri != code.redirect_uri:
             raise OAuthError("invalid_grant", "authorization code redirect_uri mismatch")

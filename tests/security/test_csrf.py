@@ -151,6 +151,8 @@ FORGED_COOKIES = {
     "hmac_with_another_secret": lambda token, other: f"{token}|{_foreign_tag(token)}",
     "plain_sha256": lambda token, other: f"{token}|{hashlib.sha256(token.encode()).hexdigest()}",
     "extra_segment": lambda token, other: f"{other}|extra",
+    # URL-encoded (as Auth.js writes it), so the tag is not ASCII once decoded.
+    "non_ascii_tag": lambda token, other: f"{token}|{'%C3%A9' * 64}",
 }
 
 

@@ -232,7 +232,9 @@ FORGERIES: dict[str, Callable[[FakeLogto, str, dict[str, Any]], str]] = {
     "nonce_missing": _no_nonce,
     "nonce_wrong": _claim(nonce="not-the-nonce-of-this-sign-in"),
     "nonce_not_a_string": _claim(nonce=12345),
+    "nonce_not_ascii": _claim(nonce="n\u00f6nce"),  # signed by a hostile provider: refused, not a 500
     "at_hash_mismatch": _at_hash_mismatch,
+    "at_hash_not_ascii": _claim(at_hash="h\u00e4sh"),
     "oversized": _oversized,
     "jwe_five_segments": _jwe,
     "malformed_two_segments": _genuine_then(lambda t: t.rsplit(".", 1)[0]),
