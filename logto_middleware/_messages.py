@@ -20,19 +20,22 @@ class Request:
     """What the core needs to know of a request, whatever the server interface. Cookies, query
     and form are parsed on first use."""
 
-    __slots__ = ("_cookies", "_form", "_query", "body", "headers", "method", "path", "query_string", "scheme",
-                 "server")
+    __slots__ = ("_cookies", "_form", "_query", "body", "headers", "method", "path", "query_string", "root",
+                 "scheme", "server")
 
     def __init__(self, method: str, path: str, query_string: str, headers: Mapping[str, str], scheme: str,
-                 server: str | None = None, body: bytes = b"") -> None:
+                 server: str | None = None, body: bytes = b"", root: str = "") -> None:
+        # `path` is the path within the app; `root` the prefix the app is served under (ASGI
+        # `root_path`, WSGI `SCRIPT_NAME`), "" when none, never ending with "/".
         self.method, self.path, self.query_string, self.headers = method, path, query_string, headers
-        self.scheme, self.server, self.body = scheme, server, body
+        self.scheme, self.server, self.body, self.root = scheme, server, body, root
         self._cookies: CookieJar | None = None
         self._query: dict[str, str] | None = None
         self._form: dict[str, str] | None = None
 
     def with_body(self, body: bytes) -> Request:
-        return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body)
+        return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body,
+                       self.root)
 
     @property
     def cookies(self) -> CookieJar:
