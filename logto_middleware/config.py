@@ -37,6 +37,12 @@ class LogtoConfig:
 
     `secret` may be a list: the first secret encrypts, all of them decrypt (rotation).
 
+    `base_path` is where the routes are within the app: an app served under a prefix (ASGI
+    `root_path`, WSGI `SCRIPT_NAME`) has them under the prefix too. `base_url` (`AUTH_URL`) is the
+    app's public origin; a path in it is where the routes are on the site, as in Auth.js
+    (`https://example.com/app/api/auth`: origin `https://example.com`, `base_path`
+    `/app/api/auth`, `base_path_from_url` true); a different `base_path` beside it is an error.
+
     `refresh_lock` (`AUTH_REFRESH_LOCK`) is where the app's processes agree on who refreshes a
     session's tokens (see `logto_middleware.coordination`): empty, the default, for a private
     directory of this host (every worker process of one machine); an absolute directory; a
