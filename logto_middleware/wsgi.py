@@ -111,10 +111,11 @@ class _EnvironHeaders(Mapping[str, str]):
 
 def _request_from_environ(environ: dict[str, Any], path: str) -> Request:
     server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    script_name = environ.get("SCRIPT_NAME")
     return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path,
                    query_string=environ.get("QUERY_STRING", ""), headers=_EnvironHeaders(environ),
                    scheme=environ.get("wsgi.url_scheme", "http"), server=server,
-                   root=_decoded(environ.get("SCRIPT_NAME", "")).rstrip("/"))
+                   root=_decoded(script_name).rstrip("/") if script_name else "")
 
 
 def _path(environ: dict[str, Any]) -> str:
