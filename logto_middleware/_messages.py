@@ -6,14 +6,26 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from ._sessions.cookies import CookieJar, parse_cookie_header
 
-__all__ = ["Request", "Response"]
+__all__ = ["Request", "Response", "url_root"]
 
 _MAX_QUERY = 8192
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # built once, unlike json.dumps(separators=...)
+
+
+@lru_cache(maxsize=64)
+def url_root(prefix: str) -> str:
+    """The prefix an app is served under (ASGI `root_path`, WSGI `SCRIPT_NAME`: a decoded path)
+    as it goes in our URLs: percent-encoded, without a final "/". "" when it is no path: a server
+    or proxy fix that takes it from a request header could put anything there, and a prefix such
+    as `@evil.example` after the origin would move our redirects to another host."""
+    root = prefix.rstrip("/")
+    if not root.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in root):
+        return ""
+    return quote(root, safe="/-._~!$&'()*+,;=:@")
 
 
 class Request:

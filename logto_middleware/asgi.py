@@ -11,7 +11,7 @@ import httpx
 from starlette.authentication import AuthCredentials
 
 from ._core.handler import LogtoCore, Passage
-from ._messages import Request, Response
+from ._messages import Request, Response, url_root
 from .config import LogtoConfig
 from .flow import AsyncDriver
 from .session import AsyncSession
@@ -146,9 +146,10 @@ def _request_from_scope(scope: Scope) -> Request:
         # The ASGI spec (and Starlette's `Mount`, uvicorn's `--root-path` since 0.26) puts the
         # root path in `path` too; older servers left it out: both are read as the path within
         # the app.
-        root = root.rstrip("/")
-        if path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-            path = path[len(root):] or "/"
+        prefix = root.rstrip("/")
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            path = path[len(prefix):] or "/"
+        root = url_root(root)
     return Request(method=scope.get("method", "GET"), path=path,
                    query_string=scope.get("query_string", b"").decode("latin-1"),
                    headers=_ScopeHeaders(scope.get("headers", ())), scheme=scope.get("scheme", "http"),

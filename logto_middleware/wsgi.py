@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ._core.handler import LogtoCore, Passage
-from ._messages import Request, Response
+from ._messages import Request, Response, url_root
 from .config import LogtoConfig
 from .flow import SyncDriver
 from .session import SyncSession
@@ -115,7 +115,7 @@ def _request_from_environ(environ: dict[str, Any], path: str) -> Request:
     return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path,
                    query_string=environ.get("QUERY_STRING", ""), headers=_EnvironHeaders(environ),
                    scheme=environ.get("wsgi.url_scheme", "http"), server=server,
-                   root=_decoded(script_name).rstrip("/") if script_name else "")
+                   root=url_root(_decoded(script_name)) if script_name else "")
 
 
 def _path(environ: dict[str, Any]) -> str:

@@ -211,3 +211,37 @@ def test_auth_url_path_conflicting_with_base_path_is_refused() -> None:
 def test_auth_url_with_a_query_or_odd_path_is_refused(url: str) -> None:
     with pytest.raises(LogtoConfigError, match="AUTH_URL"):
         LogtoConfig.from_env({**ENV, "AUTH_URL": url})
+
+
+# -- a prefix that is no path -------------------------------------------------------------------
+
+def _with_prefix(kind: str, prefix: str, fake: FakeLogto, clock: Clock) -> httpx.Client:
+    """An app whose server (or a proxy fix trusting a request header) sets the prefix to `prefix`,
+    whatever the request's path."""
+    if kind == "asgi":
+        app = _asgi(asgi_echo_app(), fake, clock)
+
+        async def server(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await app({**scope, "root_path": prefix}, receive, send)
+        return _asgi_client(server)
+    wsgi_app = _wsgi(wsgi_echo_app, fake, clock)
+    latin1 = prefix.encode().decode("latin-1").rstrip("/")  # PEP 3333: bytes as latin-1
+
+    def server(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ["PATH_INFO"].removeprefix(prefix.rstrip("/"))  # httpx's PATH_INFO is not latin-1
+        return wsgi_app({**environ, "SCRIPT_NAME": latin1, "PATH_INFO": path}, start_response)
+    return _wsgi_client(server)
+
+
+@pytest.mark.parametrize(("prefix", "callback"), [
+    ("@evil.example", ORIGIN + "/api/auth/callback/logto"),  # would make the host evil.example
+    ("/caf\u00e9 bar/", ORIGIN + "/caf%C3%A9%20bar/api/auth/callback/logto"),  # percent-encoded, no 500
+])
+def test_the_prefix_never_leaves_the_origin(kind: str, prefix: str, callback: str, clock: Clock) -> None:
+    fake = FakeLogto(clock=clock)
+    site = _with_prefix(kind, prefix, fake, clock)
+    start = site.get("/api/auth/signin")
+    assert start.status_code == 302, start.text
+    assert _query(start.headers["location"])["redirect_uri"] == [callback]
+    done = site.get(fake.authorize(start.headers["location"], login="alice"))
+    assert done.status_code == 302 and done.headers["location"].startswith(ORIGIN + "/"), done.headers
