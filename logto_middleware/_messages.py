@@ -6,33 +6,48 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote_plus
 
 from ._sessions.cookies import CookieJar, parse_cookie_header
 
-__all__ = ["Request", "Response"]
+__all__ = ["Request", "Response", "url_root"]
 
 _MAX_QUERY = 8192
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))  # built once, unlike json.dumps(separators=...)
+
+
+@lru_cache(maxsize=64)
+def url_root(prefix: str) -> str:
+    """The prefix an app is served under (ASGI `root_path`, WSGI `SCRIPT_NAME`: a decoded path)
+    as it goes in our URLs: percent-encoded, without a final "/". "" when it is no path: a server
+    or proxy fix that takes it from a request header could put anything there, and a prefix such
+    as `@evil.example` after the origin would move our redirects to another host."""
+    root = prefix.rstrip("/")
+    if not root.startswith("/") or any(ord(c) < 0x20 or c == "\x7f" for c in root):
+        return ""
+    return quote(root, safe="/-._~!$&'()*+,;=:@")
 
 
 class Request:
     """What the core needs to know of a request, whatever the server interface. Cookies, query
     and form are parsed on first use."""
 
-    __slots__ = ("_cookies", "_form", "_query", "body", "headers", "method", "path", "query_string", "scheme",
-                 "server")
+    __slots__ = ("_cookies", "_form", "_query", "body", "headers", "method", "path", "query_string", "root",
+                 "scheme", "server")
 
     def __init__(self, method: str, path: str, query_string: str, headers: Mapping[str, str], scheme: str,
-                 server: str | None = None, body: bytes = b"") -> None:
+                 server: str | None = None, body: bytes = b"", root: str = "") -> None:
+        # `path` is the path within the app; `root` the prefix the app is served under (ASGI
+        # `root_path`, WSGI `SCRIPT_NAME`), "" when none, never ending with "/".
         self.method, self.path, self.query_string, self.headers = method, path, query_string, headers
-        self.scheme, self.server, self.body = scheme, server, body
+        self.scheme, self.server, self.body, self.root = scheme, server, body, root
         self._cookies: CookieJar | None = None
         self._query: dict[str, str] | None = None
         self._form: dict[str, str] | None = None
 
     def with_body(self, body: bytes) -> Request:
-        return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body)
+        return Request(self.method, self.path, self.query_string, self.headers, self.scheme, self.server, body,
+                       self.root)
 
     @property
     def cookies(self) -> CookieJar:

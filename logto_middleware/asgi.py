@@ -11,7 +11,7 @@ import httpx
 from starlette.authentication import AuthCredentials
 
 from ._core.handler import LogtoCore, Passage
-from ._messages import Request, Response
+from ._messages import Request, Response, url_root
 from .config import LogtoConfig
 from .flow import AsyncDriver
 from .session import AsyncSession
@@ -50,7 +50,7 @@ class LogtoASGIMiddleware:
             return
         websocket = scope["type"] == "websocket"
         request = _request_from_scope(scope)
-        if request.method == "POST" and not websocket and self.core.is_route(request.path):
+        if request.method == "POST" and not websocket and self.core.is_route(request.path, request.root):
             body = await _read_body(receive)
             if body is None:
                 await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))
@@ -140,10 +140,20 @@ class _ScopeHeaders(Mapping[str, str]):
 def _request_from_scope(scope: Scope) -> Request:
     server = scope.get("server")
     server_host = f"{server[0]}:{server[1]}" if server and server[1] is not None else None
-    return Request(method=scope.get("method", "GET"), path=scope.get("path", "/"),
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root:
+        # The ASGI spec (and Starlette's `Mount`, uvicorn's `--root-path` since 0.26) puts the
+        # root path in `path` too; older servers left it out: both are read as the path within
+        # the app.
+        prefix = root.rstrip("/")
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+            path = path[len(prefix):] or "/"
+        root = url_root(root)
+    return Request(method=scope.get("method", "GET"), path=path,
                    query_string=scope.get("query_string", b"").decode("latin-1"),
                    headers=_ScopeHeaders(scope.get("headers", ())), scheme=scope.get("scheme", "http"),
-                   server=server_host)
+                   server=server_host, root=root)
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -15,6 +15,7 @@ ProfileMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 DEFAULT_SCOPES = ("openid", "offline_access", "profile", "email")
 _WELL_KNOWN = "/.well-known/openid-configuration"
+_DEFAULT_BASE_PATH = "/api/auth"
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _MIN_SECRET_LENGTH = 32
 _TRUE = {"1", "true", "yes", "on"}
@@ -35,6 +36,12 @@ class LogtoConfig:
     """Settings of the middleware. Build it with keyword arguments or `LogtoConfig.from_env()`.
 
     `secret` may be a list: the first secret encrypts, all of them decrypt (rotation).
+
+    `base_path` is where the routes are within the app: an app served under a prefix (ASGI
+    `root_path`, WSGI `SCRIPT_NAME`) has them under the prefix too. `base_url` (`AUTH_URL`) is the
+    app's public origin; a path in it is where the routes are on the site, as in Auth.js
+    (`https://example.com/app/api/auth`: origin `https://example.com`, `base_path`
+    `/app/api/auth`, `base_path_from_url` true); a different `base_path` beside it is an error.
 
     `refresh_lock` (`AUTH_REFRESH_LOCK`) is where the app's processes agree on who refreshes a
     session's tokens (see `logto_middleware.coordination`): empty, the default, for a private
@@ -60,7 +67,7 @@ class LogtoConfig:
     secret: str | Sequence[str]
     base_url: str | None = None
     trust_host: bool = False
-    base_path: str = "/api/auth"
+    base_path: str = _DEFAULT_BASE_PATH
     scopes: str | Sequence[str] = DEFAULT_SCOPES
     post_login_redirect: str = "/"
     post_logout_redirect: str | None = None
@@ -79,6 +86,7 @@ class LogtoConfig:
     refresh_lock: str = ""
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
+    base_path_from_url: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -98,12 +106,22 @@ class LogtoConfig:
         if "openid" not in scopes:
             raise _fail("scopes", None, "must include 'openid'")
         set_(self, "scope_list", tuple(dict.fromkeys(scopes)))
+        base_path, from_url = self.base_path, False
         if self.base_url is not None:
-            set_(self, "base_url", _normalise_origin(self.base_url))
-        path = "/" + self.base_path.strip("/")
+            origin, url_path = _split_base_url(self.base_url)
+            set_(self, "base_url", origin)
+            if url_path:
+                # As Auth.js: the path of AUTH_URL is where the routes are on the site.
+                if _clean_path(base_path) not in ("/", _DEFAULT_BASE_PATH, url_path):
+                    raise _fail("base_path", None, f"is {base_path!r} but base_url (AUTH_URL) puts the routes at "
+                                                   f"{url_path!r}: set only one of them")
+                base_path, from_url = url_path, True
+        path = _clean_path(base_path)
         if path == "/" or not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", path):
-            raise _fail("base_path", None, f"must be a path such as /api/auth, not {self.base_path!r}")
+            setting, env = ("base_url", "AUTH_URL") if from_url else ("base_path", "")
+            raise _fail(setting, env, f"must have a path such as /api/auth, not {base_path!r}")
         set_(self, "base_path", path)
+        set_(self, "base_path_from_url", from_url)
         if not self.id_token_algorithms or any(a.lower() == "none" or a.upper().startswith("HS")
                                                for a in self.id_token_algorithms):
             raise _fail("id_token_algorithms", None, "must list asymmetric algorithms only, e.g. ES384")
@@ -160,6 +178,8 @@ class LogtoConfig:
 
     def replace(self, **changes: Any) -> LogtoConfig:
         """A copy with some settings changed."""
+        if self.base_path_from_url and "base_url" not in changes and "base_path" not in changes:
+            changes["base_url"] = f"{self.base_url}{self.base_path}"  # keeps the path it came from
         return replace(self, **changes)
 
     @classmethod
@@ -217,8 +237,16 @@ def _normalise_issuer(value: str) -> str:
     return issuer
 
 
-def _normalise_origin(value: str) -> str:
+def _clean_path(path: str) -> str:
+    return "/" + path.strip("/")
+
+
+def _split_base_url(value: str) -> tuple[str, str]:
+    """The origin of `value` and its path ("" for none or "/")."""
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _fail("base_url", "AUTH_URL", f"must be an absolute http(s) URL, not {value!r}")
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    if parts.query or parts.fragment:
+        raise _fail("base_url", "AUTH_URL", f"must not have a query or fragment, not {value!r}")
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}".lower(), path

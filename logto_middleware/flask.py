@@ -49,8 +49,9 @@ def login_required(view: F) -> F:
             return view(*args, **kwargs)
         if flask.request.accept_mimetypes.best == "application/json" or flask.request.is_json:
             return flask.jsonify(error="unauthorized"), 401
-        base_path = flask.request.environ.get("logto.base_path", "/api/auth")
-        return flask.redirect(signin_url(flask.request.full_path.rstrip("?"), base_path=base_path))
+        base_path = flask.request.environ.get("logto.base_path", "/api/auth")  # on the site, prefix included
+        here = flask.request.script_root + flask.request.full_path.rstrip("?")
+        return flask.redirect(signin_url(here, base_path=base_path))
 
     return cast(F, wrapper)
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from ._core.handler import LogtoCore, Passage
-from ._messages import Request, Response
+from ._messages import Request, Response, url_root
 from .config import LogtoConfig
 from .flow import SyncDriver
 from .session import SyncSession
@@ -43,7 +43,7 @@ class LogtoWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ, _path(environ))
-        if request.method == "POST" and self.core.is_route(request.path):
+        if request.method == "POST" and self.core.is_route(request.path, request.root):
             body = _read_body(environ)
             if body is None:
                 return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))
@@ -56,7 +56,7 @@ class LogtoWSGIMiddleware:
             return _respond(start_response, outcome)
         environ["logto.user"] = outcome.user
         environ["logto.session"] = outcome.session
-        environ["logto.base_path"] = self.config.base_path
+        environ["logto.base_path"] = self.core.base_path(request.root)
         if outcome.session is None and not outcome.may_write:
             return self.app(environ, start_response)
         return self.app(environ, self._start_response_with_cookies(outcome, start_response))
@@ -111,15 +111,20 @@ class _EnvironHeaders(Mapping[str, str]):
 
 def _request_from_environ(environ: dict[str, Any], path: str) -> Request:
     server = f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
+    script_name = environ.get("SCRIPT_NAME")
     return Request(method=environ.get("REQUEST_METHOD", "GET").upper(), path=path,
                    query_string=environ.get("QUERY_STRING", ""), headers=_EnvironHeaders(environ),
-                   scheme=environ.get("wsgi.url_scheme", "http"), server=server)
+                   scheme=environ.get("wsgi.url_scheme", "http"), server=server,
+                   root=url_root(_decoded(script_name)) if script_name else "")
 
 
 def _path(environ: dict[str, Any]) -> str:
-    # PEP 3333 hands the path over as latin-1-decoded bytes.
-    raw = environ.get("PATH_INFO", "/")
-    return (raw.encode("latin-1").decode("utf-8", "replace") if not raw.isascii() else raw) or "/"
+    return _decoded(environ.get("PATH_INFO", "/")) or "/"
+
+
+def _decoded(raw: str) -> str:
+    # PEP 3333 hands paths over as latin-1-decoded bytes.
+    return raw.encode("latin-1").decode("utf-8", "replace") if not raw.isascii() else raw
 
 
 def _read_body(environ: dict[str, Any]) -> bytes | None:

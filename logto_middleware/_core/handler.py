@@ -160,15 +160,27 @@ class LogtoCore:
         self.routes = Routes(config, self.manager, self.user_code)
         self._base = config.base_path
 
-    def is_route(self, path: str) -> bool:
-        base = self._base
-        return path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/")
+    def base_path(self, root: str) -> str:
+        """Where the routes are on the site for an app served under `root` ("" for none)."""
+        return self.routes.base_path(root)
+
+    def is_route(self, path: str, root: str = "") -> bool:
+        """Whether `path` (within the app served under `root`) is one of our routes."""
+        return self._route(path, root) is not None
+
+    def _route(self, path: str, root: str) -> str | None:
+        """The route `path` names (within the app served under `root`), or None when not ours."""
+        base = self._base if not root else self.routes.base_path(root)[len(root):]
+        if path.startswith(base) and (len(path) == len(base) or path[len(base)] == "/"):
+            return path[len(base):].strip("/")
+        return None
 
     def handle(self, request: Request, *, websocket: bool = False) -> Flow[Response | Passage]:
         """The one flow of every request: a `Response` to send, or the `Passage` to the app."""
-        if not websocket and self.is_route(request.path):
+        route = None if websocket else self._route(request.path, request.root)
+        if route is not None:
             try:
-                return (yield from self.routes.dispatch(request, request.path[len(self._base):].strip("/")))
+                return (yield from self.routes.dispatch(request, route))
             except StoreUnavailable as exc:
                 log.error("session store unavailable: %s", exc)
                 return self.store_unavailable(request)
@@ -188,7 +200,7 @@ class LogtoCore:
         """The outcome of a request whose flow raised `exc`, a bug (logged, see `FailureLog`): the
         app sees an anonymous request; our own routes answer 500, with no detail."""
         self.failures.report(exc, request.method, request.path)
-        if websocket or not self.is_route(request.path):
+        if websocket or not self.is_route(request.path, request.root):
             return Passage(self, None)
         return Response.json({"error": "InternalError"}, 500)
 

@@ -79,6 +79,16 @@ class Routes:
             "backchannel-logout": (("POST",), self.backchannel_logout),
         }
 
+    def base_path(self, root: str) -> str:
+        """Where the routes are on the site for an app served under `root` ("" for none):
+        `base_path` is within the app, so under the root; a path from `base_url` (`AUTH_URL`) is
+        the site's already, unless it does not start with the root (then it is taken as within
+        the app, as `AUTH_URL=https://example.com/api/auth` copied from an Auth.js app would be)."""
+        base = self.config.base_path
+        if not root or (self.config.base_path_from_url and (base == root or base.startswith(root + "/"))):
+            return base
+        return root + base
+
     def origin(self, request: Request) -> str:
         return request_origin(request.scheme, request.headers, base_url=self.config.base_url,
                               trust_host=self.config.trust_host, server=request.server)
@@ -107,7 +117,7 @@ class Routes:
     # -- helpers -----------------------------------------------------------------------------
 
     def _url(self, request: Request, route: str) -> str:
-        return f"{self.origin(request)}{self.config.base_path}/{route}"
+        return f"{self.origin(request)}{self.base_path(request.root)}/{route}"
 
     def _error(self, request: Request, code: str, cookies: Sequence[str] | None = None) -> Response:
         location = self._url(request, "error") + "?" + urlencode({"error": code})
@@ -122,7 +132,8 @@ class Routes:
         return Response.redirect(location, cookies)
 
     def _default_target(self, request: Request, setting: str | None) -> str:
-        origin = self.origin(request)
+        # A path from the configuration is the app's: under a prefix, the prefix comes first.
+        origin = self.origin(request) + request.root
         if not setting:
             return origin + "/"
         if setting.startswith("/") and not setting.startswith("//"):

@@ -131,13 +131,15 @@ class Stack:
     `env` adds settings of the example (e.g. AUTH_LOGTO_RESOURCES); `provider_options` go to
     `OidcProviderProcess.start` (e.g. resource_indicator, resource_scopes); `server(port, origin,
     env, workdir)` starts the app another way than `python examples/<kind>/app.py` (an object
-    with `wait_until_up()`, `stop()`, `log` and `url()`, as `ExampleServer`).
+    with `wait_until_up()`, `stop()`, `log` and `url()`, as `ExampleServer`); `prefix` is the path
+    the app is served under on its origin (the provider's registered URIs carry it).
     """
 
     def __init__(self, kind: str, *, app_host: str = "127.0.0.1", access_token_ttl: int = ACCESS_TOKEN_TTL,
                  env: dict[str, str] | None = None, provider_options: dict[str, Any] | None = None,
-                 server: Callable[[int, str, dict[str, str], Path], Any] | None = None) -> None:
+                 server: Callable[[int, str, dict[str, str], Path], Any] | None = None, prefix: str = "") -> None:
         self.kind = kind
+        self.prefix = prefix
         self._server = server or (lambda port, origin, env, workdir: ExampleServer(kind, port, origin, env, workdir))
         self._workdir = tempfile.TemporaryDirectory(prefix=f"logto-e2e-{kind}-")
         self.workdir = Path(self._workdir.name)
@@ -154,7 +156,7 @@ class Stack:
         for _attempt in range(3):  # a free port can be taken between choosing and binding it
             port = free_loopback_port()
             origin = f"http://{app_host}:{port}"
-            self.provider = start_provider(origin, access_token_ttl, **provider_options)
+            self.provider = start_provider(origin + self.prefix, access_token_ttl, **provider_options)
             env = example_env(origin, port, self.provider.issuer, **extra_env)
             self.app = self._server(port, origin, env, self.workdir)
             if self.app.wait_until_up():
