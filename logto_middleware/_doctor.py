@@ -39,10 +39,10 @@ def run_doctor(config: LogtoConfig, out: TextIO, *, transport: httpx.BaseTranspo
             metadata = run(ProviderCache(config.issuer).metadata())
         except LogtoError as exc:
             say(False, f"discovery at {config.discovery_url}: {exc}")
-            return 1
-        say(True, f"discovery at {config.discovery_url} answers for issuer {config.issuer}")
-        _check_algorithms(say, config, metadata)
-        _check_credentials(say, config, metadata, run)
+        else:
+            say(True, f"discovery at {config.discovery_url} answers for issuer {config.issuer}")
+            _check_algorithms(say, config, metadata)
+            _check_credentials(say, config, metadata, run)
     _print_redirect_uris(config, out)
     return 1 if failures else 0
 

@@ -132,9 +132,10 @@ def test_doctor_wrong_secret(fake: FakeLogto) -> None:
 
 
 def test_doctor_issuer_without_oidc(fake: FakeLogto) -> None:
-    status, lines = _doctor(_config(fake, issuer=ROOT), fake)
+    status, lines = _doctor(_config(fake, issuer=ROOT, base_url="https://app.example.com"), fake)
     assert status == 1
     assert lines[0].startswith("✗") and f"set AUTH_LOGTO_ISSUER to {ROOT}/oidc" in lines[0]
+    assert "  register in Logto's console: Redirect URI https://app.example.com/api/auth/callback/logto" in lines
 
 
 def test_doctor_algorithms(fake: FakeLogto) -> None:
