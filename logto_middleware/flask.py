@@ -1,4 +1,5 @@
-"""Flask helpers for `LogtoWSGIMiddleware`: `current_user`, `login_required`, `get_access_token`.
+"""Flask helpers for `LogtoWSGIMiddleware`: `current_user`, `login_required`, `get_access_token`,
+and the `LogtoFlask` extension that installs the middleware and puts `current_user` in templates.
 
 Importing this module needs Flask; the rest of the package does not.
 """
@@ -12,11 +13,14 @@ from typing import Any, TypeVar, cast
 import flask
 from werkzeug.local import LocalProxy
 
+from .config import LogtoConfig
 from .errors import AccessTokenError
 from .helpers import signin_url
 from .session import AnonymousUser, LogtoUser, SyncSession
+from .wsgi import LogtoWSGIMiddleware
 
-__all__ = ["current_session", "current_user", "get_access_token", "get_session", "login_required"]
+__all__ = ["LogtoFlask", "current_session", "current_user", "get_access_token", "get_session", "login_required",
+           "template_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ANONYMOUS = AnonymousUser()
@@ -63,3 +67,35 @@ def get_access_token(resource: str | None = None, organization_id: str | None = 
     if session is None:
         raise AccessTokenError("not signed in")
     return session.get_access_token(resource, organization_id)
+
+
+def template_context() -> dict[str, Any]:
+    """A Flask context processor: `current_user` in every template. `LogtoFlask` registers it;
+    with a hand-wrapped `wsgi_app`, register it yourself: `app.context_processor(template_context)`."""
+    return {"current_user": current_user}
+
+
+class LogtoFlask:
+    """The Flask extension: `LogtoFlask(app)`, or `logto = LogtoFlask()` then `logto.init_app(app)`.
+
+    Wraps `app.wsgi_app` with `LogtoWSGIMiddleware` (with `config`, else `LogtoConfig.from_env()`
+    read when `init_app` runs; the keyword arguments go to the middleware) and makes `current_user`
+    available in templates."""
+
+    def __init__(self, app: flask.Flask | None = None, config: LogtoConfig | None = None,
+                 **middleware_options: Any) -> None:
+        self.config = config
+        self._options = middleware_options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: flask.Flask) -> LogtoWSGIMiddleware:
+        """Install the middleware on `app` (once) and register `template_context`; returns the
+        middleware (also `app.extensions["logto"]`)."""
+        if "logto" in app.extensions:
+            raise RuntimeError("LogtoFlask is already installed on this app")
+        middleware = LogtoWSGIMiddleware(app.wsgi_app, self.config, **self._options)
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.context_processor(template_context)
+        app.extensions["logto"] = middleware
+        return middleware

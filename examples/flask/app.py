@@ -28,11 +28,10 @@ from logto_middleware import (
     LogtoConfigError,
     LogtoError,
     LogtoUser,
-    LogtoWSGIMiddleware,
     SyncSession,
     requires_bearer,
 )
-from logto_middleware.flask import current_user, get_session, login_required
+from logto_middleware.flask import LogtoFlask, current_user, get_session, login_required
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # examples/, for the shared pages
 import common
@@ -156,7 +155,7 @@ def create_app(config: LogtoConfig | None = None, *, api_url: str | None = None,
         # 401 without a valid token for the API's resource, 403 without read:items (RFC 6750).
         validator = BearerValidator(config.issuer, audience=api.resource, leeway=api.leeway, http_client=http_client)
         app.add_url_rule(common.API_PATH, view_func=requires_bearer(validator, common.API_SCOPE)(items))
-    app.wsgi_app = LogtoWSGIMiddleware(app.wsgi_app, config, http_client=http_client)  # type: ignore[method-assign]
+    LogtoFlask(app, config, http_client=http_client)
     return app
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +20,8 @@ from ..flow import Fetch, Flow
 from .provider import read_json
 
 __all__ = ["MAX_TOKEN_RESPONSE", "TokenResponse", "basic_auth", "revoke", "token_grant"]
+
+log = logging.getLogger("logto_middleware")
 
 # A token response (and a userinfo answer) is a few kilobytes even with large custom claims;
 # the driver stops reading past this.
@@ -101,6 +106,34 @@ def _grant_headers(client_id: str, client_secret: str) -> httpx.Headers:
                           "Content-Type": "application/x-www-form-urlencoded"})
 
 
+class _ClientRefusedLog:
+    """The WARNING for `invalid_client` (a wrong App ID or App secret): every sign-in and refresh
+    fails until the configuration is fixed, so it is said at most once per `interval` for each
+    (token endpoint, client id), the key of the `_last` cache (bounded: a few apps per process)."""
+
+    def __init__(self, interval: float = 60.0, bound: int = 16) -> None:
+        self.interval = interval
+        self._bound = bound
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def warn(self, endpoint: str, client_id: str) -> None:
+        key, now = (endpoint, client_id), time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, float("-inf")) < self.interval:
+                return
+            if key not in self._last and len(self._last) >= self._bound:
+                self._last.pop(next(iter(self._last)))
+            self._last[key] = now
+        # The id is not a secret; the secret's value is never logged.
+        log.warning("the token endpoint refused the client's credentials (invalid_client): check "
+                    "AUTH_LOGTO_ID (now %r) and AUTH_LOGTO_SECRET against the App ID and App secret of the "
+                    "application in Logto's console", client_id[:64])
+
+
+_client_refused = _ClientRefusedLog()
+
+
 def token_grant(endpoint: str, client_id: str, client_secret: str,
                 form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
     """POST a grant to the token endpoint with client_secret_basic."""
@@ -109,7 +142,10 @@ def token_grant(endpoint: str, client_id: str, client_secret: str,
                                          headers=_grant_headers(client_id, client_secret)), MAX_TOKEN_RESPONSE)
     body = read_json(response, "token endpoint")
     if response.status_code != 200:
-        raise _error_from(response, body)
+        error = _error_from(response, body)
+        if isinstance(error, OAuthError) and error.error == "invalid_client":
+            _client_refused.warn(endpoint, client_id)
+        raise error
     return TokenResponse.parse(body)
 
 

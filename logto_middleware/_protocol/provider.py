@@ -22,6 +22,7 @@ log = logging.getLogger("logto_middleware")
 
 # The discovery document and the JWKS are a few kilobytes; the driver stops reading past this.
 _MAX_DOCUMENT = 512 * 1024
+_WELL_KNOWN = "/.well-known/openid-configuration"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class ProviderMetadata:
     end_session_endpoint: str | None = None
     revocation_endpoint: str | None = None
     iss_parameter_supported: bool = False
+    id_token_signing_alg_values_supported: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, document: dict[str, Any], expected_issuer: str) -> ProviderMetadata:
@@ -62,6 +64,8 @@ class ProviderMetadata:
             end_session_endpoint=urls["end_session_endpoint"],
             revocation_endpoint=urls["revocation_endpoint"],
             iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
+            id_token_signing_alg_values_supported=tuple(
+                alg for alg in document.get("id_token_signing_alg_values_supported") or () if isinstance(alg, str)),
         )
 
 
@@ -104,6 +108,9 @@ class ProviderCache:
         # Separate from the cold fetch: a refetch must not join a fetch that may have started
         # before the rotation it is looking for.
         self._refetch_flight = ("logto", "jwks-refetch", issuer)
+        # The outcome of the `/oidc` probe (`_oidc_hint`): probed once, logged once.
+        self._oidc_probed = False
+        self._oidc_hint_text: str | None = None
 
     def _cached(self, name: str) -> Any:
         """The document `name` while it is fresh, else None."""
@@ -177,13 +184,44 @@ class ProviderCache:
             return stale
 
     def _fetch_metadata(self) -> Flow[ProviderMetadata]:
-        response = yield Fetch(httpx.Request("GET", self.issuer + "/.well-known/openid-configuration"), _MAX_DOCUMENT)
-        document = read_json(response, "discovery")
-        if response.status_code != 200 or not isinstance(document, dict):
-            raise ProviderError(f"discovery answered {response.status_code}")
-        metadata = ProviderMetadata.parse(document, self.issuer)
+        response = yield Fetch(httpx.Request("GET", self.issuer + _WELL_KNOWN), _MAX_DOCUMENT)
+        try:
+            document = read_json(response, "discovery")
+            if response.status_code != 200 or not isinstance(document, dict):
+                raise ProviderError(f"discovery answered {response.status_code}")
+            metadata = ProviderMetadata.parse(document, self.issuer)
+        except ProviderError as exc:
+            hint = yield from self._oidc_hint()
+            if hint is None:
+                raise
+            raise ProviderError(f"{exc}; {hint}") from exc
         self._store("metadata", metadata)
         return metadata
+
+    def _oidc_hint(self) -> Flow[str | None]:
+        """The fix when discovery failed because the issuer lacks `/oidc` (Logto's SDKs take the
+        tenant's endpoint without it; the issuer has it), else None. The other issuer is only
+        named, never used: the issuer is a security setting, the app's to choose."""
+        if self._oidc_probed or self.issuer.endswith("/oidc"):
+            return self._oidc_hint_text
+        candidate = self.issuer + "/oidc"
+        try:
+            response = yield Fetch(httpx.Request("GET", candidate + _WELL_KNOWN), _MAX_DOCUMENT)
+            document = read_json(response, "discovery") if response.status_code == 200 else None
+        except ProviderUnavailable:
+            return None  # unknown for now: probed again on the next failure
+        except ProviderError:
+            document = None
+        hint = None
+        if isinstance(document, dict) and document.get("issuer") == candidate:
+            hint = f"{candidate} is the issuer: set AUTH_LOGTO_ISSUER to {candidate}"
+        with self._lock:
+            first = not self._oidc_probed
+            self._oidc_probed, self._oidc_hint_text = True, hint
+        if hint is not None and first:
+            # Once per process: every sign-in fails the same way until the setting is fixed.
+            log.error("discovery at AUTH_LOGTO_ISSUER=%s failed; %s", self.issuer, hint)
+        return hint
 
     def _fetch_jwks(self) -> Flow[ProviderKeys]:
         metadata: ProviderMetadata = yield from self.metadata()
