@@ -7,8 +7,12 @@ from typing import Any
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response as DRFResponse
+from rest_framework.views import APIView
 
 from logto_middleware.django.decorators import login_required as logto_login_required
+from logto_middleware.django.drf import LogtoBearerAuthentication, LogtoSessionAuthentication
 
 
 def whoami(request: HttpRequest) -> JsonResponse:
@@ -46,7 +50,22 @@ async def async_token(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"token": await session.get_access_token(), "authenticated": user.is_authenticated})
 
 
+class ItemsView(APIView):
+    # The bearer class first: DRF answers 401 with its `WWW-Authenticate` (the first class's).
+    authentication_classes = (LogtoBearerAuthentication, LogtoSessionAuthentication)
+    permission_classes = (IsAuthenticated,)
+
+    def get(self, request: Any) -> DRFResponse:
+        user = request.user
+        return DRFResponse({"type": user.__class__.__name__, "id": str(user.id),
+                            "auth": request.auth.__class__.__name__})
+
+    def post(self, request: Any) -> DRFResponse:
+        return DRFResponse({"posted": True})
+
+
 urlpatterns = [
+    path("drf/items", ItemsView.as_view()),
     path("", whoami),
     path("protected", protected),
     path("page", page),
