@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .._core.handler import LogtoCore, Passage
@@ -62,6 +64,7 @@ class LogtoMiddleware:
         self.core = LogtoCore(config, store=runtime.get("store"), clock=clock,
                               session_factory=partial(DjangoSession, profile=config.profile, run=run, arun=arun))
         self.link_users = apps.is_installed("django.contrib.auth")
+        _check_order(list(getattr(settings, "MIDDLEWARE", None) or ()))
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.is_async:
@@ -115,6 +118,18 @@ class LogtoMiddleware:
             attach_django_user(request, passage.user, self.config.issuer)
         else:
             request.user = passage.user
+
+
+_AUTHENTICATION = "django.contrib.auth.middleware.AuthenticationMiddleware"
+
+
+def _check_order(middleware: list[str]) -> None:
+    """Django's `AuthenticationMiddleware` after ours would put its own user back on
+    `request.user` (anonymous for a Logto session): refused at start-up, not found in production."""
+    ours = next((i for i, path in enumerate(middleware) if path.endswith(".LogtoMiddleware")), None)
+    if ours is not None and _AUTHENTICATION in middleware[ours:]:
+        raise ImproperlyConfigured("logto_middleware.django.LogtoMiddleware must come after "
+                                   f"{_AUTHENTICATION} in MIDDLEWARE (it sets request.user for Logto sessions)")
 
 
 def _neutral_request(request: HttpRequest, core: LogtoCore) -> Request | Response:

@@ -181,3 +181,13 @@ def test_migrations_match_the_model(logto: dict[str, Any]) -> None:
     from django.core.management import call_command
 
     call_command("makemigrations", "logto", "--check", "--dry-run", verbosity=0)
+
+
+def test_authentication_middleware_after_ours_is_refused(logto: dict[str, Any]) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from . import settings as test_settings
+
+    with override_settings(MIDDLEWARE=list(reversed(test_settings.WITH_AUTH_MIDDLEWARE))), \
+            pytest.raises(ImproperlyConfigured, match="must come after"):
+        Client().get("/")
