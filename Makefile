@@ -5,12 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-flask test lint typecheck unit system-deps bench clean
+.PHONY: demo demo-flask demo-django test lint typecheck unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench]'
+	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench,django]'
 	touch $(STAMP)
 
 system-deps:
@@ -22,6 +22,9 @@ demo: $(STAMP)
 demo-flask: $(STAMP)
 	$(PY) examples/demo.py flask
 
+demo-django: $(STAMP)
+	$(PY) examples/demo.py django
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -29,6 +32,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict logto_middleware
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/common.py examples/demo.py examples/starlette/app.py
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/flask/app.py
+	MYPYPATH=examples:examples/django $(VENV)/bin/mypy --strict --no-namespace-packages examples/django/*.py
 
 test: $(STAMP) system-deps lint typecheck
 	$(VENV)/bin/pytest

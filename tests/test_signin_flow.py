@@ -72,6 +72,16 @@ def test_callback_url_off_origin_falls_back(harness: Harness) -> None:
     assert callback.headers["location"] == f"{ORIGIN}/"
 
 
+def test_next_is_an_alias_of_callback_url(harness: Harness) -> None:
+    # Django's `login_required` sends `?next=` to `LOGIN_URL`; same-origin rules as callbackUrl.
+    assert harness.sign_in("alice", next="/profile?tab=1").headers["location"] == f"{ORIGIN}/profile?tab=1"
+    harness.client.cookies.clear()
+    assert harness.sign_in("alice", next="//evil.example/x").headers["location"] == f"{ORIGIN}/"
+    harness.client.cookies.clear()
+    callback = harness.sign_in("alice", callbackUrl="/first", next="/second")
+    assert callback.headers["location"] == f"{ORIGIN}/first"
+
+
 def test_session_endpoint(harness: Harness) -> None:
     response = harness.client.get("/api/auth/session")
     assert response.status_code == 200 and response.json() is None

@@ -183,7 +183,8 @@ class Routes:
             return Response.json({"error": "MissingCSRF"}, 403)
         params = {**request.query, **request.form}
         origin = self.origin(request)
-        target = safe_redirect(params.get("callbackUrl"), origin,
+        # `next` is Django's name for it (`login_required`, `LOGIN_URL`): an alias, same rules.
+        target = safe_redirect(params.get("callbackUrl") or params.get("next"), origin,
                                self._default_target(request, self.config.post_login_redirect))
         try:
             metadata = yield from self.manager.provider.metadata()

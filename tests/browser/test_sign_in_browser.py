@@ -19,11 +19,12 @@ SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 LOOPBACK = {"127.0.0.1", "localhost"}
 
 
-@pytest.fixture(params=KINDS)
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+@pytest.fixture(params=(*KINDS, "django"))
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     # The app is opened as `localhost`, the provider lives on 127.0.0.1: cookies are not
     # port-scoped, so two hosts keep the app's and the provider's cookies apart, as in the demo.
-    running = Stack(str(request.param), app_host="localhost")
+    env = {"DJANGO_DATABASE": str(tmp_path / "db.sqlite3")} if request.param == "django" else {}
+    running = Stack(str(request.param), app_host="localhost", env=env)
     try:
         yield running
     finally:

@@ -147,6 +147,22 @@ def test_demo_on_a_fresh_machine(kind: str, demo_env: dict[str, str], run_demo: 
     assert port_is_free(port) and port_is_free(provider_port)
 
 
+def test_demo_django(demo_env: dict[str, str], run_demo: RunDemo, tmp_path: Path) -> None:
+    """`make demo-django`: the Django example (its User linked to the Logto user) on the
+    development provider."""
+    port = int(demo_env["PORT"])
+    demo = run_demo("django", {**demo_env, "DJANGO_DATABASE": str(tmp_path / "demo.sqlite3")})
+    demo.wait_for("Press Ctrl-C")
+    app = f"http://localhost:{port}"
+    with httpx.Client(timeout=10.0) as browser:
+        profile = sign_in_with_dev_provider(browser, app, "alice")
+        assert "alice@example.com" in profile and ">Sign out<" in profile
+        me = browser.get(f"{app}/api/me").json()
+        assert me["django_user"]["username"] == f"logto-{me['user']['id']}"
+    assert demo.ctrl_c() == 0, demo.output
+    assert "Traceback" not in demo.output
+
+
 def test_demo_uses_a_real_tenant_when_configured(demo_env: dict[str, str], run_demo: RunDemo) -> None:
     port = int(demo_env["PORT"])
     app = f"http://localhost:{port}"
