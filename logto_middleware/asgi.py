@@ -8,13 +8,12 @@ from functools import partial
 from typing import Any
 
 import httpx
-from starlette.authentication import AuthCredentials
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response
 from .config import LogtoConfig
 from .flow import AsyncDriver
-from .session import AsyncSession
+from .session import AnonymousAuth, AsyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoASGIMiddleware"]
@@ -26,7 +25,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 64 * 1024
-_ANONYMOUS_AUTH = AuthCredentials()
+_ANONYMOUS_AUTH = AnonymousAuth()
 
 
 class LogtoASGIMiddleware:
@@ -65,6 +64,7 @@ class LogtoASGIMiddleware:
             return
         scope["user"] = outcome.user
         scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
+        scope["logto.base_path"] = self.config.base_path  # for sign-in links (logto_middleware.starlette)
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)
             return
