@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-flask test lint typecheck unit system-deps bench clean
+.PHONY: demo demo-flask demo-fastapi test lint typecheck unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(STAMP)
 demo-flask: $(STAMP)
 	$(PY) examples/demo.py flask
 
+demo-fastapi: $(STAMP)
+	$(PY) examples/demo.py fastapi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -29,6 +32,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict logto_middleware
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/common.py examples/demo.py examples/starlette/app.py
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/flask/app.py
+	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/fastapi/app.py
 
 test: $(STAMP) system-deps lint typecheck
 	$(VENV)/bin/pytest
