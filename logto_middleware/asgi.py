@@ -25,7 +25,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 64 * 1024
-_ANONYMOUS_AUTH = AnonymousAuth()
 
 
 class LogtoASGIMiddleware:
@@ -42,6 +41,8 @@ class LogtoASGIMiddleware:
                                deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
+        # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
+        self.anonymous_auth = AnonymousAuth(base_path=self.config.base_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -63,8 +64,7 @@ class LogtoASGIMiddleware:
             await _send_response(send, outcome)
             return
         scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
-        scope["logto.base_path"] = self.config.base_path  # for sign-in links (logto_middleware.starlette)
+        scope["auth"] = outcome.session if outcome.session is not None else self.anonymous_auth
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)
             return

@@ -28,7 +28,7 @@ from ._sessions.manager import SESSION_COOKIE
 from .errors import AccessTokenError, LogtoError, ProviderUnavailable, StoreUnavailable
 from .helpers import signin_url
 from .session import AsyncSession, LogtoUser
-from .starlette import base_path
+from .starlette import signin_base_path
 
 __all__ = ["CurrentSession", "CurrentUser", "LoginRequired", "OptionalUser", "access_token", "current_session",
            "current_user", "login_required", "optional_user", "requires_scopes", "session_cookie"]
@@ -78,7 +78,7 @@ async def login_required(request: Request, _cookie: _Cookie = None) -> LogtoUser
         return user
     if "text/html" in request.headers.get("accept", ""):
         here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        location = signin_url(here, base_path=base_path(request))
+        location = signin_url(here, base_path=signin_base_path(request))
         raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": location})
     raise _unauthorized()
 

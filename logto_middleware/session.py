@@ -101,6 +101,10 @@ class AnonymousAuth(AuthCredentials):
     """`request.auth` of an anonymous ASGI request: no scopes, and the session's token methods
     answer `AccessTokenError`, so code written for a signed-in session fails the documented way."""
 
+    def __init__(self, base_path: str = "/api/auth") -> None:
+        super().__init__()
+        self.base_path = base_path  # where the middleware's sign-in is, for redirects to it
+
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
         raise AccessTokenError("not signed in")
 
