@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-flask demo-django test lint typecheck unit system-deps bench clean
+.PHONY: demo demo-flask demo-django demo-fastapi test lint typecheck unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,9 @@ demo-flask: $(STAMP)
 demo-django: $(STAMP)
 	$(PY) examples/demo.py django
 
+demo-fastapi: $(STAMP)
+	$(PY) examples/demo.py fastapi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
@@ -33,6 +36,7 @@ typecheck: $(STAMP)
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/common.py examples/demo.py examples/starlette/app.py
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/flask/app.py
 	MYPYPATH=examples:examples/django $(VENV)/bin/mypy --strict --no-namespace-packages examples/django/*.py
+	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/fastapi/app.py
 
 test: $(STAMP) system-deps lint typecheck
 	$(VENV)/bin/pytest

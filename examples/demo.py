@@ -1,7 +1,7 @@
 """Run an example app with sign-in that works on a fresh machine: `make demo` / `make demo-flask` /
-`make demo-django`.
+`make demo-django`, `make demo-fastapi`.
 
-    python examples/demo.py starlette|flask|django
+    python examples/demo.py starlette|flask|django|fastapi
 
 Without `AUTH_LOGTO_ISSUER` (in the environment or in `.env`) it starts the local development
 provider (`python -m logto_middleware.testing`, a fake Logto that signs in any user name) on
@@ -35,8 +35,8 @@ from types import FrameType
 import httpx
 
 EXAMPLES = Path(__file__).resolve().parent
-KINDS = ("starlette", "flask", "django")
-MAKE_TARGETS = {"starlette": "demo", "flask": "demo-flask", "django": "demo-django"}
+KINDS = ("starlette", "flask", "django", "fastapi")
+MAKE_TARGETS = {"starlette": "demo", "flask": "demo-flask", "django": "demo-django", "fastapi": "demo-fastapi"}
 HOST = "127.0.0.1"
 DEFAULT_APP_PORT = 3000
 DEFAULT_PROVIDER_PORT = 3001

@@ -26,13 +26,14 @@ from .errors import (
     TokenValidationError,
 )
 from .helpers import signin_url, signout_form
-from .session import AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
+from .session import AnonymousAuth, AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
 from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
 
 __all__ = [
     "AccessTokenError",
     "AccessTokenUser",
+    "AnonymousAuth",
     "AnonymousUser",
     "AsyncSession",
     "BearerASGIMiddleware",

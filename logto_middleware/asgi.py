@@ -8,13 +8,12 @@ from functools import partial
 from typing import Any
 
 import httpx
-from starlette.authentication import AuthCredentials
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response, url_root
 from .config import LogtoConfig
 from .flow import AsyncDriver
-from .session import AsyncSession
+from .session import AnonymousAuth, AsyncSession
 from .stores import CookieStore, SessionStore
 
 __all__ = ["LogtoASGIMiddleware"]
@@ -26,7 +25,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY = 64 * 1024
-_ANONYMOUS_AUTH = AuthCredentials()
 
 
 class LogtoASGIMiddleware:
@@ -43,6 +41,8 @@ class LogtoASGIMiddleware:
                                deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
+        # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
+        self.anonymous_auth = AnonymousAuth(base_path=self.config.base_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -64,7 +64,7 @@ class LogtoASGIMiddleware:
             await _send_response(send, outcome)
             return
         scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else _ANONYMOUS_AUTH
+        scope["auth"] = outcome.session if outcome.session is not None else self.anonymous_auth
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)
             return

@@ -32,7 +32,13 @@ class TokenValidationError(LogtoError):
 
 
 class AccessTokenError(LogtoError):
-    """No access token can be had: not signed in, the resource was not granted, or the grant failed."""
+    """No access token can be had: not signed in, the resource was not granted, or the grant failed.
+    `transient` is True when the provider or the session store could not be reached: try again
+    later rather than sign in again."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreUnavailable(LogtoError):

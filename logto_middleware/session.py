@@ -8,12 +8,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from starlette.authentication import BaseUser
+from starlette.authentication import AuthCredentials, BaseUser
 
 from .config import ProfileMapper
+from .errors import AccessTokenError
 from .flow import Flow
 
-__all__ = ["AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession", "session_claims"]
+__all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession",
+           "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 _EXTRA_OBJECTS = ("tokens", "authjs")
@@ -93,6 +95,27 @@ class AnonymousUser(BaseUser):
 
     def __repr__(self) -> str:
         return "AnonymousUser()"
+
+
+class AnonymousAuth(AuthCredentials):
+    """`request.auth` of an anonymous ASGI request: no scopes, and the session's token methods
+    answer `AccessTokenError`, so code written for a signed-in session fails the documented way."""
+
+    def __init__(self, base_path: str = "/api/auth") -> None:
+        super().__init__()
+        self.base_path = base_path  # where the middleware's sign-in is, for redirects to it
+
+    async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
+        raise AccessTokenError("not signed in")
+
+    async def get_access_token_claims(self, resource: str | None = None) -> dict[str, Any]:
+        raise AccessTokenError("not signed in")
+
+    async def get_organization_token_claims(self, organization_id: str) -> dict[str, Any]:
+        raise AccessTokenError("not signed in")
+
+    async def fetch_user_info(self) -> dict[str, Any]:
+        raise AccessTokenError("not signed in")
 
 
 def _default_profile(claims: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,14 @@ from .._protocol.oauth import MAX_TOKEN_RESPONSE
 from .._protocol.provider import ProviderCache, read_json
 from .._protocol.refresh import Refresher, Target
 from .._protocol.tokens import decode_unverified
-from ..errors import AccessTokenError, LogtoError, ProviderError, TokenValidationError
+from ..errors import (
+    AccessTokenError,
+    LogtoError,
+    ProviderError,
+    ProviderUnavailable,
+    StoreUnavailable,
+    TokenValidationError,
+)
 from ..flow import Fetch, Flow
 from ..session import SessionData
 
@@ -95,7 +102,8 @@ class SessionState:
                 except LogtoError as exc:
                     error = getattr(exc, "error", None) or type(exc).__name__
                     log.info("access token for %s refused: %s", target.audience if target else "the session", error)
-                    raise AccessTokenError(f"could not get an access token: {error}") from None
+                    transient = isinstance(exc, ProviderUnavailable | StoreUnavailable)
+                    raise AccessTokenError(f"could not get an access token: {error}", transient=transient) from None
                 if refreshed is None:
                     raise AccessTokenError("the session ended")
                 data = refreshed

@@ -1,4 +1,4 @@
-"""`examples/demo.py` (`make demo`, `make demo-flask`) as a person runs it: up, sign in, Ctrl-C."""
+"""`examples/demo.py` (`make demo`, `make demo-flask`, `make demo-fastapi`) as a person runs it: up, sign in, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -159,6 +159,21 @@ def test_demo_django(demo_env: dict[str, str], run_demo: RunDemo, tmp_path: Path
         assert "alice@example.com" in profile and ">Sign out<" in profile
         me = browser.get(f"{app}/api/me").json()
         assert me["django_user"]["username"] == f"logto-{me['user']['id']}"
+
+
+def test_demo_fastapi(demo_env: dict[str, str], run_demo: RunDemo) -> None:
+    """`make demo-fastapi`: sign in from a page (`LoginRequired`), then the API route gets an
+    access token for the development provider's resource and calls the example API with it."""
+    port = int(demo_env["PORT"])
+    demo = run_demo("fastapi", demo_env)
+    demo.wait_for("Press Ctrl-C")
+    app = f"http://localhost:{port}"
+    with httpx.Client(timeout=10.0, headers={"Accept": "text/html"}) as browser:
+        profile = sign_in_with_dev_provider(browser, app, "alice")
+        assert "alice@example.com" in profile and ">Sign out<" in profile
+        items = browser.get(f"{app}/api/items", headers={"Accept": "application/json"})
+        assert items.status_code == 200, items.text
+        assert items.json()["caller"]["scopes"] == ["read:items"]
     assert demo.ctrl_c() == 0, demo.output
     assert "Traceback" not in demo.output
 

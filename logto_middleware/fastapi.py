@@ -1,0 +1,152 @@
+"""FastAPI dependencies for `LogtoASGIMiddleware`: the signed-in user, scopes, access tokens.
+
+    app = FastAPI()
+    app.add_middleware(LogtoASGIMiddleware)
+
+    @app.get("/me")
+    async def me(user: CurrentUser) -> dict[str, str | None]:
+        return user.to_dict()
+
+Every dependency declares the session cookie as an OpenAPI `apiKey` scheme in a cookie, so
+Swagger UI shows an Authorize button and marks the protected operations. The cookie is the
+credential the middleware reads: sign in at `/api/auth/signin` in the same browser and Swagger's
+requests carry it. (An `openIdConnect` scheme would make Swagger run its own sign-in and send a
+bearer token, which this cookie middleware does not accept.)
+
+Importing this module needs FastAPI; the rest of the package does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyCookie
+
+from ._sessions.manager import SESSION_COOKIE
+from .errors import AccessTokenError, LogtoError, ProviderUnavailable, StoreUnavailable
+from .helpers import signin_url
+from .session import AsyncSession, LogtoUser
+from .starlette import signin_base_path
+
+__all__ = ["CurrentSession", "CurrentUser", "LoginRequired", "OptionalUser", "access_token", "current_session",
+           "current_user", "login_required", "optional_user", "requires_scopes", "session_cookie"]
+
+session_cookie = APIKeyCookie(
+    name=SESSION_COOKIE, scheme_name="LogtoSession", auto_error=False,
+    description="The Logto session cookie: sign in at /api/auth/signin in this browser, then call the API.")
+"""The OpenAPI security scheme of the session cookie (the middleware, not this, checks it)."""
+
+_T = TypeVar("_T")
+
+# A dependency parameter that only puts the scheme in the OpenAPI document.
+_Cookie = Annotated[str | None, Security(session_cookie)]
+
+
+def _unauthorized() -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", headers={"WWW-Authenticate": "Cookie"})
+
+
+async def optional_user(request: Request, _cookie: _Cookie = None) -> LogtoUser | None:
+    """The signed-in user, or None when anonymous."""
+    user = request.scope.get("user")
+    return user if isinstance(user, LogtoUser) else None
+
+
+async def current_user(request: Request, _cookie: _Cookie = None) -> LogtoUser:
+    """The signed-in user; 401 when anonymous (for pages, see `login_required`)."""
+    user = await optional_user(request)
+    if user is None:
+        raise _unauthorized()
+    return user
+
+
+async def current_session(request: Request, _user: Annotated[LogtoUser, Depends(current_user)]) -> AsyncSession:
+    """The signed-in session (tokens, scopes, expiry); 401 when anonymous."""
+    session = request.scope.get("auth")
+    if not isinstance(session, AsyncSession):
+        raise _unauthorized()
+    return session
+
+
+async def login_required(request: Request, _cookie: _Cookie = None) -> LogtoUser:
+    """The signed-in user. Anonymous: a page (`Accept: text/html`) is redirected to sign-in and
+    comes back to this URL; any other request gets 401."""
+    user = await optional_user(request)
+    if user is not None:
+        return user
+    if "text/html" in request.headers.get("accept", ""):
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        location = signin_url(here, base_path=signin_base_path(request))
+        raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": location})
+    raise _unauthorized()
+
+
+CurrentUser = Annotated[LogtoUser, Depends(current_user)]
+"""`user: CurrentUser`: the signed-in user, 401 when anonymous."""
+OptionalUser = Annotated[LogtoUser | None, Depends(optional_user)]
+"""`user: OptionalUser`: the signed-in user or None."""
+CurrentSession = Annotated[AsyncSession, Depends(current_session)]
+"""`session: CurrentSession`: the signed-in session, 401 when anonymous."""
+LoginRequired = Annotated[LogtoUser, Depends(login_required)]
+"""`user: LoginRequired`: the signed-in user; anonymous pages go to sign-in, APIs get 401."""
+
+
+def requires_scopes(*scopes: str, resource: str | None = None) -> Callable[..., Awaitable[LogtoUser]]:
+    """A dependency: the signed-in user, granted every scope in `scopes`; 401 when anonymous,
+    403 when a scope is missing. Without `resource` the session's scopes are checked (`email`,
+    `urn:logto:scope:organizations`...); with it, the scopes of the access token for that API
+    resource (API permissions such as `read:items` are granted there, not to the session).
+
+        @app.get("/items", dependencies=[Depends(requires_scopes("read:items", resource=API))])
+    """
+    wanted = frozenset(scopes)
+
+    async def dependency(session: CurrentSession) -> LogtoUser:
+        if resource is None:
+            granted: Iterable[str] = session.scopes
+        else:
+            claims = await _token_call(session.get_access_token_claims(resource))
+            scope = claims.get("scope")
+            granted = scope.split() if isinstance(scope, str) else ()
+        missing = wanted.difference(granted)
+        if missing:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing scope: {' '.join(sorted(missing))}")
+        return session.user
+
+    return dependency
+
+
+def access_token(resource: str | None = None, *, organization_id: str | None = None) -> Callable[..., Awaitable[str]]:
+    """A dependency: a valid access token for `resource` (or the organization), refreshed when
+    needed. 401 when anonymous or no token can be had (not granted, refresh refused: sign in
+    again), 503 when the provider or the session store cannot be reached.
+
+        async def items(token: Annotated[str, Depends(access_token("https://api.example.com"))]): ...
+    """
+
+    async def dependency(session: CurrentSession) -> str:
+        return await _token_call(session.get_access_token(resource, organization_id))
+
+    return dependency
+
+
+async def _token_call(call: Awaitable[_T]) -> _T:
+    """Await a session token method; its errors become clean HTTP answers."""
+    try:
+        return await call
+    except AccessTokenError as exc:
+        if exc.transient:
+            raise _unavailable() from exc
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, f"no access token: {exc}",
+                            headers={"WWW-Authenticate": "Cookie"}) from exc
+    except (ProviderUnavailable, StoreUnavailable) as exc:
+        raise _unavailable() from exc
+    except LogtoError as exc:  # the provider answered something unusable
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the sign-in provider failed") from exc
+
+
+def _unavailable() -> HTTPException:
+    return HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the sign-in provider is unavailable",
+                         headers={"Retry-After": "5"})
