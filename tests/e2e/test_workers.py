@@ -286,6 +286,7 @@ def test_one_refresh_per_burst_and_the_session_survives(deployment: Deployment) 
 
     table: list[str] = []
     problems: list[str] = []
+    one_worker_bursts: list[int] = []
     for burst in range(1, BURSTS + 1):
         wait_until_due(expiry)
         row = f"burst {burst}:"
@@ -330,7 +331,10 @@ def test_one_refresh_per_burst_and_the_session_survives(deployment: Deployment) 
         if bearer_cookies:
             problems.append(f"burst {burst}: Bearer callers got Set-Cookie headers {bearer_cookies[:2]}")
         if len(workers) < 2:
-            problems.append(f"burst {burst}: all requests served by one worker {workers}")
+            # Still one grant and every request signed in (checked above), but this burst did not
+            # test the processes' coordination: on a loaded 2-core machine the accept queue
+            # sometimes hands a whole burst to one worker. Most bursts must reach several.
+            one_worker_bursts.append(burst)
         if not jar.has_session:
             problems.append(f"burst {burst}: the browser lost its session cookie")
             break
@@ -343,6 +347,8 @@ def test_one_refresh_per_burst_and_the_session_survives(deployment: Deployment) 
     table.append(f"after: {after.status_code} {after.text[:120]}")
     if not signed_in_after:
         problems.append(f"the session is no longer signed in: {after.status_code} {after.text[:200]}")
+    if len(one_worker_bursts) > BURSTS // 2:
+        problems.append(f"bursts {one_worker_bursts} were each served by one worker: too few tested the coordination")
     report = "\n".join(table)
     print(f"{dep.server_name} x{WORKERS}, session format {dep.session_format}, workers seen {sorted(pids)}\n{report}")
     assert not problems, "\n".join(problems) + "\n" + report
