@@ -26,6 +26,15 @@ class LogtoConfigError(ValueError):
     """A missing or invalid setting; the message names the setting and its environment variable."""
 
 
+def _shown(value: str) -> str:
+    """`value` for an error message, a URL's credentials (`redis://:password@host`) masked: the
+    message reaches logs and the doctor's output."""
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return value
+
+
 def _fail(setting: str, env: str | None, problem: str) -> LogtoConfigError:
     where = f"{setting} ({env})" if env else setting
     return LogtoConfigError(f"logto_middleware: {where} {problem}")
@@ -142,7 +151,7 @@ class LogtoConfig:
         store = self.session_store.strip()
         if store not in ("cookie", "memory") and not store.startswith(("redis://", "rediss://", "unix://")):
             raise _fail("session_store", "AUTH_SESSION_STORE",
-                        f"must be cookie, memory or a redis:// URL, not {store!r}")
+                        f"must be cookie, memory or a redis:// URL, not {_shown(store)!r}")
         set_(self, "session_store", store)
         if self.session_format not in ("logto", "authjs"):
             raise _fail("session_format", "AUTH_SESSION_FORMAT",
@@ -156,7 +165,7 @@ class LogtoConfig:
         elif lock and not lock.startswith(("redis://", "rediss://", "unix://")) and not os.path.isabs(lock):
             raise _fail("refresh_lock", "AUTH_REFRESH_LOCK",
                         f"must be empty (a private local directory), off, a redis:// URL or an absolute directory, "
-                        f"not {self.refresh_lock!r}")
+                        f"not {_shown(self.refresh_lock)!r}")
         set_(self, "refresh_lock", lock)
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")

@@ -115,3 +115,12 @@ def test_the_call_deadline_follows_http_timeout_unless_set() -> None:
     for bad in (0, -1.0):
         with pytest.raises(LogtoConfigError, match="http_deadline"):
             config.replace(http_deadline=bad)
+
+
+@pytest.mark.parametrize("setting", ["session_store", "refresh_lock"])
+def test_a_refused_url_setting_never_shows_its_password(setting: str) -> None:
+    """The message reaches logs and the doctor's output: a URL's credentials are masked."""
+    with pytest.raises(LogtoConfigError) as refused:
+        LogtoConfig.from_env(GOOD, **{setting: "redis+cluster://user:hunter2@cache.internal:6379/0"})
+    assert "hunter2" not in str(refused.value)
+    assert "redis+cluster://***@cache.internal:6379/0" in str(refused.value)
