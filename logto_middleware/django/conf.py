@@ -23,8 +23,7 @@ class Options:
 
 def options_from_settings() -> Options:
     """`settings.LOGTO`: a `LogtoConfig`, or a dict of its keyword arguments (plus `http_client`,
-    `async_http_client`, `store` and `clock`); without it `LogtoConfig.from_env()`. Under
-    `FORCE_SCRIPT_NAME` the routes are served under that prefix."""
+    `async_http_client`, `store` and `clock`); without it `LogtoConfig.from_env()`."""
     value = getattr(settings, "LOGTO", None)
     runtime: dict[str, Any] = {}
     if value is None:
@@ -35,7 +34,4 @@ def options_from_settings() -> Options:
         values = dict(value)
         runtime = {key: values.pop(key) for key in _RUNTIME if key in values}
         config = LogtoConfig(**values)
-    prefix = (getattr(settings, "FORCE_SCRIPT_NAME", None) or "").rstrip("/")
-    if prefix:
-        config = config.replace(base_path=prefix + config.base_path)
     return Options(config, runtime)

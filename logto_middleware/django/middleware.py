@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .._core.handler import LogtoCore, Passage
-from .._messages import Request, Response
+from .._messages import Request, Response, url_root
 from ..flow import AsyncDriver, SyncDriver
 from .conf import options_from_settings
 from .session import DjangoSession
@@ -79,7 +79,7 @@ class LogtoMiddleware:
             outcome = self.core.fail_closed(exc, logto_request)
         if isinstance(outcome, Response):
             return _django_response(outcome)
-        self._attach(request, outcome)
+        self._attach(request, outcome, logto_request.root)
         response = self.get_response(request)
         if outcome.session is None and not outcome.may_write:
             return response
@@ -99,7 +99,7 @@ class LogtoMiddleware:
             outcome = self.core.fail_closed(exc, logto_request)
         if isinstance(outcome, Response):
             return _django_response(outcome)
-        self._attach(request, outcome)
+        self._attach(request, outcome, logto_request.root)
         response = await self.get_response(request)
         if outcome.session is None and not outcome.may_write:
             return response
@@ -108,10 +108,10 @@ class LogtoMiddleware:
             cookies = await self.async_driver.run(outcome.finish())
         return _with_cookies(response, cookies)
 
-    def _attach(self, request: HttpRequest, passage: Passage) -> None:
+    def _attach(self, request: HttpRequest, passage: Passage, root: str) -> None:
         request.logto_user = passage.user
         request.logto_session = passage.session
-        request.logto_base_path = self.config.base_path
+        request.logto_base_path = root + self.config.base_path  # on the site: Django's script prefix first
         if self.link_users:
             from .users import attach_django_user
 
@@ -133,8 +133,8 @@ def _check_order(middleware: list[str]) -> None:
 
 
 def _neutral_request(request: HttpRequest, core: LogtoCore) -> Request | Response:
-    """The request for the core (the path with Django's script prefix, so the routes, the
-    redirect_uri and every redirect keep it), or a 413 for an oversized POST to a route."""
+    """The request for the core (the path within the app, and Django's script prefix as its root,
+    so the redirect_uri and every redirect keep it), or a 413 for an oversized POST to a route."""
     meta = request.META
     scheme = request.scheme or "http"
     # Without a Host header (Django's test client sends none), the server's name: its port only
@@ -142,9 +142,12 @@ def _neutral_request(request: HttpRequest, core: LogtoCore) -> Request | Respons
     server, port = str(meta.get("SERVER_NAME", "localhost")), str(meta.get("SERVER_PORT", ""))
     if port and port != {"http": "80", "https": "443"}.get(scheme):
         server += ":" + port
-    neutral = Request(method=(request.method or "GET").upper(), path=request.path,
+    # `path_info` is the path within the app; the rest of `path` is Django's script prefix
+    # (`SCRIPT_NAME` from the server, or `FORCE_SCRIPT_NAME`), the app's root as in wsgi.py.
+    script_prefix = request.path[:len(request.path) - len(request.path_info)]
+    neutral = Request(method=(request.method or "GET").upper(), path=request.path_info,
                       query_string=meta.get("QUERY_STRING", ""), headers=_Headers(request.headers),
-                      scheme=scheme, server=server)
+                      scheme=scheme, server=server, root=url_root(script_prefix) if script_prefix else "")
     if neutral.method == "POST" and core.is_route(neutral.path):
         try:
             length = int(meta.get("CONTENT_LENGTH") or 0)
