@@ -224,9 +224,10 @@ def public_url(host: str, port: int) -> str:
 # -- URLs and JSON -----------------------------------------------------------------------------
 
 
-def signin_redirect(path: str, query: str = "") -> str:
-    """Where a protected page sends an anonymous visitor: sign in, then back to the page."""
-    return signin_url(f"{path}?{query}" if query else path, base_path=AUTH_BASE)
+def signin_redirect(path: str, query: str = "", *, root: str = "") -> str:
+    """Where a protected page sends an anonymous visitor: sign in, then back to the page (`path`:
+    the full path, prefix included; `root`: the prefix the app is served under)."""
+    return signin_url(f"{path}?{query}" if query else path, base_path=root + AUTH_BASE)
 
 
 def _iso(timestamp: int | None) -> str | None:
@@ -365,9 +366,10 @@ footer{text-align:center;color:var(--muted);font-size:.85rem;margin:2rem 0}
 # header, which the middleware accepts on its own; the token makes it work without one too.
 _SCRIPT = """
 (async () => {
+  const base = document.body.dataset.authBase;  // the app may be served under a prefix
   const status = document.getElementById("session-status");
   try {
-    const response = await fetch("/api/auth/session", {headers: {accept: "application/json"}});
+    const response = await fetch(`${base}/session`, {headers: {accept: "application/json"}});
     const session = response.ok ? await response.json() : null;
     const signedIn = Boolean(session && session.user);
     status.textContent = signedIn ? "signed in" : "signed out";
@@ -377,7 +379,7 @@ _SCRIPT = """
   }
   const forms = document.querySelectorAll("form[action$='/signout']");
   if (forms.length) {
-    const response = await fetch("/api/auth/csrf", {headers: {accept: "application/json"}});
+    const response = await fetch(`${base}/csrf`, {headers: {accept: "application/json"}});
     const {csrfToken} = await response.json();
     forms.forEach((form) => {
       let field = form.querySelector("input[name=csrfToken]");
@@ -392,15 +394,16 @@ _SCRIPT = """
 """
 
 
-def _layout(title: str, framework: str, content: str) -> str:
+def _layout(title: str, framework: str, content: str, root: str) -> str:
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
-        f"<title>{escape(title)} · Logto + {escape(framework)}</title><style>{_CSS}</style></head><body>"
+        f"<title>{escape(title)} · Logto + {escape(framework)}</title><style>{_CSS}</style></head>"
+        f"<body data-auth-base=\"{escape(root + AUTH_BASE)}\">"
         "<header class=\"topbar\">"
-        f"<a class=\"brand\" href=\"/\"><span class=\"logo\">L</span>Logto + {escape(framework)}</a>"
-        "<nav><a href=\"/\">Home</a><a href=\"/profile\">Profile</a><a href=\"/api-demo\">API demo</a>"
-        "<a href=\"/api/me\">/api/me</a></nav>"
+        f"<a class=\"brand\" href=\"{escape(root)}/\"><span class=\"logo\">L</span>Logto + {escape(framework)}</a>"
+        f"<nav><a href=\"{escape(root)}/\">Home</a><a href=\"{escape(root)}/profile\">Profile</a>"
+        f"<a href=\"{escape(root)}/api-demo\">API demo</a><a href=\"{escape(root)}/api/me\">/api/me</a></nav>"
         "<span id=\"session-status\" class=\"status\">checking…</span></header>"
         f"<main>{content}</main>"
         f"<footer>Sign-in by <code>logto_middleware</code> on {escape(framework)}</footer>"
@@ -424,26 +427,28 @@ def _person(user: LogtoUser) -> str:
             f"<h1 class=\"name\">{escape(user.display_name)}</h1>{email}</div></div>")
 
 
-def _signin(callback: str, direct_sign_in: str | None = None) -> str:
-    return signin_url(callback, direct_sign_in=direct_sign_in, base_path=AUTH_BASE)
+def _signin(root: str, path: str, direct_sign_in: str | None = None) -> str:
+    """Sign in, then back to `path` (within the app) under `root`."""
+    return signin_url(root + path, direct_sign_in=direct_sign_in, base_path=root + AUTH_BASE)
 
 
-def _signout_form() -> str:
-    return signout_form("Sign out", css_class="signout", base_path=AUTH_BASE)
+def _signout_form(root: str) -> str:
+    return signout_form("Sign out", css_class="signout", base_path=root + AUTH_BASE)
 
 
-def home_page(user: LogtoUser | AnonymousUser, framework: str) -> str:
+def home_page(user: LogtoUser | AnonymousUser, framework: str, *, root: str = "") -> str:
+    """`/`; `root` is the prefix the app is served under (ASGI `root_path`, WSGI `SCRIPT_NAME`)."""
     if isinstance(user, LogtoUser):
         content = (
             f"<section class=\"card\">{_person(user)}"
             f"<p class=\"lead\">You are signed in with Logto. This page is rendered by {escape(framework)} "
             "with the user the middleware put on the request.</p>"
-            "<div class=\"stack\"><a class=\"button primary\" href=\"/profile\">View your profile</a>"
-            f"{_signout_form()}</div></section>"
+            f"<div class=\"stack\"><a class=\"button primary\" href=\"{escape(root)}/profile\">View your profile</a>"
+            f"{_signout_form(root)}</div></section>"
         )
-        return _layout("Home", framework, content)
+        return _layout("Home", framework, content, root)
     social = "".join(
-        f"<a class=\"button {css}\" href=\"{escape(_signin('/', connector))}\">"
+        f"<a class=\"button {css}\" href=\"{escape(_signin(root, '/', connector))}\">"
         f"<span class=\"mark\" aria-hidden=\"true\">{escape(label[:1])}</span>Continue with {escape(label)}</a>"
         for connector, label, css in SOCIAL_CONNECTORS
     )
@@ -451,17 +456,17 @@ def home_page(user: LogtoUser | AnonymousUser, framework: str) -> str:
         "<section class=\"card\"><h1>Welcome</h1>"
         f"<p class=\"lead\">A small {escape(framework)} app that signs you in with Logto. "
         "Sign in to see your name, email and picture.</p>"
-        f"<div class=\"stack\"><a class=\"button primary\" href=\"{escape(_signin('/'))}\">Sign in</a>"
+        f"<div class=\"stack\"><a class=\"button primary\" href=\"{escape(_signin(root, '/'))}\">Sign in</a>"
         f"<div class=\"divider\">or</div>{social}</div></section>"
     )
-    return _layout("Home", framework, content)
+    return _layout("Home", framework, content, root)
 
 
 def _claim_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def profile_page(user: LogtoUser, session: Session, framework: str) -> str:
+def profile_page(user: LogtoUser, session: Session, framework: str, *, root: str = "") -> str:
     facts = [
         ("User ID", user.id),
         ("Name", user.name or "—"),
@@ -479,9 +484,9 @@ def profile_page(user: LogtoUser, session: Session, framework: str) -> str:
         f"<section class=\"card\">{_person(user)}"
         f"<dl class=\"facts\">{fact_rows}</dl>"
         f"<h2>ID token claims</h2><table>{claim_rows}</table>"
-        f"<h2>Session</h2><div class=\"stack\">{_signout_form()}</div></section>"
+        f"<h2>Session</h2><div class=\"stack\">{_signout_form(root)}</div></section>"
     )
-    return _layout("Profile", framework, content)
+    return _layout("Profile", framework, content, root)
 
 
 _TIME_CLAIMS = frozenset({"exp", "iat", "nbf", "auth_time"})
@@ -508,7 +513,7 @@ _API_SETUP = (
 )
 
 
-def _api_section(demo: ApiDemo) -> str:
+def _api_section(demo: ApiDemo, root: str) -> str:
     api = demo.api
     if api is None:
         return _notice("api-off", _API_SETUP)
@@ -517,7 +522,7 @@ def _api_section(demo: ApiDemo) -> str:
              "the way a back end calls another service. The API checks the token's signature, issuer, "
              f"audience, expiry and the scope <code>{escape(API_SCOPE)}</code>.</p>")
     if demo.token_error is not None:
-        retry = escape(_signin("/api-demo"))
+        retry = escape(_signin(root, "/api-demo"))
         return (intro + _notice("token-error", f"No access token for the API: {demo.token_error}.")
                 + f"<div class=\"stack\"><a class=\"button primary\" href=\"{retry}\">Sign in again</a></div>")
     if demo.call_error is not None:
@@ -534,7 +539,7 @@ def _api_section(demo: ApiDemo) -> str:
     return f"{intro}<h2>The example API answered</h2>{answer}{claims}"
 
 
-def _organization_section(demo: ApiDemo) -> str:
+def _organization_section(demo: ApiDemo, root: str) -> str:
     if ORGANIZATIONS_SCOPE not in demo.userinfo_scopes or demo.userinfo is None:
         return ""
     organizations = demo.organizations
@@ -544,7 +549,7 @@ def _organization_section(demo: ApiDemo) -> str:
     options = "".join(
         f"<option value=\"{escape(org)}\"{' selected' if org == demo.selected_organization else ''}>"
         f"{escape(org)}</option>" for org in organizations)
-    switcher = ("<form class=\"switcher\" method=\"get\" action=\"/api-demo\">"
+    switcher = (f"<form class=\"switcher\" method=\"get\" action=\"{escape(root)}/api-demo\">"
                 f"<select name=\"organization\" id=\"organization\" aria-label=\"Organization\">{options}</select>"
                 "<button type=\"submit\">Switch</button></form>")
     result = ""
@@ -568,11 +573,11 @@ def _userinfo_section(demo: ApiDemo) -> str:
     return "<h2>User info</h2>" + _claims_table("userinfo", shown)
 
 
-def api_demo_page(user: LogtoUser, demo: ApiDemo, framework: str) -> str:
+def api_demo_page(user: LogtoUser, demo: ApiDemo, framework: str, *, root: str = "") -> str:
     """`/api-demo`: the example API called with the user's access token, and the organization switcher."""
     content = (
-        f"<section class=\"card\"><h1>API demo</h1>{_api_section(demo)}"
-        f"{_organization_section(demo)}{_userinfo_section(demo)}"
-        f"<h2>Session</h2><div class=\"stack\">{_signout_form()}</div></section>"
+        f"<section class=\"card\"><h1>API demo</h1>{_api_section(demo, root)}"
+        f"{_organization_section(demo, root)}{_userinfo_section(demo)}"
+        f"<h2>Session</h2><div class=\"stack\">{_signout_form(root)}</div></section>"
     )
-    return _layout("API demo", framework, content)
+    return _layout("API demo", framework, content, root)

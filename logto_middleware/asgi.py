@@ -44,6 +44,10 @@ class LogtoASGIMiddleware:
         # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
         self.anonymous_auth = AnonymousAuth(base_path=self.config.base_path)
 
+    def _anonymous_auth(self, root: str) -> AnonymousAuth:
+        """`request.auth` of an anonymous request; under a prefix it signs in under the prefix."""
+        return self.anonymous_auth if not root else AnonymousAuth(base_path=self.core.base_path(root))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -64,7 +68,7 @@ class LogtoASGIMiddleware:
             await _send_response(send, outcome)
             return
         scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else self.anonymous_auth
+        scope["auth"] = outcome.session if outcome.session is not None else self._anonymous_auth(request.root)
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)
             return

@@ -7,7 +7,7 @@ from typing import Any
 import common
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import path
+from django.urls import get_script_prefix, path
 
 FRAMEWORK = "Django"
 
@@ -16,14 +16,19 @@ def _html(body: str) -> HttpResponse:
     return HttpResponse(body, headers=common.NO_STORE)
 
 
+def _root() -> str:
+    """The prefix the app is served under (`SCRIPT_NAME`, `FORCE_SCRIPT_NAME`), for the pages' links."""
+    return str(get_script_prefix()).rstrip("/")
+
+
 def home(request: HttpRequest) -> HttpResponse:
-    return _html(common.home_page(request.logto_user, FRAMEWORK))
+    return _html(common.home_page(request.logto_user, FRAMEWORK, root=_root()))
 
 
 @login_required  # type: ignore[untyped-decorator]  # request.user: the Django User linked to Logto's
 def profile(request: HttpRequest) -> HttpResponse:
     session: Any = request.logto_session
-    return _html(common.profile_page(request.logto_user, session, FRAMEWORK))
+    return _html(common.profile_page(request.logto_user, session, FRAMEWORK, root=_root()))
 
 
 def me(request: HttpRequest) -> JsonResponse:

@@ -46,6 +46,11 @@ import common
 FRAMEWORK = "FastAPI"
 
 
+def _root(request: Request) -> str:
+    """The prefix the app is served under (`uvicorn --root-path`, a mount), for the pages' links."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def create_app(config: LogtoConfig | None = None) -> FastAPI:
     """The example app with the middleware; `config` defaults to the environment (and .env)."""
     if config is None:
@@ -54,13 +59,15 @@ def create_app(config: LogtoConfig | None = None) -> FastAPI:
     app.add_middleware(LogtoASGIMiddleware, config=config)
 
     @app.get("/", response_class=HTMLResponse)
-    async def home(user: OptionalUser) -> HTMLResponse:
-        return HTMLResponse(common.home_page(user or AnonymousUser(), FRAMEWORK), headers=common.NO_STORE)
+    async def home(request: Request, user: OptionalUser) -> HTMLResponse:
+        page = common.home_page(user or AnonymousUser(), FRAMEWORK, root=_root(request))
+        return HTMLResponse(page, headers=common.NO_STORE)
 
     @app.get("/profile", response_class=HTMLResponse)
-    async def profile(user: LoginRequired, session: CurrentSession) -> HTMLResponse:
+    async def profile(request: Request, user: LoginRequired, session: CurrentSession) -> HTMLResponse:
         # A page: an anonymous visitor is sent to sign in and comes back here.
-        return HTMLResponse(common.profile_page(user, session, FRAMEWORK), headers=common.NO_STORE)
+        page = common.profile_page(user, session, FRAMEWORK, root=_root(request))
+        return HTMLResponse(page, headers=common.NO_STORE)
 
     @app.get("/api/me")
     async def me(user: CurrentUser, session: CurrentSession) -> JSONResponse:

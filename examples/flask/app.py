@@ -51,13 +51,13 @@ def _signed_in() -> tuple[LogtoUser, SyncSession]:
 
 
 def home() -> Response:
-    return _html(common.home_page(current_user, FRAMEWORK))
+    return _html(common.home_page(current_user, FRAMEWORK, root=request.script_root))
 
 
 @login_required
 def profile() -> ResponseReturnValue:
     user, session = _signed_in()
-    return _html(common.profile_page(user, session, FRAMEWORK))
+    return _html(common.profile_page(user, session, FRAMEWORK, root=request.script_root))
 
 
 def me() -> ResponseReturnValue:
@@ -81,7 +81,7 @@ def api_demo() -> ResponseReturnValue:
         call_example_api(session, demo)
     if demo.userinfo_scopes:
         switch_organization(session, demo, request.args.get("organization"))
-    return _html(common.api_demo_page(user, demo, FRAMEWORK))
+    return _html(common.api_demo_page(user, demo, FRAMEWORK, root=request.script_root))
 
 
 def call_example_api(session: SyncSession, demo: common.ApiDemo) -> None:

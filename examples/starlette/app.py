@@ -42,14 +42,21 @@ import common
 FRAMEWORK = "Starlette"
 
 
+def _root(request: Request) -> str:
+    """The prefix the app is served under (`uvicorn --root-path`, a `Mount`), for the pages' links."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 async def home(request: Request) -> Response:
-    return HTMLResponse(common.home_page(request.user, FRAMEWORK), headers=common.NO_STORE)
+    return HTMLResponse(common.home_page(request.user, FRAMEWORK, root=_root(request)), headers=common.NO_STORE)
 
 
 async def profile(request: Request) -> Response:
     if not request.user.is_authenticated:
-        return RedirectResponse(common.signin_redirect(request.url.path, request.url.query), status_code=302)
-    return HTMLResponse(common.profile_page(request.user, request.auth, FRAMEWORK), headers=common.NO_STORE)
+        location = common.signin_redirect(request.url.path, request.url.query, root=_root(request))
+        return RedirectResponse(location, status_code=302)
+    page = common.profile_page(request.user, request.auth, FRAMEWORK, root=_root(request))
+    return HTMLResponse(page, headers=common.NO_STORE)
 
 
 async def me(request: Request) -> Response:
@@ -63,7 +70,8 @@ async def api_demo(request: Request) -> Response:
     """Get an access token for the example API's resource, call the API with it over HTTP, and
     switch organizations: everything on the server, the tokens never reach the browser."""
     if not request.user.is_authenticated:
-        return RedirectResponse(common.signin_redirect(request.url.path, request.url.query), status_code=302)
+        location = common.signin_redirect(request.url.path, request.url.query, root=_root(request))
+        return RedirectResponse(location, status_code=302)
     session = request.auth
     assert isinstance(session, AsyncSession)
     demo = common.ApiDemo(request.app.state.example_api, userinfo_scopes=common.userinfo_scopes_granted(session))
@@ -71,7 +79,8 @@ async def api_demo(request: Request) -> Response:
         await call_example_api(request, session, demo)
     if demo.userinfo_scopes:
         await switch_organization(session, demo, request.query_params.get("organization"))
-    return HTMLResponse(common.api_demo_page(request.user, demo, FRAMEWORK), headers=common.NO_STORE)
+    page = common.api_demo_page(request.user, demo, FRAMEWORK, root=_root(request))
+    return HTMLResponse(page, headers=common.NO_STORE)
 
 
 async def call_example_api(request: Request, session: AsyncSession, demo: common.ApiDemo) -> None:

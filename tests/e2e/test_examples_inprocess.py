@@ -149,3 +149,18 @@ def test_api_me_never_shows_tokens(client: httpx.Client, config: LogtoConfig) ->
 
     no_token = make_session_cookie(config, {"sub": "bob"}, access_token=None)
     assert client.get("/api/me", headers={"Cookie": no_token}).json()["has_access_token"] is False
+
+
+def test_fastapi_pages_link_under_the_root_path(config: LogtoConfig) -> None:
+    """The FastAPI example behind `uvicorn --root-path /app`: links and the sign-in redirect carry
+    the prefix (Starlette and Flask: tests/e2e/test_prefix_oidc.py, under their real servers)."""
+    app: Any = load_example("fastapi").create_app(config)
+    with TestClient(app, base_url="http://localhost:3000", root_path="/app", follow_redirects=False) as client:
+        page = client.get("/app/").text
+        assert 'data-auth-base="/app/api/auth"' in page and 'href="/app/profile"' in page
+        assert 'href="/app/api/auth/signin?callbackUrl=%2Fapp%2F"' in page
+        protected = client.get("/app/profile", headers={"Accept": "text/html"})  # a page, not an API
+    assert protected.status_code == 303, protected.text
+    location = urlsplit(protected.headers["location"])
+    assert location.path == "/app/api/auth/signin"
+    assert parse_qs(location.query) == {"callbackUrl": ["/app/profile"]}

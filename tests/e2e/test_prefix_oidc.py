@@ -93,3 +93,19 @@ def test_sign_in_and_out_under_a_prefix(stack: Stack, browser: Browser) -> None:
     assert after.startswith(browser.public("/")), after
     assert op.stats()["end_session_success"] == 1
     assert browser.fetch("GET", browser.public("/api/me")).status_code == 401
+
+
+def test_pages_link_under_the_prefix(stack: Stack, browser: Browser) -> None:
+    """The example's pages link, fetch and redirect under the prefix, as a browser follows them."""
+    home = browser.fetch("GET", browser.public("/"))
+    assert home.status_code == 200, home.text
+    page = home.text
+    assert f'data-auth-base="{PREFIX}/api/auth"' in page
+    assert f'href="{PREFIX}/profile"' in page and f'href="{PREFIX}/api/me"' in page
+    assert f'href="{PREFIX}/api/auth/signin?callbackUrl=%2Fapp%2F"' in page
+    assert 'href="/profile"' not in page and 'href="/api/auth/' not in page
+    protected = browser.fetch("GET", browser.public("/profile"))
+    assert protected.status_code == 302, protected.text
+    target = urlsplit(protected.headers["location"])
+    assert target.path == f"{PREFIX}/api/auth/signin", protected.headers["location"]
+    assert parse_qs(target.query).get("callbackUrl") == [f"{PREFIX}/profile"], protected.headers["location"]
