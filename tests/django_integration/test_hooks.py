@@ -46,6 +46,6 @@ def test_hooks_from_settings(logto_without_auth: dict[str, Any], fake: FakeLogto
 
 
 def test_async_hooks_under_a_sync_django_are_refused_at_start(logto_without_auth: dict[str, Any]) -> None:
-    with override_settings(LOGTO={**logto_without_auth, "hooks": AsyncRoleHooks}):
-        with pytest.raises((LogtoConfigError, ImproperlyConfigured), match="coroutine functions"):
-            Client().get("/")
+    with (override_settings(LOGTO={**logto_without_auth, "hooks": AsyncRoleHooks}),
+          pytest.raises((LogtoConfigError, ImproperlyConfigured), match="coroutine functions")):
+        Client().get("/")
