@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from logto_middleware import LogtoConfig, LogtoConfigError, LogtoHooks, LogtoUser, LogtoWSGIMiddleware, MemoryStore
-from logto_middleware.testing import FakeLogto
+from logto_middleware.testing import FakeLogto, make_session_cookie
 
 
 def who(user: LogtoUser) -> str:
@@ -218,6 +218,15 @@ def test_without_hooks_fields_are_empty_and_session_is_unchanged(kind: str, fake
     body = harness.client.get("/").json()
     assert body["user_fields"] == {} and body["session_fields"] == {}
     assert set(harness.client.get("/api/auth/session").json()) == {"user", "expires"}
+
+
+@pytest.mark.parametrize("session_format", ["logto", "authjs"])
+def test_make_session_cookie_takes_fields_for_the_app_s_tests(kind: str, fake: FakeLogto, clock: Clock,
+                                                              session_format: str) -> None:
+    harness = make(kind, fake, clock, session_format, LogtoHooks())
+    cookie = make_session_cookie(harness.config, {"sub": "tester"}, fields={"roles": ["auditor"]}, clock=clock)
+    body = harness.client.get("/", headers={"cookie": cookie}).json()
+    assert body["user_fields"] == body["session_fields"] == {"roles": ["auditor"]}
 
 
 # -- the fail-closed rule -------------------------------------------------------------------------
