@@ -15,14 +15,13 @@ a hook); an event's exception is logged and ignored. Each failure is logged with
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # session.py imports config.py, which imports this module
     from .session import LogtoUser
 
-__all__ = ["HOOK_NAMES", "LogtoHooks"]
+__all__ = ["HOOK_NAMES", "LogtoHooks", "overridden_hooks"]
 
 HOOK_NAMES = ("sign_in", "session_data", "session", "signed_in", "signed_out", "session_ended_by_provider",
               "refresh_failed")
@@ -85,13 +84,8 @@ class LogtoHooks:
         (`invalid_grant`) or the failure's kind (`ProviderUnavailable`); `session_ended` says
         whether the session ended (refused grant) or is kept for a retry (outage)."""
 
-    # -- for the middleware --------------------------------------------------------------------
 
-    def overridden(self) -> dict[str, Any]:
-        """The hooks this object overrides, by name, as bound methods."""
-        return {name: getattr(self, name) for name in HOOK_NAMES
-                if getattr(type(self), name) is not getattr(LogtoHooks, name)}
-
-    def coroutine_hooks(self) -> list[str]:
-        """The names of the hooks written as coroutine functions (`async def`)."""
-        return [name for name, method in self.overridden().items() if inspect.iscoroutinefunction(method)]
+def overridden_hooks(hooks: LogtoHooks) -> dict[str, Callable[..., Any]]:
+    """The hooks `hooks` overrides, by name, as bound methods (the others need not be called)."""
+    return {name: getattr(hooks, name) for name in HOOK_NAMES
+            if getattr(type(hooks), name) is not getattr(LogtoHooks, name)}

@@ -20,6 +20,7 @@ from .._sessions.state import SessionState
 from ..config import LogtoConfig, LogtoConfigError
 from ..errors import LogtoError, OAuthError, TokenValidationError
 from ..flow import CallUser, Flow
+from ..hooks import overridden_hooks
 from ..session import LogtoUser, SessionData
 from .redirects import safe_redirect
 
@@ -42,7 +43,7 @@ class UserCode:
         self._report = report
         hooks = config.hooks
         # Only the hooks the app overrides: the others cost nothing.
-        self._hooks: dict[str, Callable[..., Any]] = hooks.overridden() if hooks is not None else {}
+        self._hooks = overridden_hooks(hooks) if hooks is not None else {}
         self._max_fields = hooks.max_session_data if hooks is not None else 0
 
     def require_sync(self) -> None:
