@@ -26,6 +26,7 @@ from .errors import (
     TokenValidationError,
 )
 from .helpers import signin_url, signout_form
+from .hooks import LogtoHooks
 from .session import AnonymousAuth, AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
 from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
@@ -46,6 +47,7 @@ __all__ = [
     "LogtoConfig",
     "LogtoConfigError",
     "LogtoError",
+    "LogtoHooks",
     "LogtoUser",
     "LogtoWSGIMiddleware",
     "MemoryStore",

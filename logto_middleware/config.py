@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from .hooks import LogtoHooks
+
 __all__ = ["LogtoConfig", "LogtoConfigError", "ProfileMapper"]
 
 ProfileMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -68,6 +70,10 @@ class LogtoConfig:
     the app's code, run under the fail-closed rule: if it raises (or answers no mapping) the
     sign-in ends on the `Configuration` error page, a session it cannot map is cleared, and the
     traceback is logged once per raise site.
+
+    `hooks` is the app's `LogtoHooks` (a subclass's instance): refuse or redirect a sign-in,
+    keep fields (roles, a tenant) in the session, shape `/session`, and hear of sign-ins,
+    sign-outs, back-channel logouts and failed refreshes, as Auth.js's callbacks and events.
     """
 
     issuer: str
@@ -93,6 +99,7 @@ class LogtoConfig:
     resources: Sequence[str] = ()
     session_format: str = "logto"
     refresh_lock: str = ""
+    hooks: LogtoHooks | None = None
     secrets: tuple[str, ...] = field(init=False, repr=False)
     scope_list: tuple[str, ...] = field(init=False)
     base_path_from_url: bool = field(init=False, repr=False)
@@ -167,6 +174,10 @@ class LogtoConfig:
                         f"must be empty (a private local directory), off, a redis:// URL or an absolute directory, "
                         f"not {_shown(self.refresh_lock)!r}")
         set_(self, "refresh_lock", lock)
+        if self.hooks is not None and not isinstance(self.hooks, LogtoHooks):
+            if isinstance(self.hooks, type) and issubclass(self.hooks, LogtoHooks):
+                raise _fail("hooks", None, f"must be an instance: hooks={self.hooks.__name__}()")
+            raise _fail("hooks", None, f"must be an instance of a LogtoHooks subclass, not {self.hooks!r}")
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")
         if self.http_deadline is not None and self.http_deadline <= 0:

@@ -15,6 +15,10 @@ result. The effects:
   with the same key (single-flight);
 - `Call(sync, async_, args)`: a store's I/O; the sync driver calls `sync(*args)`, the async
   driver awaits `async_(*args)`; exceptions are thrown back into the flow;
+- `CallUser(function, args)`: the app's own code (its hooks); both drivers call
+  `function(*args)`, the async driver awaits what it answers if that is awaitable, the sync
+  driver refuses it (`LogtoConfigError`: a coroutine needs an event loop); exceptions are
+  thrown back into the flow;
 - `Sleep(seconds)`: wait without blocking the event loop.
 
 `SyncDriver` and `AsyncDriver` differ only in how they wait.
@@ -23,6 +27,7 @@ result. The effects:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import threading
 import time
@@ -33,10 +38,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .config import LogtoConfigError
 from .errors import ProviderError, ProviderUnavailable
 
-__all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "AsyncDriver", "Call", "Fetch", "Flow", "Shared", "Sleep",
-           "SyncDriver", "returns", "run_without_io"]
+__all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "AsyncDriver", "Call", "CallUser", "Fetch", "Flow", "Shared",
+           "Sleep", "SyncDriver", "returns", "run_without_io"]
 
 T = TypeVar("T")
 
@@ -72,11 +78,19 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
+class CallUser:
+    """The app's code (a hook): `function(*args)`, awaited in ASGI when it answers an awaitable."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Sleep:
     seconds: float
 
 
-Effect = Fetch | httpx.Request | Shared | Call | Sleep
+Effect = Fetch | httpx.Request | Shared | Call | CallUser | Sleep
 Flow = Generator[Effect, Any, T]
 
 
@@ -102,6 +116,10 @@ def returns(value: T) -> Flow[T]:
     """A flow that does no I/O and returns `value` (for stores that live in memory)."""
     return value
     yield  # makes this a generator
+
+
+def _name(function: Callable[..., Any]) -> str:
+    return str(getattr(function, "__qualname__", None) or type(function).__qualname__)
 
 
 def _unavailable(exc: httpx.HTTPError, request: httpx.Request) -> ProviderUnavailable:
@@ -212,6 +230,14 @@ class SyncDriver:
             return self._fetch(_Download(effect, self.deadline, self.client.timeout))
         if isinstance(effect, Call):
             return effect.sync(*effect.args)
+        if isinstance(effect, CallUser):
+            result = effect.function(*effect.args)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: closed, or Python warns at garbage collection
+                raise LogtoConfigError(f"logto_middleware: {_name(effect.function)} answered an awaitable: "
+                                       "async hooks need the ASGI middleware (under WSGI, write it without async)")
+            return result
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
             return None
@@ -306,7 +332,7 @@ class AsyncDriver:
             except Exception as exc:
                 error = exc
 
-    async def _perform(self, effect: Fetch | httpx.Request | Call | Sleep) -> Any:
+    async def _perform(self, effect: Fetch | httpx.Request | Call | CallUser | Sleep) -> Any:
         if isinstance(effect, (Fetch, httpx.Request)):
             download = _Download(effect, self.deadline, self.client.timeout)
             try:
@@ -316,6 +342,9 @@ class AsyncDriver:
                 raise download.late() from None
         if isinstance(effect, Call):
             return await effect.async_(*effect.args)
+        if isinstance(effect, CallUser):
+            result = effect.function(*effect.args)
+            return await result if inspect.isawaitable(result) else result
         await asyncio.sleep(effect.seconds)
         return None
 

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from starlette.authentication import AuthCredentials, BaseUser
@@ -18,7 +19,8 @@ __all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "LogtoUser", "Sessi
            "session_claims"]
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
-_EXTRA_OBJECTS = ("tokens", "authjs")
+_EXTRA_OBJECTS = ("tokens", "fields")
+_NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 # `json.dumps(..., separators=...)` builds an encoder on every call; this one is built once.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
@@ -41,10 +43,14 @@ class SessionTokens(Protocol):
 class LogtoUser(BaseUser):
     """A signed-in user, mapped from the ID token claims as Auth.js's Logto provider does."""
 
-    __slots__ = ("claims", "email", "id", "image", "name")
+    __slots__ = ("claims", "email", "fields", "id", "image", "name")
 
-    def __init__(self, claims: Mapping[str, Any], profile: ProfileMapper | None = None) -> None:
+    def __init__(self, claims: Mapping[str, Any], profile: ProfileMapper | None = None,
+                 fields: Mapping[str, Any] = _NO_FIELDS) -> None:
         self.claims: dict[str, Any] = claims if isinstance(claims, dict) else dict(claims)
+        # The session's fields (`LogtoHooks.session_data`), read-only: the user of a decoded
+        # cookie serves every request that carries the cookie.
+        self.fields: Mapping[str, Any] = fields
         fields = profile(self.claims) if profile else _default_profile(self.claims)
         if not isinstance(fields, Mapping):
             raise TypeError(f"the profile mapper answered {type(fields).__name__}, not a mapping")
@@ -80,6 +86,7 @@ class AnonymousUser(BaseUser):
     email: str | None = None
     image: str | None = None
     claims: dict[str, Any] = {}  # noqa: RUF012 - read-only by convention, like Starlette's
+    fields: Mapping[str, Any] = _NO_FIELDS
 
     @property
     def is_authenticated(self) -> bool:
@@ -208,6 +215,16 @@ class SessionData:
         except TypeError:
             return None
 
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """The app's fields of the session (`LogtoHooks.session_data`; with the Auth.js cookie,
+        the members an Auth.js app put in its token), read-only."""
+        fields = self.extra.get("fields")
+        return MappingProxyType(fields) if fields else _NO_FIELDS
+
+    def with_fields(self, fields: Mapping[str, Any]) -> SessionData:
+        return replace(self, extra={**self.extra, "fields": dict(fields)})
+
     def user(self, profile: ProfileMapper | None = None) -> LogtoUser:
         """The user of this session, mapped from its claims once: the session is immutable, and
         a decoded cookie's session serves every request that carries the cookie."""
@@ -215,7 +232,7 @@ class SessionData:
         # dataclass refuses attributes set the usual way); not a field: not compared or stored.
         mapped: tuple[ProfileMapper | None, LogtoUser] | None = self.__dict__.get("_user")
         if mapped is None or mapped[0] is not profile:
-            mapped = self.__dict__["_user"] = (profile, LogtoUser(self.claims, profile))
+            mapped = self.__dict__["_user"] = (profile, LogtoUser(self.claims, profile, self.fields))
         return mapped[1]
 
     def with_changes(self, **changes: Any) -> SessionData:
@@ -283,6 +300,11 @@ class Session:
     @property
     def error(self) -> str | None:
         return self.data.error
+
+    @property
+    def fields(self) -> Mapping[str, Any]:
+        """The app's fields of the session (`LogtoHooks.session_data`), read-only."""
+        return self.data.fields
 
     def _bound(self) -> SessionTokens:
         if self._tokens is None:

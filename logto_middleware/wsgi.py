@@ -40,6 +40,7 @@ class LogtoWSGIMiddleware:
                               deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
                               session_factory=partial(SyncSession, profile=self.config.profile, run=self.driver.run))
+        self.core.user_code.require_sync()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ, _path(environ))

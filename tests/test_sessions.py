@@ -186,7 +186,7 @@ def test_make_session_cookie_stores_claims_once_when_they_are_the_id_token_s(fak
     assert client.get("/", headers={"cookie": other}).json()["name"] == "Someone Else"
 
 
-@pytest.mark.parametrize("member", ["tokens", "authjs"])
+@pytest.mark.parametrize("member", ["tokens", "fields"])
 @pytest.mark.parametrize("value", [[], 1, "s", None])
 def test_stored_session_whose_extra_members_are_not_objects_is_no_session(member: str, value: object) -> None:
     """The members of `extra` the package reads (`resource_token`, the Auth.js codec) call `.get`

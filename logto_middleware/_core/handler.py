@@ -154,9 +154,9 @@ class LogtoCore:
         # Makes the request's `Session` (`AsyncSession`, `SyncSession`) from the session data
         # and the keywords `tokens` and `user`.
         self.session_factory = session_factory or partial(Session, profile=config.profile)
-        self.manager = SessionManager(config, store=store, clock=clock)
         self.failures = FailureLog(log)
         self.user_code = UserCode(config, self.failures.report)
+        self.manager = SessionManager(config, store=store, clock=clock, hooks=self.user_code.refresh_hooks)
         self.routes = Routes(config, self.manager, self.user_code)
         self._base = config.base_path
 

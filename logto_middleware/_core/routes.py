@@ -25,7 +25,7 @@ from .._sessions.manager import SessionManager
 from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
 from ..flow import Flow
-from ..session import session_claims
+from ..session import SessionData, session_claims
 from ..stores import ServerSessions
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import request_origin, safe_redirect
@@ -333,9 +333,17 @@ class Routes:
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
-        if self._user_code.user(data, request) is None:
+        user = self._user_code.user(data, request)
+        if user is None:
             # The app's profile mapper cannot map this user: no session it could not read later.
             return self._error(request, "Configuration", cookies)
+        # The app's hooks: refuse the sign-in, send it elsewhere, or add fields to the session.
+        admitted = yield from self._user_code.sign_in(data, user, request, self.origin(request))
+        if not isinstance(admitted, SessionData):
+            if admitted is None:
+                return self._error(request, "AccessDenied", cookies)
+            return self._redirect(request, admitted, cookies)
+        data = admitted
         state_obj = yield from self.manager.read_session(request, refresh=False)
         if state_obj.cookie_value is not None:
             # A new sign-in always gets a new session id (no session fixation).
@@ -344,6 +352,7 @@ class Routes:
         state_obj.data, state_obj.dirty, state_obj.rolled, state_obj.cleared = data, True, True, False
         cookies += yield from self.manager.write_session(state_obj)
         log.info("signed in")
+        yield from self._user_code.signed_in(data, request)
         return self._redirect(request, transaction["target"], cookies)
 
     # -- sign-out ----------------------------------------------------------------------------
@@ -370,6 +379,7 @@ class Routes:
                                      origin, target)
         if data is None:
             return self._redirect(request, local_target, cookies)
+        yield from self._user_code.signed_out(data, request)
         try:
             metadata = yield from self.manager.provider.metadata()
         except LogtoError as exc:
@@ -418,6 +428,9 @@ class Routes:
         else:
             count = yield from sessions.delete_user(str(claims["sub"]))
         log.info("back-channel logout ended %d sessions", count)
+        sub, sid = claims.get("sub"), claims.get("sid")
+        yield from self._user_code.session_ended_by_provider(
+            sub if isinstance(sub, str) else None, sid if isinstance(sid, str) else None, count, request)
         return Response.json({}, 200)
 
     # -- JSON endpoints ----------------------------------------------------------------------
@@ -431,6 +444,7 @@ class Routes:
         body: dict[str, Any] = {"user": user.to_dict(), "expires": _iso(state.data.expires_at)}
         if state.data.error:
             body["error"] = state.data.error
+        body = yield from self._user_code.shape_session(body, user, request)
         return Response.json(body, cookies=cookies)
 
     def csrf(self, request: Request) -> Flow[Response]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import TTLCache
 
@@ -24,7 +24,7 @@ from .oauth import token_grant
 from .provider import ProviderCache
 from .tokens import decode_unverified, verify_id_token
 
-__all__ = ["Guard", "Refresher", "Target", "refresh_key"]
+__all__ = ["Guard", "RefreshHooks", "Refresher", "SessionDataFailed", "Target", "refresh_key"]
 
 log = logging.getLogger("logto_middleware")
 
@@ -32,6 +32,25 @@ Grant = Callable[[SessionData], "Flow[SessionData]"]
 Settled = Callable[[SessionData], bool]
 Guard = Callable[[SessionData, Grant, Settled], "Flow[SessionData | None]"]
 RefreshKey = tuple[str | None, str | None, str]
+
+
+class RefreshHooks(Protocol):
+    """The app's code that a refresh of the session's own tokens runs (its `LogtoHooks`, which
+    the core calls under the fail-closed rule): once per grant, inside the single flight."""
+
+    def refreshed(self, before: SessionData, after: SessionData) -> Flow[SessionData | None]:
+        """`after` with the app's fields; None when the app's code failed (the session ends)."""
+        ...
+
+    def refresh_failed(self, data: SessionData, error: LogtoError) -> Flow[None]: ...
+
+
+class SessionDataFailed(OAuthError):
+    """The app's `session_data` failed after a refresh: the session ends, as on a refused grant
+    (its fields, roles perhaps, could no longer be vouched for)."""
+
+    def __init__(self) -> None:
+        super().__init__("session_data_failed", "the app's session_data hook failed")
 
 
 @dataclass(frozen=True)
@@ -102,8 +121,9 @@ class Refresher:
 
     def __init__(self, config: LogtoConfig, provider: ProviderCache, *,
                  clock: Callable[[], float] = time.time, grace: float = 60.0, backoff: float = 5.0,
-                 coordinator: RefreshCoordinator | None = None) -> None:
+                 coordinator: RefreshCoordinator | None = None, hooks: RefreshHooks | None = None) -> None:
         self._config = config
+        self._hooks = hooks
         self._provider = provider
         self._clock = clock
         # Runs a grant once across the app's processes (None: this process alone decides).
@@ -184,6 +204,8 @@ class Refresher:
                     self._failed[key] = exc
                 if target is None:  # (a target's failure is the caller's to report)
                     _log_failure(exc)
+                    if self._hooks is not None:
+                        yield from self._hooks.refresh_failed(data, exc)
             raise
         if refreshed is not None:
             with self._lock:
@@ -225,4 +247,10 @@ class Refresher:
             refreshed = data.with_changes(
                 access_token=tokens.access_token, access_token_expires_at=expires_at, refresh_token=refresh_token,
                 scope=tokens.scope if tokens.scope is not None else data.scope, error=None, **changes)
+            if self._hooks is not None:
+                # Inside the grant: what a server-side store or the coordinator keeps has the fields.
+                shaped = yield from self._hooks.refreshed(data, refreshed)
+                if shaped is None:
+                    raise SessionDataFailed()
+                refreshed = shaped
         return refreshed

@@ -30,7 +30,7 @@ from ..flow import Flow, returns
 from ..session import SessionData
 from .cipher import b64encode
 
-__all__ = ["AUTHJS_CSRF_COOKIE", "AUTHJS_SESSION_COOKIE", "AuthJsCookieStore", "AuthJsCsrfSigner"]
+__all__ = ["AUTHJS_CSRF_COOKIE", "AUTHJS_SESSION_COOKIE", "TOKEN_MEMBERS", "AuthJsCookieStore", "AuthJsCsrfSigner"]
 
 AUTHJS_SESSION_COOKIE = "authjs.session-token"
 AUTHJS_CSRF_COOKIE = "authjs.csrf-token"
@@ -43,9 +43,11 @@ _REGISTRY = jwe.JWERegistry(algorithms=_ALGORITHMS)
 # for some JSON that is not a JOSE header (a list, a string); RecursionError for a header of
 # deeply nested arrays parsed on an already deep stack. Each means "no session", never a 500.
 _INVALID = (JoseError, ValueError, TypeError, RecursionError)
-# Token fields the session maps itself; everything else an Auth.js app put in its token is kept.
-_OWN = {"sub", "name", "email", "picture", "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
-        "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"}
+# Token fields the session maps itself; everything else an Auth.js app put in its token is kept,
+# as the session's fields (`SessionData.fields`, where `LogtoHooks.session_data` puts its own).
+TOKEN_MEMBERS = frozenset({
+    "sub", "name", "email", "picture", "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
+    "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"})
 
 
 def _derive(secret: str, salt: str, enc: str) -> bytes:
@@ -198,13 +200,13 @@ def session_from_token(token: dict[str, Any]) -> SessionData | None:
         id_token=_first_str(token, "id_token"), access_token=access_token,
         access_token_expires_at=int(expires_at) if isinstance(expires_at, (int, float)) else None,
         refresh_token=refresh_token, scope=_first_str(token, "scope") or "", error=_first_str(token, "error"),
-        extra={"authjs": {k: v for k, v in token.items() if k not in _OWN}})
+        extra={"fields": {k: v for k, v in token.items() if k not in TOKEN_MEMBERS}})
 
 
 def token_from_session(data: SessionData) -> dict[str, Any]:
     """The Auth.js token for a session: the profile fields, the tokens in the rotation guide's
     names, and whatever else the Auth.js app had put in its token."""
-    token: dict[str, Any] = dict(data.extra.get("authjs", {}))
+    token: dict[str, Any] = dict(data.fields)
     token.update({k: data.claims[k] for k in ("sub", "name", "email", "picture") if data.claims.get(k) is not None})
     if "name" not in token and isinstance(data.claims.get("username"), str):
         token["name"] = data.claims["username"]

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from .._messages import Request
 from .._protocol.provider import ProviderCache
-from .._protocol.refresh import Refresher, Target
+from .._protocol.refresh import Refresher, RefreshHooks, Target
 from ..config import LogtoConfig, LogtoConfigError
 from ..coordination import RefreshCoordinator, lock_from_setting
 from ..errors import OAuthError, ProviderError, ProviderUnavailable, StoreUnavailable, TokenValidationError
@@ -38,7 +38,7 @@ class SessionManager:
     """Reads, refreshes, rolls and writes the sessions of one app."""
 
     def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, hooks: RefreshHooks | None = None) -> None:
         self.config = config
         self.clock = clock
         if store is None:
@@ -63,7 +63,7 @@ class SessionManager:
             lock = lock_from_setting(config.refresh_lock)
             if lock is not None:
                 coordinator = RefreshCoordinator(lock, config.secrets)
-        self.refresher = Refresher(config, self.provider, clock=clock, coordinator=coordinator)
+        self.refresher = Refresher(config, self.provider, clock=clock, coordinator=coordinator, hooks=hooks)
         self.server_side = self.sessions.server_side
         # On https our session cookie is `__Host-` (no sibling host can plant one); Auth.js's keeps
         # Auth.js's name, which the Auth.js app sharing it reads and writes. The name of earlier

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
 from ..config import LogtoConfig
 
@@ -23,7 +24,8 @@ class Options:
 
 def options_from_settings() -> Options:
     """`settings.LOGTO`: a `LogtoConfig`, or a dict of its keyword arguments (plus `http_client`,
-    `async_http_client`, `store` and `clock`); without it `LogtoConfig.from_env()`."""
+    `async_http_client`, `store` and `clock`); without it `LogtoConfig.from_env()`. Its `hooks`
+    may be a dotted path (`"myapp.auth.Hooks"`) to a `LogtoHooks` subclass or instance."""
     value = getattr(settings, "LOGTO", None)
     runtime: dict[str, Any] = {}
     if value is None:
@@ -33,5 +35,9 @@ def options_from_settings() -> Options:
     else:
         values = dict(value)
         runtime = {key: values.pop(key) for key in _RUNTIME if key in values}
+        if isinstance(values.get("hooks"), str):
+            values["hooks"] = import_string(values["hooks"])
+        if isinstance(values.get("hooks"), type):
+            values["hooks"] = values["hooks"]()  # settings name the class more often than an instance
         config = LogtoConfig(**values)
     return Options(config, runtime)

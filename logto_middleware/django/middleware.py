@@ -63,6 +63,8 @@ class LogtoMiddleware:
             run, arun = self.sync_driver.run, sync_to_async(self.sync_driver.run)
         self.core = LogtoCore(config, store=runtime.get("store"), clock=clock,
                               session_factory=partial(DjangoSession, profile=config.profile, run=run, arun=arun))
+        if not self.is_async:
+            self.core.user_code.require_sync()
         self.link_users = apps.is_installed("django.contrib.auth")
         _check_order(list(getattr(settings, "MIDDLEWARE", None) or ()))
 

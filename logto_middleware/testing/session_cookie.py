@@ -33,11 +33,13 @@ def make_session_cookie(
     id_token: str | None = None,
     secure: bool = False,
     clock: Callable[[], float] = time.time,
+    fields: Mapping[str, Any] | None = None,
 ) -> str:
     """The `Cookie` header value of a signed-in session, sealed with `config.secret`, like
     Django's `force_login`. `expires_in` is the access token's lifetime; the session itself
     lasts `config.session_max_age`. Use `secure=True` for an app served over https. With
-    `session_format="authjs"` it is Auth.js's session cookie."""
+    `session_format="authjs"` it is Auth.js's session cookie. `fields` are the session's fields,
+    as `LogtoHooks.session_data` would have answered (not checked: the hooks do not run)."""
     now = int(clock())
     merged = {**DEFAULT_CLAIMS, **(claims or {})}
     data = SessionData(
@@ -46,7 +48,8 @@ def make_session_cookie(
         access_token_expires_at=now + expires_in if access_token else None,
         refresh_token=refresh_token, scope=scope if scope is not None else config.scope,
         # The given claims are kept, whatever the ID token says; stored once when they agree.
-        claims_from_id_token=id_token is not None and id_token_session_claims(id_token) == merged)
+        claims_from_id_token=id_token is not None and id_token_session_claims(id_token) == merged,
+        extra={"fields": dict(fields)} if fields else {})
     # The name the middleware gives its session cookie: `__Host-` on https, but Auth.js's, which
     # keeps Auth.js's name (`__Secure-`), in the format the middleware reads (else the app's test
     # would run anonymous without a word).
