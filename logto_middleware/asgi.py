@@ -40,7 +40,8 @@ class LogtoASGIMiddleware:
         self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout),
                                deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
+                              session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run,
+                                                      base_path=self.config.base_path))
         # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
         self.anonymous_auth = AnonymousAuth(base_path=self.config.base_path)
 

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from starlette.authentication import AuthCredentials, BaseUser
 
+from ._protocol.freshness import auth_time_of
 from .config import ProfileMapper
 from .errors import AccessTokenError
 from .flow import Flow
@@ -37,6 +38,8 @@ class SessionTokens(Protocol):
 
     def user_info(self) -> Flow[dict[str, Any]]: ...
 
+    def authenticated_within(self, seconds: int) -> bool: ...
+
 
 class LogtoUser(BaseUser):
     """A signed-in user, mapped from the ID token claims as Auth.js's Logto provider does."""
@@ -62,6 +65,12 @@ class LogtoUser(BaseUser):
         return self.name or self.email or self.id
 
     @property
+    def auth_time(self) -> int | None:
+        """When the user last signed in at Logto (the ID token's `auth_time`, seconds since the
+        epoch; a refresh keeps the sign-in's); None when the provider did not say."""
+        return auth_time_of(self.claims)
+
+    @property
     def identity(self) -> str:
         return self.id
 
@@ -80,6 +89,7 @@ class AnonymousUser(BaseUser):
     email: str | None = None
     image: str | None = None
     claims: dict[str, Any] = {}  # noqa: RUF012 - read-only by convention, like Starlette's
+    auth_time: int | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -245,13 +255,15 @@ class Session:
     of their world: `AsyncSession` (ASGI, `scope["auth"]`) or `SyncSession` (WSGI,
     `environ["logto.session"]`); both get tokens through one implementation."""
 
-    __slots__ = ("_data_", "_tokens", "user")
+    __slots__ = ("_data_", "_tokens", "base_path", "user")
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None = None,
-                 tokens: SessionTokens | None = None, user: LogtoUser | None = None) -> None:
+                 tokens: SessionTokens | None = None, user: LogtoUser | None = None,
+                 base_path: str = "/api/auth") -> None:
         self._tokens = tokens
         self.user = user if user is not None else LogtoUser(data.claims, profile)
         self._data_ = data
+        self.base_path = base_path  # where the middleware's sign-in is, for redirects to it
 
     @property
     def data(self) -> SessionData:
@@ -284,6 +296,18 @@ class Session:
     def error(self) -> str | None:
         return self.data.error
 
+    @property
+    def auth_time(self) -> int | None:
+        """When the user last signed in at Logto (the ID token's `auth_time`, seconds since the
+        epoch; a refresh keeps the sign-in's); None when the provider did not say."""
+        return auth_time_of(self.data.claims)
+
+    def authenticated_within(self, seconds: int) -> bool:
+        """Whether the user signed in at Logto at most `seconds` ago (the configured clock skew
+        allowed); False when the sign-in time is unknown. Ask for a new sign-in with
+        `signin_url(here, max_age=seconds)`."""
+        return self._bound().authenticated_within(seconds)
+
     def _bound(self) -> SessionTokens:
         if self._tokens is None:
             raise RuntimeError("this session is not bound to a request")
@@ -299,8 +323,9 @@ class AsyncSession(Session):
     __slots__ = ("_run",)
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
-                 run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None) -> None:
-        Session.__init__(self, data, profile, tokens, user)
+                 run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None,
+                 base_path: str = "/api/auth") -> None:
+        Session.__init__(self, data, profile, tokens, user, base_path)
         self._run = run
 
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
