@@ -245,6 +245,7 @@ def me_payload(user: LogtoUser, session: Session) -> dict[str, Any]:
         "access_token_expires": _iso(session.access_token_expires_at),
         "scopes": [scope for scope in session.scopes if scope != "authenticated"],
         "error": session.error,
+        "auth_time": session.auth_time,  # when the user last signed in at Logto, if it said
     }
 
 

@@ -40,13 +40,10 @@ class LogtoASGIMiddleware:
         self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout),
                                deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock,
-                              session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run))
+                              session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run,
+                                                      base_path=self.config.base_path))
         # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
         self.anonymous_auth = AnonymousAuth(base_path=self.config.base_path)
-
-    def _anonymous_auth(self, root: str) -> AnonymousAuth:
-        """`request.auth` of an anonymous request; under a prefix it signs in under the prefix."""
-        return self.anonymous_auth if not root else AnonymousAuth(base_path=self.core.base_path(root))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -68,7 +65,8 @@ class LogtoASGIMiddleware:
             await _send_response(send, outcome)
             return
         scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else self._anonymous_auth(request.root)
+        scope["auth"] = outcome.session if outcome.session is not None else self.anonymous_auth
+        scope["logto.base_path"] = self.core.base_path(request.root)  # on the site, prefix included
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)
             return

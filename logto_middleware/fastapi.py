@@ -24,14 +24,16 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import APIKeyCookie
 
+from ._protocol.freshness import require_max_age
 from ._sessions.manager import SESSION_COOKIE
 from .errors import AccessTokenError, LogtoError, ProviderUnavailable, StoreUnavailable
-from .helpers import signin_url
+from .helpers import fresh_auth_refusal, signin_url
 from .session import AsyncSession, LogtoUser
 from .starlette import signin_base_path
 
-__all__ = ["CurrentSession", "CurrentUser", "LoginRequired", "OptionalUser", "access_token", "current_session",
-           "current_user", "login_required", "optional_user", "requires_scopes", "session_cookie"]
+__all__ = ["CurrentSession", "CurrentUser", "FreshAuth", "LoginRequired", "OptionalUser", "access_token",
+           "current_session", "current_user", "login_required", "optional_user", "requires_fresh_auth",
+           "requires_scopes", "session_cookie"]
 
 session_cookie = APIKeyCookie(
     name=SESSION_COOKIE, scheme_name="LogtoSession", auto_error=False,
@@ -91,6 +93,37 @@ CurrentSession = Annotated[AsyncSession, Depends(current_session)]
 """`session: CurrentSession`: the signed-in session, 401 when anonymous."""
 LoginRequired = Annotated[LogtoUser, Depends(login_required)]
 """`user: LoginRequired`: the signed-in user; anonymous pages go to sign-in, APIs get 401."""
+
+
+class FreshAuth:
+    """A dependency: the signed-in user, who signed in at Logto at most `max_age` seconds ago
+    (the configured clock skew allowed). Otherwise a page (`Accept: text/html`) goes to sign in
+    again (`max_age` is sent to Logto, which asks for credentials) and comes back; any other
+    request gets 401 with `WWW-Authenticate: Cookie error="insufficient_user_authentication",
+    max_age="..."` (RFC 9470's step-up challenge) and the sign-in link in the JSON body.
+
+        @app.post("/account/delete")
+        async def delete(user: Annotated[LogtoUser, Depends(FreshAuth(max_age=300))]): ...
+    """
+
+    def __init__(self, max_age: int = 300) -> None:
+        self.max_age = require_max_age(max_age)
+
+    async def __call__(self, request: Request, _cookie: _Cookie = None) -> LogtoUser:
+        session = request.scope.get("auth")
+        signed_in = session if isinstance(session, AsyncSession) else None
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        refusal = fresh_auth_refusal(signed_in, self.max_age, here=here, base_path=signin_base_path(request),
+                                     page="text/html" in request.headers.get("accept", ""))
+        if signed_in is not None and refusal is None:
+            return signed_in.user
+        # (without a session there is always a refusal)
+        raise HTTPException(refusal.status, refusal.body, headers=refusal.headers) if refusal else _unauthorized()
+
+
+def requires_fresh_auth(max_age: int) -> FreshAuth:
+    """`FreshAuth(max_age)`: `dependencies=[Depends(requires_fresh_auth(300))]`."""
+    return FreshAuth(max_age)
 
 
 def requires_scopes(*scopes: str, resource: str | None = None) -> Callable[..., Awaitable[LogtoUser]]:

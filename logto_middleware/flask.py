@@ -13,14 +13,15 @@ from typing import Any, TypeVar, cast
 import flask
 from werkzeug.local import LocalProxy
 
+from ._protocol.freshness import require_max_age
 from .config import LogtoConfig
 from .errors import AccessTokenError
-from .helpers import signin_url
+from .helpers import fresh_auth_refusal, signin_url
 from .session import AnonymousUser, LogtoUser, SyncSession
 from .wsgi import LogtoWSGIMiddleware
 
 __all__ = ["LogtoFlask", "current_session", "current_user", "get_access_token", "get_session", "login_required",
-           "template_context"]
+           "requires_fresh_auth", "template_context"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ANONYMOUS = AnonymousUser()
@@ -51,13 +52,48 @@ def login_required(view: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _user().is_authenticated:
             return view(*args, **kwargs)
-        if flask.request.accept_mimetypes.best == "application/json" or flask.request.is_json:
+        if _wants_json():
             return flask.jsonify(error="unauthorized"), 401
         base_path = flask.request.environ.get("logto.base_path", "/api/auth")  # on the site, prefix included
         here = flask.request.script_root + flask.request.full_path.rstrip("?")
         return flask.redirect(signin_url(here, base_path=base_path))
 
     return cast(F, wrapper)
+
+
+def requires_fresh_auth(max_age: int) -> Callable[[F], F]:
+    """A view decorator: the user must have signed in at Logto at most `max_age` seconds ago
+    (the configured clock skew allowed). Otherwise a page goes to sign in again (`max_age` is
+    sent to Logto, which asks for credentials) and comes back; a JSON request (as for
+    `login_required`) gets 401 with `WWW-Authenticate: Cookie error="insufficient_user_authentication",
+    max_age="..."` (RFC 9470).
+
+        @app.post("/account/delete")
+        @requires_fresh_auth(300)
+        def delete_account(): ...
+    """
+    require_max_age(max_age)
+
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            request = flask.request
+            refusal = fresh_auth_refusal(
+                get_session(), max_age, here=request.script_root + request.full_path.rstrip("?"),
+                base_path=request.environ.get("logto.base_path", "/api/auth"), page=not _wants_json())
+            if refusal is None:
+                return view(*args, **kwargs)
+            body = flask.json.dumps(refusal.body) if refusal.body is not None else ""
+            return flask.Response(body, refusal.status, refusal.headers,
+                                  mimetype="application/json" if refusal.body is not None else None)
+
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def _wants_json() -> bool:
+    return flask.request.accept_mimetypes.best == "application/json" or flask.request.is_json
 
 
 def get_access_token(resource: str | None = None, organization_id: str | None = None) -> str:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from starlette.authentication import AuthCredentials, BaseUser
 
+from ._protocol.freshness import auth_time_of
 from .config import ProfileMapper
 from .errors import AccessTokenError
 from .flow import Flow
@@ -38,6 +39,8 @@ class SessionTokens(Protocol):
                      organization_id: str | None = None) -> Flow[dict[str, Any]]: ...
 
     def user_info(self) -> Flow[dict[str, Any]]: ...
+
+    def authenticated_within(self, seconds: int) -> bool: ...
 
 
 class LogtoUser(BaseUser):
@@ -68,6 +71,12 @@ class LogtoUser(BaseUser):
         return self.name or self.email or self.id
 
     @property
+    def auth_time(self) -> int | None:
+        """When the user last signed in at Logto (the ID token's `auth_time`, seconds since the
+        epoch; a refresh keeps the sign-in's); None when the provider did not say."""
+        return auth_time_of(self.claims)
+
+    @property
     def identity(self) -> str:
         return self.id
 
@@ -87,6 +96,7 @@ class AnonymousUser(BaseUser):
     image: str | None = None
     claims: dict[str, Any] = {}  # noqa: RUF012 - read-only by convention, like Starlette's
     fields: Mapping[str, Any] = _NO_FIELDS
+    auth_time: int | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -262,13 +272,15 @@ class Session:
     of their world: `AsyncSession` (ASGI, `scope["auth"]`) or `SyncSession` (WSGI,
     `environ["logto.session"]`); both get tokens through one implementation."""
 
-    __slots__ = ("_data_", "_tokens", "user")
+    __slots__ = ("_data_", "_tokens", "base_path", "user")
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None = None,
-                 tokens: SessionTokens | None = None, user: LogtoUser | None = None) -> None:
+                 tokens: SessionTokens | None = None, user: LogtoUser | None = None,
+                 base_path: str = "/api/auth") -> None:
         self._tokens = tokens
         self.user = user if user is not None else LogtoUser(data.claims, profile)
         self._data_ = data
+        self.base_path = base_path  # where the middleware's sign-in is, for redirects to it
 
     @property
     def data(self) -> SessionData:
@@ -306,6 +318,18 @@ class Session:
         """The app's fields of the session (`LogtoHooks.session_data`), read-only."""
         return self.data.fields
 
+    @property
+    def auth_time(self) -> int | None:
+        """When the user last signed in at Logto (the ID token's `auth_time`, seconds since the
+        epoch; a refresh keeps the sign-in's); None when the provider did not say."""
+        return auth_time_of(self.data.claims)
+
+    def authenticated_within(self, seconds: int) -> bool:
+        """Whether the user signed in at Logto at most `seconds` ago (the configured clock skew
+        allowed); False when the sign-in time is unknown. Ask for a new sign-in with
+        `signin_url(here, max_age=seconds)`."""
+        return self._bound().authenticated_within(seconds)
+
     def _bound(self) -> SessionTokens:
         if self._tokens is None:
             raise RuntimeError("this session is not bound to a request")
@@ -321,8 +345,9 @@ class AsyncSession(Session):
     __slots__ = ("_run",)
 
     def __init__(self, data: SessionData, profile: ProfileMapper | None, tokens: SessionTokens,
-                 run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None) -> None:
-        Session.__init__(self, data, profile, tokens, user)
+                 run: Callable[[Flow[Any]], Awaitable[Any]], user: LogtoUser | None = None,
+                 base_path: str = "/api/auth") -> None:
+        Session.__init__(self, data, profile, tokens, user, base_path)
         self._run = run
 
     async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:

@@ -293,6 +293,35 @@ def test_provider_session_is_reused(fake: FakeLogto) -> None:
     assert forced.status_code == 200 and "Sign in" in forced.text
 
 
+def test_max_age_is_honoured_like_oidc_provider() -> None:
+    clock = Clock()
+    fake = FakeLogto(issuer=ISSUER, client_id="fake-client", client_secret=SECRET, clock=clock)
+    web = httpx.Client(transport=fake.transport())
+    get_code(web, login="alice")
+    signed_in_at = int(clock.now)
+    clock.now += 100
+    _, challenge = pkce()
+    recent = web.get(f"{ISSUER}/auth", params=auth_params(challenge, max_age="100"))
+    assert "code" in httpx.URL(recent.headers["location"]).params  # the session is young enough
+    too_old = web.get(f"{ISSUER}/auth", params=auth_params(challenge, max_age="99"))
+    assert too_old.status_code == 200 and "Sign in" in too_old.text  # credentials again
+    silent = web.get(f"{ISSUER}/auth", params=auth_params(challenge, max_age="99", prompt="none"))
+    assert httpx.URL(silent.headers["location"]).params["error"] == "login_required"
+    zero = web.get(f"{ISSUER}/auth", params=auth_params(challenge, max_age="0"))
+    assert zero.status_code == 200 and "Sign in" in zero.text  # max_age=0 is prompt=login
+    code, verifier = get_code(web, login="alice", max_age="0")
+    claims = verify(fake, web, exchange(web, code, verifier).json()["id_token"])
+    assert claims["auth_time"] == int(clock.now) != signed_in_at
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "abc", "1" * 16])
+def test_invalid_max_age_is_invalid_request(client: httpx.Client, value: str) -> None:
+    _, challenge = pkce()
+    response = client.get(f"{ISSUER}/auth", params=auth_params(challenge, max_age=value))
+    query = httpx.URL(response.headers["location"]).params
+    assert (query["error"], query["error_description"]) == ("invalid_request", "invalid max_age parameter value")
+
+
 def test_prompt_none_without_session(client: httpx.Client) -> None:
     _, challenge = pkce()
     response = client.get(f"{ISSUER}/auth", params=auth_params(challenge, prompt="none"))

@@ -15,14 +15,17 @@ from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from logto_middleware import AccessTokenError, LogtoUser
 from logto_middleware.fastapi import (
     CurrentSession,
     CurrentUser,
+    FreshAuth,
     LoginRequired,
     OptionalUser,
     access_token,
+    requires_fresh_auth,
     requires_scopes,
 )
 from logto_middleware.starlette import signin_route
@@ -72,6 +75,14 @@ def fastapi_app() -> FastAPI:
     @app.get("/profile", response_class=HTMLResponse)
     async def profile(user: LoginRequired) -> str:
         return f"<p>{user.id}</p>"
+
+    @app.get("/delete")
+    async def delete(user: Annotated[LogtoUser, Depends(FreshAuth(max_age=300))]) -> dict[str, Any]:
+        return {"deleted": user.id}
+
+    @app.get("/export", dependencies=[Depends(requires_fresh_auth(60))])
+    async def export() -> dict[str, Any]:
+        return {"exported": True}
 
     @app.get("/raw")
     async def raw(request: Request) -> dict[str, Any]:
@@ -222,3 +233,71 @@ def test_signin_redirect_does_not_send_a_visitor_elsewhere(fake: FakeLogto, cloc
     callback = site.fake.authorize(start.headers["location"], login="alice")
     landed = site.client.get(callback).headers["location"]
     assert "evil.example" not in landed
+
+
+def test_fresh_auth_dependency(site: Harness) -> None:
+    assert site.client.get("/delete").status_code == 401  # anonymous
+    site.sign_in("alice")
+    user_id = site.client.get("/me").json()["id"]
+    assert site.client.get("/delete").json() == {"deleted": user_id}
+    site.clock.advance(300 + 60 + 1)  # max_age and the clock skew
+    page = site.client.get("/delete?confirm=1", headers={"Accept": "text/html"})
+    assert page.status_code == 303
+    location = urlsplit(page.headers["location"])
+    assert location.path == "/api/auth/signin"
+    assert parse_qs(location.query) == {"callbackUrl": ["/delete?confirm=1"], "max_age": ["300"]}
+    api = site.client.get("/delete", headers={"Accept": "application/json"})
+    assert api.status_code == 401
+    assert api.headers["www-authenticate"] == (
+        'Cookie error="insufficient_user_authentication", '
+        'error_description="A more recent sign-in is required", max_age="300"')
+    assert api.json()["detail"]["error"] == "insufficient_user_authentication"
+    # Following the page's redirect signs in again (max_age reaches Logto) and comes back.
+    start = site.client.get(page.headers["location"])
+    assert parse_qs(urlsplit(start.headers["location"]).query)["max_age"] == ["300"]
+    back = site.client.get(site.fake.authorize(start.headers["location"], login="alice"))
+    assert back.headers["location"].endswith("/delete?confirm=1")
+    assert site.client.get("/delete").json() == {"deleted": user_id}
+
+
+def test_requires_fresh_auth_in_dependencies(site: Harness) -> None:
+    site.sign_in("alice")
+    assert site.client.get("/export").json() == {"exported": True}
+    site.clock.advance(60 + 60 + 1)
+    refused = site.client.get("/export")
+    assert refused.status_code == 401 and 'max_age="60"' in refused.headers["www-authenticate"]
+    assert site.client.get("/delete").status_code == 200  # 300 s is not over yet
+
+
+def test_fresh_auth_follows_the_base_path_of_a_signed_in_session(fake: FakeLogto, clock: Clock) -> None:
+    site = Harness("asgi", fake, clock, base_path="/auth", asgi_app=fastapi_app())
+    start = site.client.get("/auth/signin")
+    site.client.get(fake.authorize(start.headers["location"], login="alice"))
+    clock.advance(1000)
+    page = site.client.get("/delete", headers={"Accept": "text/html"})
+    assert page.status_code == 303 and page.headers["location"] == "/auth/signin?callbackUrl=%2Fdelete&max_age=300"
+
+
+def test_guards_follow_the_root_path(fake: FakeLogto, clock: Clock) -> None:
+    """Behind `uvicorn --root-path /app`: both the anonymous and the stale signed-in redirect
+    go to the sign-in under the prefix, where the middleware serves it."""
+    site = Harness("asgi", fake, clock, asgi_app=fastapi_app())
+    site.client = TestClient(site.middleware, base_url="http://localhost:8000", root_path="/app",
+                             follow_redirects=False)
+    page = {"Accept": "text/html"}
+    anonymous = site.client.get("/app/profile", headers=page)
+    assert anonymous.status_code == 303
+    assert anonymous.headers["location"] == "/app/api/auth/signin?callbackUrl=%2Fapp%2Fprofile"
+    start = site.client.get("/app/api/auth/signin")
+    site.client.get(fake.authorize(start.headers["location"], login="alice"))
+    assert site.client.get("/app/me").json()["name"] == "Alice"
+    clock.advance(1000)
+    stale = site.client.get("/app/delete", headers=page)
+    assert stale.status_code == 303
+    assert stale.headers["location"] == "/app/api/auth/signin?callbackUrl=%2Fapp%2Fdelete&max_age=300"
+
+
+def test_fresh_auth_is_in_the_openapi_document(site: Harness) -> None:
+    document = site.client.get("/openapi.json").json()
+    for path in ("/delete", "/export"):
+        assert document["paths"][path]["get"]["security"] == [{"LogtoSession": []}], path

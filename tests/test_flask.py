@@ -10,7 +10,7 @@ from conftest import SECRET, Clock
 from flask.testing import FlaskClient
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
-from logto_middleware.flask import LogtoFlask, current_user, login_required
+from logto_middleware.flask import LogtoFlask, current_user, login_required, requires_fresh_auth
 from logto_middleware.testing import FakeLogto
 
 ORIGIN = "http://localhost"  # Flask's test client's host
@@ -30,6 +30,11 @@ def make_app() -> flask.Flask:
     @login_required
     def private() -> str:
         return f"private for {current_user.id}"
+
+    @app.get("/delete")
+    @requires_fresh_auth(300)
+    def delete() -> str:
+        return f"deleted {current_user.id}"
 
     return app
 
@@ -94,3 +99,27 @@ def test_config_from_the_environment(fake: FakeLogto, clock: Clock, monkeypatch:
     client = app.test_client()
     sign_in(client, fake)
     assert client.get("/").text.startswith("hello ")
+
+
+def test_requires_fresh_auth(fake: FakeLogto, clock: Clock) -> None:
+    app = make_app()
+    LogtoFlask(app, _config(fake), **_options(fake, clock))
+    client = app.test_client()
+    anonymous = client.get("/delete", headers={"accept": "application/json"})
+    assert anonymous.status_code == 401 and anonymous.json["error"] == "insufficient_user_authentication"
+    sign_in(client, fake)
+    sub = fake.user_claims("alice")["sub"]
+    assert client.get("/delete").text == f"deleted {sub}"
+    clock.advance(300 + 60 + 1)  # max_age and the clock skew
+    page = client.get("/delete?confirm=1")
+    assert page.status_code == 303
+    assert page.headers["location"] == "/api/auth/signin?callbackUrl=%2Fdelete%3Fconfirm%3D1&max_age=300"
+    api = client.get("/delete", headers={"accept": "application/json"})
+    assert api.status_code == 401
+    assert 'error="insufficient_user_authentication"' in api.headers["www-authenticate"]
+    assert api.json["max_age"] == 300
+    start = client.get(page.headers["location"])
+    callback = fake.authorize(start.headers["location"], login="alice")
+    back = client.get(callback.removeprefix(ORIGIN))
+    assert back.headers["location"] == ORIGIN + "/delete?confirm=1"
+    assert client.get("/delete?confirm=1").text == f"deleted {sub}"

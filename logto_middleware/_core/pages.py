@@ -12,6 +12,8 @@ ERRORS: dict[str, tuple[int, str]] = {
     "Verification": (400, "The sign-in response could not be verified. Please try again."),
     "OAuthCallbackError": (400, "The identity provider returned an error. Please try again."),
     "MissingCSRF": (400, "The sign-in request expired or came from another browser. Please try again."),
+    "SignInNotRecent": (400, "The identity provider did not confirm a recent enough sign-in. Please sign in again."),
+    "InvalidMaxAge": (400, "The sign-in link asked for an invalid max_age (whole seconds, up to a year)."),
     "Configuration": (502, "The identity provider answered something unexpected. Please try again later."),
     "ProviderUnavailable": (503, "The identity provider cannot be reached right now. Please try again later."),
     "Default": (400, "Something went wrong while signing in."),

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlencode
 from cachetools import TTLCache
 
 from .._messages import Request, Response
+from .._protocol.freshness import AuthTimeError, parse_max_age
 from .._protocol.oauth import revoke, token_grant
 from .._protocol.tokens import logout_token_replay_ttl, verify_id_token, verify_logout_token
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
@@ -125,6 +126,12 @@ class Routes:
             return Response.json({"url": location}, cookies=cookies)
         return Response.redirect(location, cookies)
 
+    def _bad_request(self, request: Request, code: str) -> Response:
+        """A 400 answered at once (nothing was started: no redirect to the error page)."""
+        if request.wants_json() or (request.headers.get("x-auth-return-redirect") and request.method == "POST"):
+            return Response.json({"error": code}, 400)
+        return Response.html(error_page(code, self._default_target(request, self.config.post_login_redirect)), 400)
+
     def _redirect(self, request: Request, location: str, cookies: Sequence[str] | None = None) -> Response:
         # Auth.js's client posts with this header and expects the target as JSON.
         if request.headers.get("x-auth-return-redirect") and request.method == "POST":
@@ -186,6 +193,11 @@ class Routes:
         # `next` is Django's name for it (`login_required`, `LOGIN_URL`): an alias, same rules.
         target = safe_redirect(params.get("callbackUrl") or params.get("next"), origin,
                                self._default_target(request, self.config.post_login_redirect))
+        # A fresh sign-in (a guard's link): refused when malformed rather than ignored, which
+        # would start a sign-in that cannot be checked for recency.
+        max_age = parse_max_age(params["max_age"]) if params.get("max_age") else None
+        if max_age is None and params.get("max_age"):
+            return self._bad_request(request, "InvalidMaxAge")
         try:
             metadata = yield from self.manager.provider.metadata()
         except LogtoError as exc:
@@ -202,6 +214,8 @@ class Routes:
         if self.config.prompt and "prompt" not in extras:
             extras["prompt"] = self.config.prompt
         query += sorted(extras.items())
+        if max_age is not None:
+            query.append(("max_age", str(max_age)))
         query += [("resource", resource) for resource in self.config.resources]
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         location = metadata.authorization_endpoint + separator + urlencode(query)
@@ -209,6 +223,8 @@ class Routes:
         name = self._transaction_name(state, secure)
         fields = {"state": state, "nonce": nonce, "verifier": verifier, "target": target,
                   "redirect_uri": redirect_uri, "created": int(self.manager.clock())}
+        if max_age is not None:
+            fields["max_age"] = max_age  # the callback checks the ID token's auth_time against it
         value = self._transactions.encrypt(json.dumps(fields).encode(), name.encode())
         if len(name) + len(value) > _MAX_TRANSACTION_COOKIE:  # a very long callbackUrl
             fields["target"] = self._default_target(request, self.config.post_login_redirect)
@@ -278,6 +294,8 @@ class Routes:
         created = transaction.get("created")
         if not isinstance(created, int) or created + TRANSACTION_MAX_AGE < self.manager.clock():
             return None
+        if not isinstance(transaction.get("max_age", 0), int):
+            return None
         return transaction
 
     def callback(self, request: Request) -> Flow[Response]:
@@ -318,10 +336,14 @@ class Routes:
                 tokens.id_token, provider=self.manager.provider, issuer=config.issuer,
                 client_id=config.client_id, algorithms=config.id_token_algorithms,
                 now=self.manager.clock(), leeway=config.clock_skew, nonce=transaction["nonce"],
-                access_token=tokens.access_token, trusted_source=True)  # straight from the token endpoint
+                access_token=tokens.access_token, trusted_source=True,  # straight from the token endpoint
+                max_age=transaction.get("max_age"))
         except OAuthError as exc:
             log.info("code exchange refused: %s", exc.error)
             return self._error(request, "OAuthCallbackError", cookies)
+        except AuthTimeError as exc:
+            log.warning("sign-in refused: %s", exc)
+            return self._error(request, "SignInNotRecent", cookies)
         except TokenValidationError as exc:
             log.warning("ID token rejected: %s", exc)
             return self._error(request, "Verification", cookies)

@@ -20,6 +20,7 @@ from ..coordination import RefreshCoordinator
 from ..errors import LogtoError, OAuthError, StoreUnavailable, TokenValidationError
 from ..flow import Flow, Shared
 from ..session import SessionData, session_claims
+from .freshness import keep_auth_time
 from .oauth import token_grant
 from .provider import ProviderCache
 from .tokens import decode_unverified, verify_id_token
@@ -232,6 +233,12 @@ class Refresher:
                 access_token=tokens.access_token, subject=str(data.claims.get("sub")), trusted_source=True)
             changes["claims"] = session_claims(claims)
             changes["id_token"] = tokens.id_token
+            if claims.get("auth_time") != data.claims.get("auth_time"):
+                # A refresh is no sign-in: the session's auth_time stays the sign-in's (OpenID
+                # Connect Core 12.2 says the new token's is the same anyway), so a refreshed
+                # session never looks fresher to a fresh-authentication guard than it is.
+                changes["claims"] = keep_auth_time(changes["claims"], data.claims)
+                changes["claims_from_id_token"] = False  # stored beside the token, not read from it
         expires_at = int(now) + tokens.expires_in if tokens.expires_in is not None else None
         refresh_token = tokens.refresh_token or data.refresh_token
         if target is not None and not target.issued_in(tokens.access_token):

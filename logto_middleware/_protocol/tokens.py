@@ -14,6 +14,7 @@ from joserfc.errors import BadSignatureError, JoseError
 from .._sessions.cipher import b64decode, b64encode
 from ..errors import TokenValidationError
 from ..flow import Flow
+from .freshness import check_auth_time
 from .provider import ProviderCache
 
 __all__ = ["at_hash", "decode_unverified", "logout_token_replay_ttl", "verify_id_token", "verify_logout_token"]
@@ -112,10 +113,13 @@ def _verified_alg_and_claims(token: str, provider: ProviderCache, algorithms: Co
 def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_id: str,
                     algorithms: Collection[str], now: float, leeway: int,
                     nonce: str | None = None, access_token: str | None = None,
-                    subject: str | None = None, trusted_source: bool = False) -> Flow[dict[str, Any]]:
+                    subject: str | None = None, trusted_source: bool = False,
+                    max_age: int | None = None) -> Flow[dict[str, Any]]:
     """Verify an ID token (OpenID Connect Core 3.1.3.7) and return its claims.
 
-    `nonce` is checked when given (the authorization-code response); `subject` when refreshing.
+    `nonce` is checked when given (the authorization-code response); `subject` when refreshing;
+    `max_age` (the authorization request's) requires a recent enough `auth_time` (item 13,
+    raising `freshness.AuthTimeError`).
     Pass `trusted_source=True` for an ID token just received from the token endpoint (see
     `verify_signed_jwt`).
     """
@@ -136,6 +140,8 @@ def verify_id_token(token: str, *, provider: ProviderCache, issuer: str, client_
     if access_token is not None and "at_hash" in claims and not hmac.compare_digest(
             str(claims["at_hash"]).encode(), at_hash(access_token, alg).encode()):
         raise TokenValidationError("token at_hash does not match the access token")
+    if max_age is not None:
+        check_auth_time(claims, max_age, now=now, leeway=leeway)
     return claims
 
 

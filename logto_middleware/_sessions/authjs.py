@@ -43,10 +43,13 @@ _REGISTRY = jwe.JWERegistry(algorithms=_ALGORITHMS)
 # for some JSON that is not a JOSE header (a list, a string); RecursionError for a header of
 # deeply nested arrays parsed on an already deep stack. Each means "no session", never a 500.
 _INVALID = (JoseError, ValueError, TypeError, RecursionError)
+# The claims a session keeps in the token: the profile, and the sign-in's time (so a
+# fresh-authentication guard can read it back; without it each guarded page would ask again).
+_CLAIMS = ("sub", "name", "email", "picture", "auth_time")
 # Token fields the session maps itself; everything else an Auth.js app put in its token is kept,
 # as the session's fields (`SessionData.fields`, where `LogtoHooks.session_data` puts its own).
 TOKEN_MEMBERS = frozenset({
-    "sub", "name", "email", "picture", "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
+    *_CLAIMS, "iat", "exp", "jti", "access_token", "expires_at", "refresh_token",
     "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"})
 
 
@@ -188,7 +191,7 @@ def session_from_token(token: dict[str, Any]) -> SessionData | None:
     exp = token.get("exp")
     if not isinstance(sub, str) or not sub or not isinstance(exp, (int, float)):
         return None
-    claims = {k: token[k] for k in ("sub", "name", "email", "picture") if token.get(k) is not None}
+    claims = {k: token[k] for k in _CLAIMS if token.get(k) is not None}
     access_token = _first_str(token, "access_token", "accessToken")
     refresh_token = _first_str(token, "refresh_token", "refreshToken")
     expires_at = token.get("expires_at", token.get("expiresAt"))
@@ -207,7 +210,7 @@ def token_from_session(data: SessionData) -> dict[str, Any]:
     """The Auth.js token for a session: the profile fields, the tokens in the rotation guide's
     names, and whatever else the Auth.js app had put in its token."""
     token: dict[str, Any] = dict(data.fields)
-    token.update({k: data.claims[k] for k in ("sub", "name", "email", "picture") if data.claims.get(k) is not None})
+    token.update({k: data.claims[k] for k in _CLAIMS if data.claims.get(k) is not None})
     if "name" not in token and isinstance(data.claims.get("username"), str):
         token["name"] = data.claims["username"]
     for field, value in (("access_token", data.access_token), ("expires_at", data.access_token_expires_at),

@@ -41,6 +41,7 @@ class SessionManager:
                  clock: Callable[[], float] = time.time, hooks: RefreshHooks | None = None) -> None:
         self.config = config
         self.clock = clock
+        self.leeway = config.clock_skew
         if store is None:
             store = store_from_setting(config.session_store)
         self.sessions: CookieStore | ServerSessions | AuthJsCookieStore

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from .._protocol.freshness import auth_time_of, is_recent
 from .._protocol.oauth import MAX_TOKEN_RESPONSE
 from .._protocol.provider import ProviderCache, read_json
 from .._protocol.refresh import Refresher, Target
@@ -43,6 +44,7 @@ class SessionOwner(Protocol):
     refresher: Refresher
     provider: ProviderCache
     clock: Callable[[], float]
+    leeway: int  # the clock skew allowed (`LogtoConfig.clock_skew`)
 
     @property
     def server_side(self) -> bool:
@@ -115,6 +117,13 @@ class SessionState:
         if token is None:
             raise AccessTokenError(f"no access token was granted for {target.audience}")
         return token[0]
+
+    def authenticated_within(self, seconds: int) -> bool:
+        """Whether the session's sign-in (its `auth_time`) is at most `seconds` old."""
+        data = self.data
+        owner = self.owner
+        return data is not None and is_recent(auth_time_of(data.claims), seconds, now=owner.clock(),
+                                               leeway=owner.leeway)
 
     def token_claims(self, resource: str | None = None, organization_id: str | None = None) -> Flow[dict[str, Any]]:
         """The claims of a JWT access token, decoded *without* verification: for display only."""

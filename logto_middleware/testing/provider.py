@@ -121,6 +121,10 @@ class FakeLogto:
     API resources (:attr:`resources`), organization memberships (:attr:`organizations`),
     organization scopes (:attr:`organization_scopes`) and per-user scope limits
     (:attr:`grantable_scopes`) drive the JWT access tokens of the refresh-token grant.
+
+    Every ID token carries ``auth_time`` (a refresh keeps the sign-in's); ``max_age`` is
+    honoured like oidc-provider: a provider session older than it asks for credentials again,
+    and ``max_age=0`` is ``prompt=login``.
     """
 
     def __init__(
@@ -576,6 +580,11 @@ class FakeLogto:
             raise _AuthError("invalid_request", "unsupported prompt value requested")
         if "none" in prompt and len(prompt) > 1:
             raise _AuthError("invalid_request", "prompt none must only be used alone")
+        max_age = params.get("max_age")
+        if max_age is not None and (not max_age.isascii() or not max_age.isdigit() or len(max_age) > 15):
+            raise _AuthError("invalid_request", "invalid max_age parameter value")
+        if max_age is not None and int(max_age) == 0:
+            prompt.add("login")  # oidc-provider turns max_age=0 into prompt=login
         return prompt
 
     def _requested_resources(self, request: FakeRequest) -> tuple[str, ...]:
@@ -622,6 +631,9 @@ class FakeLogto:
         session = self._sessions.get(request.cookie(SESSION_COOKIE) or "")
         if session is None or not session.active or "login" in prompt:
             return None
+        max_age = request.params.get("max_age")
+        if max_age is not None and self.clock() - session.auth_time > int(max_age):
+            return None  # signed in too long ago: ask for credentials again (oidc-provider's check)
         return session
 
     def _login_page(self, request: FakeRequest, error: str | None) -> Reply:

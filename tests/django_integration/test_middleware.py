@@ -193,3 +193,33 @@ def test_authentication_middleware_after_ours_is_refused(logto: dict[str, Any]) 
     with override_settings(MIDDLEWARE=list(reversed(test_settings.WITH_AUTH_MIDDLEWARE))), \
             pytest.raises(ImproperlyConfigured, match="must come after"):
         Client().get("/")
+
+
+@pytest.mark.parametrize("with_auth", [False, True])
+def test_requires_fresh_auth(request: pytest.FixtureRequest, fake: FakeLogto, clock: Any, with_auth: bool) -> None:
+    request.getfixturevalue("logto" if with_auth else "logto_without_auth")
+    client = Client()
+    assert client.get("/fresh", HTTP_ACCEPT="application/json").status_code == 401  # anonymous
+    full_sign_in(client, fake)
+    assert client.get("/fresh").json()["authenticated"] is True
+    clock.advance(300 + 60 + 1)  # max_age and the clock skew
+    page = client.get("/fresh?x=1")
+    assert page.status_code == 303
+    assert page["Location"] == "/api/auth/signin?callbackUrl=%2Ffresh%3Fx%3D1&max_age=300"
+    api = client.get("/fresh", HTTP_ACCEPT="application/json")
+    assert api.status_code == 401
+    assert 'error="insufficient_user_authentication"' in api["WWW-Authenticate"]
+    assert api.json()["max_age"] == 300
+
+    async def run() -> int:
+        async_client = AsyncClient()
+        async_client.cookies = client.cookies
+        return (await async_client.get("/async-fresh", headers={"accept": "application/json"})).status_code
+
+    from asgiref.sync import async_to_sync
+
+    assert async_to_sync(run)() == 401
+    callback = full_sign_in(client, fake, page["Location"])  # max_age reaches Logto; back to the page
+    assert callback["Location"] == "http://testserver/fresh?x=1"
+    assert client.get("/fresh").json()["authenticated"] is True
+    assert async_to_sync(run)() == 200

@@ -12,6 +12,7 @@ from rest_framework.response import Response as DRFResponse
 from rest_framework.views import APIView
 
 from logto_middleware.django.decorators import login_required as logto_login_required
+from logto_middleware.django.decorators import requires_fresh_auth
 from logto_middleware.django.drf import LogtoBearerAuthentication, LogtoSessionAuthentication
 
 
@@ -32,6 +33,16 @@ def protected(request: HttpRequest) -> JsonResponse:
 @logto_login_required
 def page(request: HttpRequest) -> JsonResponse:
     return whoami(request)
+
+
+@requires_fresh_auth(300)
+def fresh(request: HttpRequest) -> JsonResponse:
+    return whoami(request)
+
+
+@requires_fresh_auth(300)
+async def async_fresh(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"fresh": True})
 
 
 @permission_required("auth.view_user", raise_exception=True)
@@ -69,6 +80,8 @@ urlpatterns = [
     path("", whoami),
     path("protected", protected),
     path("page", page),
+    path("fresh", fresh),
+    path("async-fresh", async_fresh),
     path("staff", staff_only),
     path("token", token),
     path("async-token", async_token),
