@@ -10,6 +10,7 @@ from .bearer import (
     AccessTokenUser,
     BearerASGIMiddleware,
     BearerAuthBackend,
+    BearerCredentials,
     BearerError,
     BearerValidator,
     BearerWSGIMiddleware,
@@ -26,7 +27,16 @@ from .errors import (
     TokenValidationError,
 )
 from .helpers import signin_url, signout_form
-from .session import AnonymousAuth, AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
+from .session import (
+    AnonymousAuth,
+    AnonymousUser,
+    AsyncSession,
+    AuthSource,
+    LogtoUser,
+    Session,
+    SessionlessAuth,
+    SyncSession,
+)
 from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
 
@@ -36,8 +46,10 @@ __all__ = [
     "AnonymousAuth",
     "AnonymousUser",
     "AsyncSession",
+    "AuthSource",
     "BearerASGIMiddleware",
     "BearerAuthBackend",
+    "BearerCredentials",
     "BearerError",
     "BearerValidator",
     "BearerWSGIMiddleware",
@@ -55,6 +67,7 @@ __all__ = [
     "RedisStore",
     "Session",
     "SessionStore",
+    "SessionlessAuth",
     "StoreUnavailable",
     "SyncSession",
     "TokenValidationError",
