@@ -59,11 +59,10 @@ class LogtoASGIMiddleware:
             return
         websocket = scope["type"] == "websocket"
         request = _request_from_scope(scope)
-        route = not websocket and self.core.is_route(request.path, request.root)
-        if not route and self.core.keeps_user(scope.get("user"), request):
+        if self.core.keeps_user(scope.get("user"), request, websocket=websocket):
             await self.app(scope, receive, send)
             return
-        if request.method == "POST" and route:
+        if request.method == "POST" and not websocket and self.core.is_route(request.path, request.root):
             body = await _read_body(receive)
             if body is None:
                 await _send_response(send, Response.json({"error": "PayloadTooLarge"}, 413))

@@ -52,12 +52,11 @@ class LogtoWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ, _path(environ))
-        route = self.core.is_route(request.path, request.root)
-        if not route and self.core.keeps_user(environ.get("logto.user"), request):
+        if self.core.keeps_user(environ.get("logto.user"), request):
             environ.setdefault("logto.session", None)
             environ["logto.base_path"] = self.core.base_path(request.root)
             return self.app(environ, start_response)
-        if request.method == "POST" and route:
+        if request.method == "POST" and self.core.is_route(request.path, request.root):
             body = _read_body(environ)
             if body is None:
                 return _respond(start_response, Response.json({"error": "PayloadTooLarge"}, 413))

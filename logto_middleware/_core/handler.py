@@ -197,10 +197,12 @@ class LogtoCore:
             return path[len(base):].strip("/")
         return None
 
-    def keeps_user(self, user: object, request: Request) -> bool:
+    def keeps_user(self, user: object, request: Request, *, websocket: bool = False) -> bool:
         """Whether the request's user set by an outer middleware stays (no session read): a
-        token's user, on a request that carries its token (the header wins, as in `handle`)."""
-        return isinstance(user, AccessTokenUser) and self._bearer_token(request) is not None
+        token's user, on a request that carries its token (the header wins, as in `handle`),
+        other than to our routes."""
+        return (isinstance(user, AccessTokenUser) and self._bearer_token(request) is not None
+                and (websocket or not self.is_route(request.path, request.root)))
 
     def handle(self, request: Request, *, websocket: bool = False) -> Flow[Response | Passage]:
         """The one flow of every request: a `Response` to send, or the `Passage` to the app."""
