@@ -10,6 +10,7 @@ from .bearer import (
     AccessTokenUser,
     BearerASGIMiddleware,
     BearerAuthBackend,
+    BearerCredentials,
     BearerError,
     BearerValidator,
     BearerWSGIMiddleware,
@@ -27,7 +28,16 @@ from .errors import (
 )
 from .helpers import signin_url, signout_form
 from .hooks import LogtoHooks
-from .session import AnonymousAuth, AnonymousUser, AsyncSession, LogtoUser, Session, SyncSession
+from .session import (
+    AnonymousAuth,
+    AnonymousUser,
+    AsyncSession,
+    AuthSource,
+    LogtoUser,
+    Session,
+    SessionlessAuth,
+    SyncSession,
+)
 from .stores import CookieStore, MemoryStore, RedisStore, SessionStore
 from .wsgi import LogtoWSGIMiddleware
 
@@ -37,8 +47,10 @@ __all__ = [
     "AnonymousAuth",
     "AnonymousUser",
     "AsyncSession",
+    "AuthSource",
     "BearerASGIMiddleware",
     "BearerAuthBackend",
+    "BearerCredentials",
     "BearerError",
     "BearerValidator",
     "BearerWSGIMiddleware",
@@ -57,6 +69,7 @@ __all__ = [
     "RedisStore",
     "Session",
     "SessionStore",
+    "SessionlessAuth",
     "StoreUnavailable",
     "SyncSession",
     "TokenValidationError",

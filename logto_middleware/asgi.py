@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -11,6 +11,7 @@ import httpx
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response, url_root
+from .bearer import BearerValidator
 from .config import LogtoConfig
 from .flow import AsyncDriver
 from .session import AnonymousAuth, AsyncSession
@@ -30,16 +31,24 @@ MAX_BODY = 64 * 1024
 class LogtoASGIMiddleware:
     """Wraps an ASGI app: serves the routes under `config.base_path` and puts the user on every
     request as `scope["user"]` and `scope["auth"]`, the way Starlette's AuthenticationMiddleware
-    does, so `request.user` and `@requires("authenticated")` work."""
+    does, so `request.user` and `@requires("authenticated")` work.
+
+    `bearer`: a `BearerValidator` for an API in the same app (its caches; its keys fetched with
+    this middleware's HTTP client): a request with `Authorization: Bearer` is then the token's
+    (`user.source == "bearer"`, a bad token 401), any other the session's.
+    `bearer_only`: paths (within the app, e.g. `"/api"`) where only a token authenticates, the
+    cookie is not read. A token's user an outer bearer middleware authenticated is kept (our
+    routes are still served)."""
 
     def __init__(self, app: ASGIApp, config: LogtoConfig | None = None, *,
                  http_client: httpx.AsyncClient | None = None, store: SessionStore | CookieStore | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bearer: BearerValidator | None = None,
+                 bearer_only: Iterable[str] = ()) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
         self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout),
                                deadline=self.config.call_deadline)
-        self.core = LogtoCore(self.config, store=store, clock=clock,
+        self.core = LogtoCore(self.config, store=store, clock=clock, bearer=bearer, bearer_only=bearer_only,
                               session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run,
                                                       base_path=self.config.base_path))
         # One for every anonymous request; it knows where to sign in (logto_middleware.fastapi).
@@ -51,6 +60,9 @@ class LogtoASGIMiddleware:
             return
         websocket = scope["type"] == "websocket"
         request = _request_from_scope(scope)
+        if self.core.keeps_user(scope.get("user"), request, websocket=websocket):
+            await self.app(scope, receive, send)
+            return
         if request.method == "POST" and not websocket and self.core.is_route(request.path, request.root):
             body = await _read_body(receive)
             if body is None:
@@ -62,10 +74,13 @@ class LogtoASGIMiddleware:
         except Exception as exc:
             outcome = self.core.fail_closed(exc, request, websocket=websocket)
         if isinstance(outcome, Response):
+            if websocket:  # refused (a bad bearer token) or unavailable: no HTTP answer on a websocket
+                await send({"type": "websocket.close", "code": 1008 if outcome.status < 500 else 1011})
+                return
             await _send_response(send, outcome)
             return
         scope["user"] = outcome.user
-        scope["auth"] = outcome.session if outcome.session is not None else self.anonymous_auth
+        scope["auth"] = outcome.session or outcome.credentials or self.anonymous_auth
         scope["logto.base_path"] = self.core.base_path(request.root)  # on the site, prefix included
         if websocket or (outcome.session is None and not outcome.may_write):
             await self.app(scope, receive, send)

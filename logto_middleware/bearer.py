@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 from cachetools import LRUCache
@@ -33,10 +34,10 @@ from ._protocol.provider import ProviderCache
 from ._protocol.tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidationError
 from .flow import DEFAULT_DEADLINE, AsyncDriver, Flow, SyncDriver
-from .session import AnonymousUser
+from .session import AnonymousAuth, AnonymousUser, AuthSource, SessionlessAuth
 
-__all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerError", "BearerValidator",
-           "BearerWSGIMiddleware", "requires_bearer"]
+__all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerCredentials", "BearerError",
+           "BearerValidator", "BearerWSGIMiddleware", "requires_bearer"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 ORGANIZATION_PREFIX = "urn:logto:organization:"
@@ -77,7 +78,15 @@ class BearerError(LogtoError, AuthenticationError):
 class AccessTokenUser(BaseUser):
     """The caller of an API request, from a verified access token. `organization_id` is the
     organization the token is for (from `aud` or the `organization_id` claim; None when the
-    token names none, or several)."""
+    token names none, or several). It has a `LogtoUser`'s attributes (`name`, `email` and
+    `image` are None: an access token does not carry the profile) and `source` "bearer"."""
+
+    source: ClassVar[AuthSource] = "bearer"
+    name: str | None = None
+    email: str | None = None
+    image: str | None = None
+    fields: Mapping[str, Any] = MappingProxyType({})  # no session, so none of the app's fields
+    auth_time: int | None = None  # an access token does not say when the user signed in
 
     def __init__(self, claims: dict[str, Any]) -> None:
         self.claims = claims
@@ -111,8 +120,22 @@ class AccessTokenUser(BaseUser):
     def identity(self) -> str:
         return self.id
 
+    def to_dict(self) -> dict[str, str | None]:
+        return {"id": self.id, "name": None, "email": None, "image": None}
+
     def __repr__(self) -> str:
         return f"AccessTokenUser(id={self.id!r}, organization_id={self.organization_id!r}, scopes={self.scopes!r})"
+
+
+class BearerCredentials(SessionlessAuth):
+    """`request.auth` of a request authenticated by an access token: `scopes` are
+    "authenticated" and the token's scopes (for Starlette's `@requires`); there is no session,
+    so the session's token methods (`get_access_token`...) answer `AccessTokenError`."""
+
+    _no_session = "a request authenticated by a bearer token has no session"
+
+    def __init__(self, user: AccessTokenUser) -> None:
+        super().__init__(["authenticated", *user.scopes])
 
 
 def _audience_organizations(claims: Mapping[str, Any]) -> list[str]:
@@ -293,7 +316,7 @@ class BearerAuthBackend(AuthenticationBackend):
             return None
         organization = self.validator._organization_for(self.organization_id, header, conn)
         user = await self.validator.verify_async(header, (), organization)
-        return AuthCredentials(["authenticated", *user.scopes]), user
+        return BearerCredentials(user), user
 
     @staticmethod
     def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
@@ -306,7 +329,9 @@ class BearerAuthBackend(AuthenticationBackend):
 
 class BearerASGIMiddleware:
     """Puts the token's caller on `scope["user"]`/`scope["auth"]`; answers RFC 6750 errors for a
-    bad token (and for a missing one when `required`), never a 500.
+    bad token (and for a missing one when `required`), never a 500. Without a token, a user an
+    outer middleware signed in (`LogtoASGIMiddleware`'s session) is kept; with one, the token's
+    caller replaces it (a bad token is refused, never passed on as the session's user).
 
     `organization_id`: the organization the app serves, or a callable given the request's
     `HTTPConnection` (before routing: no `path_params` yet, read `url.path`); a token for
@@ -326,11 +351,14 @@ class BearerASGIMiddleware:
                       None)
         try:
             if header is None and not self.required:
-                scope["user"], scope["auth"] = _ANONYMOUS, AuthCredentials()
+                # An outer session middleware's user (or anonymous user) is kept; a token's user
+                # already in the scope is no one's to keep on a request without a token.
+                if "user" not in scope or isinstance(scope["user"], AccessTokenUser):
+                    scope["user"], scope["auth"] = _ANONYMOUS, AnonymousAuth()
             else:
                 organization = self.validator._organization_for(self.organization_id, header, HTTPConnection(scope))
                 user = await self.validator.verify_async(header, self.required_scopes, organization)
-                scope["user"], scope["auth"] = user, AuthCredentials(["authenticated", *user.scopes])
+                scope["user"], scope["auth"] = user, BearerCredentials(user)
         except BearerError as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
@@ -343,8 +371,11 @@ class BearerASGIMiddleware:
 
 
 class BearerWSGIMiddleware:
-    """Puts the token's caller on `environ["logto.access_token_user"]` (None without a token);
-    answers RFC 6750 errors for a bad token (and a missing one when `required`).
+    """Puts the token's caller on `environ["logto.access_token_user"]` (None without a token)
+    and, when there is one, on `environ["logto.user"]` (with no `environ["logto.session"]`:
+    the token, not a session cookie, authenticates the request; without a token an outer
+    `LogtoWSGIMiddleware`'s user and session are kept); answers RFC 6750 errors for a bad
+    token (and a missing one when `required`).
 
     `organization_id`: the organization the app serves, or a callable given the WSGI environ
     (before routing: read `PATH_INFO`); a token for another organization is refused with 403."""
@@ -366,6 +397,8 @@ class BearerWSGIMiddleware:
             start_response(f"{exc.status} {_REASONS.get(exc.status, '')}", exc.headers())
             return [exc.body()]
         environ["logto.access_token_user"] = user
+        if user is not None:
+            environ["logto.user"], environ["logto.session"] = user, None
         return self.app(environ, start_response)
 
 

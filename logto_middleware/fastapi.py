@@ -13,6 +13,11 @@ credential the middleware reads: sign in at `/api/auth/signin` in the same brows
 requests carry it. (An `openIdConnect` scheme would make Swagger run its own sign-in and send a
 bearer token, which this cookie middleware does not accept.)
 
+With `LogtoASGIMiddleware(..., bearer=BearerValidator(...))` (or a bearer middleware) the user
+may come from an access token instead: `CurrentUser` and `OptionalUser` are then an
+`AccessTokenUser` (`user.source == "bearer"`), `requires_scopes` checks the token's scopes, and
+the dependencies that need a session (`CurrentSession`, `access_token`) answer 401.
+
 Importing this module needs FastAPI; the rest of the package does not.
 """
 
@@ -26,14 +31,15 @@ from fastapi.security import APIKeyCookie
 
 from ._protocol.freshness import require_max_age
 from ._sessions.manager import SESSION_COOKIE
+from .bearer import AccessTokenUser
 from .errors import AccessTokenError, LogtoError, ProviderUnavailable, StoreUnavailable
 from .helpers import fresh_auth_refusal, signin_url
 from .session import AsyncSession, LogtoUser
 from .starlette import signin_base_path
 
-__all__ = ["CurrentSession", "CurrentUser", "FreshAuth", "LoginRequired", "OptionalUser", "access_token",
-           "current_session", "current_user", "login_required", "optional_user", "requires_fresh_auth",
-           "requires_scopes", "session_cookie"]
+__all__ = ["CurrentSession", "CurrentUser", "FreshAuth", "LoginRequired", "OptionalUser", "RequestUser",
+           "access_token", "current_session", "current_user", "login_required", "optional_user",
+           "requires_fresh_auth", "requires_scopes", "session_cookie"]
 
 session_cookie = APIKeyCookie(
     name=SESSION_COOKIE, scheme_name="LogtoSession", auto_error=False,
@@ -41,6 +47,9 @@ session_cookie = APIKeyCookie(
 """The OpenAPI security scheme of the session cookie (the middleware, not this, checks it)."""
 
 _T = TypeVar("_T")
+
+RequestUser = LogtoUser | AccessTokenUser
+"""The user of an authenticated request: a session's, or an access token's (`user.source`)."""
 
 # A dependency parameter that only puts the scheme in the OpenAPI document.
 _Cookie = Annotated[str | None, Security(session_cookie)]
@@ -50,13 +59,13 @@ def _unauthorized() -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", headers={"WWW-Authenticate": "Cookie"})
 
 
-async def optional_user(request: Request, _cookie: _Cookie = None) -> LogtoUser | None:
-    """The signed-in user, or None when anonymous."""
+async def optional_user(request: Request, _cookie: _Cookie = None) -> RequestUser | None:
+    """The signed-in user (or an access token's), or None when anonymous."""
     user = request.scope.get("user")
-    return user if isinstance(user, LogtoUser) else None
+    return user if isinstance(user, (LogtoUser, AccessTokenUser)) else None
 
 
-async def current_user(request: Request, _cookie: _Cookie = None) -> LogtoUser:
+async def current_user(request: Request, _cookie: _Cookie = None) -> RequestUser:
     """The signed-in user; 401 when anonymous (for pages, see `login_required`)."""
     user = await optional_user(request)
     if user is None:
@@ -64,15 +73,16 @@ async def current_user(request: Request, _cookie: _Cookie = None) -> LogtoUser:
     return user
 
 
-async def current_session(request: Request, _user: Annotated[LogtoUser, Depends(current_user)]) -> AsyncSession:
-    """The signed-in session (tokens, scopes, expiry); 401 when anonymous."""
+async def current_session(request: Request, _user: Annotated[RequestUser, Depends(current_user)]) -> AsyncSession:
+    """The signed-in session (tokens, scopes, expiry); 401 when anonymous or for an access
+    token's request (it has no session)."""
     session = request.scope.get("auth")
     if not isinstance(session, AsyncSession):
         raise _unauthorized()
     return session
 
 
-async def login_required(request: Request, _cookie: _Cookie = None) -> LogtoUser:
+async def login_required(request: Request, _cookie: _Cookie = None) -> RequestUser:
     """The signed-in user. Anonymous: a page (`Accept: text/html`) is redirected to sign-in and
     comes back to this URL; any other request gets 401."""
     user = await optional_user(request)
@@ -85,13 +95,13 @@ async def login_required(request: Request, _cookie: _Cookie = None) -> LogtoUser
     raise _unauthorized()
 
 
-CurrentUser = Annotated[LogtoUser, Depends(current_user)]
-"""`user: CurrentUser`: the signed-in user, 401 when anonymous."""
-OptionalUser = Annotated[LogtoUser | None, Depends(optional_user)]
+CurrentUser = Annotated[RequestUser, Depends(current_user)]
+"""`user: CurrentUser`: the signed-in user (or an access token's), 401 when anonymous."""
+OptionalUser = Annotated[RequestUser | None, Depends(optional_user)]
 """`user: OptionalUser`: the signed-in user or None."""
 CurrentSession = Annotated[AsyncSession, Depends(current_session)]
 """`session: CurrentSession`: the signed-in session, 401 when anonymous."""
-LoginRequired = Annotated[LogtoUser, Depends(login_required)]
+LoginRequired = Annotated[RequestUser, Depends(login_required)]
 """`user: LoginRequired`: the signed-in user; anonymous pages go to sign-in, APIs get 401."""
 
 
@@ -126,29 +136,41 @@ def requires_fresh_auth(max_age: int) -> FreshAuth:
     return FreshAuth(max_age)
 
 
-def requires_scopes(*scopes: str, resource: str | None = None) -> Callable[..., Awaitable[LogtoUser]]:
+def requires_scopes(*scopes: str, resource: str | None = None) -> Callable[..., Awaitable[RequestUser]]:
     """A dependency: the signed-in user, granted every scope in `scopes`; 401 when anonymous,
     403 when a scope is missing. Without `resource` the session's scopes are checked (`email`,
     `urn:logto:scope:organizations`...); with it, the scopes of the access token for that API
     resource (API permissions such as `read:items` are granted there, not to the session).
+    For an access token's request, the token's own scopes (with `resource`, the token must be
+    for it: its `aud`).
 
         @app.get("/items", dependencies=[Depends(requires_scopes("read:items", resource=API))])
     """
     wanted = frozenset(scopes)
 
-    async def dependency(session: CurrentSession) -> LogtoUser:
-        if resource is None:
-            granted: Iterable[str] = session.scopes
+    async def dependency(request: Request, user: CurrentUser) -> RequestUser:
+        if isinstance(user, AccessTokenUser):
+            granted: Iterable[str] = user.scopes if resource is None or _for_resource(user, resource) else ()
+        elif resource is None:
+            granted = (await current_session(request, user)).scopes
         else:
+            session = await current_session(request, user)
             claims = await _token_call(session.get_access_token_claims(resource))
             scope = claims.get("scope")
             granted = scope.split() if isinstance(scope, str) else ()
         missing = wanted.difference(granted)
         if missing:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"missing scope: {' '.join(sorted(missing))}")
-        return session.user
+        return user
 
     return dependency
+
+
+def _for_resource(user: AccessTokenUser, resource: str) -> bool:
+    """Whether the token's audience is `resource` (an API's scopes are granted for that API)."""
+    aud = user.claims.get("aud")
+    audiences = aud if isinstance(aud, list) else [aud]
+    return resource in audiences
 
 
 def access_token(resource: str | None = None, *, organization_id: str | None = None) -> Callable[..., Awaitable[str]]:

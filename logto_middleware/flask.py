@@ -14,6 +14,7 @@ import flask
 from werkzeug.local import LocalProxy
 
 from ._protocol.freshness import require_max_age
+from .bearer import AccessTokenUser
 from .config import LogtoConfig
 from .errors import AccessTokenError
 from .helpers import fresh_auth_refusal, signin_url
@@ -27,8 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 _ANONYMOUS = AnonymousUser()
 
 
-def _user() -> LogtoUser | AnonymousUser:
-    return cast("LogtoUser | AnonymousUser", flask.request.environ.get("logto.user", _ANONYMOUS))
+def _user() -> LogtoUser | AccessTokenUser | AnonymousUser:
+    return cast("LogtoUser | AccessTokenUser | AnonymousUser", flask.request.environ.get("logto.user", _ANONYMOUS))
 
 
 def get_session() -> SyncSession | None:
@@ -36,8 +37,9 @@ def get_session() -> SyncSession | None:
     return cast("SyncSession | None", flask.request.environ.get("logto.session"))
 
 
-current_user: LogtoUser | AnonymousUser = LocalProxy(_user)  # type: ignore[assignment]
-"""The signed-in user of the current request (an `AnonymousUser` when there is none)."""
+current_user: LogtoUser | AccessTokenUser | AnonymousUser = LocalProxy(_user)  # type: ignore[assignment]
+"""The signed-in user of the current request (an `AnonymousUser` when there is none; an
+`AccessTokenUser` for a bearer token, given `bearer=` or `BearerWSGIMiddleware`: `.source`)."""
 
 current_session: LocalProxy[SyncSession | None] = LocalProxy(get_session)
 """A proxy to the current request's session: test it for truth (`if current_session:`), not

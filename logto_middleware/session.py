@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from starlette.authentication import AuthCredentials, BaseUser
 
@@ -16,8 +16,12 @@ from .config import ProfileMapper
 from .errors import AccessTokenError
 from .flow import Flow
 
-__all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "LogtoUser", "Session", "SessionData", "SyncSession",
-           "session_claims"]
+__all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "AuthSource", "LogtoUser", "Session", "SessionData",
+           "SessionlessAuth", "SyncSession", "session_claims"]
+
+AuthSource = Literal["session", "bearer"]
+"""What authenticated a request's user (`user.source`): a signed-in session (its cookie, or an
+Auth.js session token) or an access token sent as `Authorization: Bearer`."""
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 _EXTRA_OBJECTS = ("tokens", "fields")
@@ -47,6 +51,9 @@ class LogtoUser(BaseUser):
     """A signed-in user, mapped from the ID token claims as Auth.js's Logto provider does."""
 
     __slots__ = ("claims", "email", "fields", "id", "image", "name")
+
+    source: ClassVar[AuthSource] = "session"
+    """Where the user comes from: always "session" (an `AccessTokenUser` says "bearer")."""
 
     def __init__(self, claims: Mapping[str, Any], profile: ProfileMapper | None = None,
                  fields: Mapping[str, Any] = _NO_FIELDS) -> None:
@@ -97,6 +104,7 @@ class AnonymousUser(BaseUser):
     claims: dict[str, Any] = {}  # noqa: RUF012 - read-only by convention, like Starlette's
     fields: Mapping[str, Any] = _NO_FIELDS
     auth_time: int | None = None
+    source: AuthSource | None = None
 
     @property
     def is_authenticated(self) -> bool:
@@ -114,25 +122,31 @@ class AnonymousUser(BaseUser):
         return "AnonymousUser()"
 
 
-class AnonymousAuth(AuthCredentials):
-    """`request.auth` of an anonymous ASGI request: no scopes, and the session's token methods
-    answer `AccessTokenError`, so code written for a signed-in session fails the documented way."""
+class SessionlessAuth(AuthCredentials):
+    """`request.auth` of an ASGI request without a session: the session's token methods answer
+    `AccessTokenError`, so code written for a signed-in session fails the documented way."""
+
+    _no_session = "not signed in"
+
+    async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
+        raise AccessTokenError(self._no_session)
+
+    async def get_access_token_claims(self, resource: str | None = None) -> dict[str, Any]:
+        raise AccessTokenError(self._no_session)
+
+    async def get_organization_token_claims(self, organization_id: str) -> dict[str, Any]:
+        raise AccessTokenError(self._no_session)
+
+    async def fetch_user_info(self) -> dict[str, Any]:
+        raise AccessTokenError(self._no_session)
+
+
+class AnonymousAuth(SessionlessAuth):
+    """`request.auth` of an anonymous ASGI request: no scopes, no session."""
 
     def __init__(self, base_path: str = "/api/auth") -> None:
         super().__init__()
         self.base_path = base_path  # where the middleware's sign-in is, for redirects to it
-
-    async def get_access_token(self, resource: str | None = None, organization_id: str | None = None) -> str:
-        raise AccessTokenError("not signed in")
-
-    async def get_access_token_claims(self, resource: str | None = None) -> dict[str, Any]:
-        raise AccessTokenError("not signed in")
-
-    async def get_organization_token_claims(self, organization_id: str) -> dict[str, Any]:
-        raise AccessTokenError("not signed in")
-
-    async def fetch_user_info(self) -> dict[str, Any]:
-        raise AccessTokenError("not signed in")
 
 
 def _default_profile(claims: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import httpx
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response, url_root
+from .bearer import BearerValidator
 from .config import LogtoConfig
 from .flow import SyncDriver
 from .session import SyncSession
@@ -29,21 +30,33 @@ MAX_BODY = 64 * 1024
 
 class LogtoWSGIMiddleware:
     """Wraps a WSGI app: serves the routes under `config.base_path` and puts the user and the
-    session on every request as `environ["logto.user"]` and `environ["logto.session"]`."""
+    session on every request as `environ["logto.user"]` and `environ["logto.session"]`.
+
+    `bearer`: a `BearerValidator` for an API in the same app (its caches; its keys fetched with
+    this middleware's HTTP client): a request with `Authorization: Bearer` is then the token's
+    (`user.source == "bearer"`, no session, a bad token 401), any other the session's.
+    `bearer_only`: paths (within the app, e.g. `"/api"`) where only a token authenticates, the
+    cookie is not read. A token's user an outer bearer middleware authenticated is kept (our
+    routes are still served)."""
 
     def __init__(self, app: WSGIApp, config: LogtoConfig | None = None, *,
                  http_client: httpx.Client | None = None, store: SessionStore | CookieStore | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bearer: BearerValidator | None = None,
+                 bearer_only: Iterable[str] = ()) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
         self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout),
                               deadline=self.config.call_deadline)
-        self.core = LogtoCore(self.config, store=store, clock=clock,
+        self.core = LogtoCore(self.config, store=store, clock=clock, bearer=bearer, bearer_only=bearer_only,
                               session_factory=partial(SyncSession, profile=self.config.profile, run=self.driver.run))
         self.core.user_code.require_sync()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = _request_from_environ(environ, _path(environ))
+        if self.core.keeps_user(environ.get("logto.user"), request):
+            environ.setdefault("logto.session", None)
+            environ["logto.base_path"] = self.core.base_path(request.root)
+            return self.app(environ, start_response)
         if request.method == "POST" and self.core.is_route(request.path, request.root):
             body = _read_body(environ)
             if body is None:

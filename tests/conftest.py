@@ -110,16 +110,18 @@ class Harness:
         self.clock = clock
         store = settings.pop("store", None)
         asgi_app, wsgi_app = settings.pop("asgi_app", None), settings.pop("wsgi_app", None)
+        # The middleware's own options (not the configuration's): a bearer validator and its paths.
+        options = {name: settings.pop(name) for name in ("bearer", "bearer_only") if name in settings}
         self.config = LogtoConfig(issuer=fake.issuer, client_id=fake.client_id, client_secret=fake.client_secret,
                                   secret=settings.pop("secret", SECRET), **settings)
         self.middleware: LogtoASGIMiddleware | LogtoWSGIMiddleware
         if kind == "asgi":
             self.middleware = LogtoASGIMiddleware(asgi_app or asgi_echo_app(), self.config, store=store,
-                                                  http_client=fake.async_httpx_client(), clock=clock)
+                                                  http_client=fake.async_httpx_client(), clock=clock, **options)
             self.client: httpx.Client = TestClient(self.middleware, base_url=ORIGIN, follow_redirects=False)
         else:
             self.middleware = LogtoWSGIMiddleware(wsgi_app or wsgi_echo_app, self.config, store=store,
-                                                  http_client=fake.httpx_client(), clock=clock)
+                                                  http_client=fake.httpx_client(), clock=clock, **options)
             self.client = httpx.Client(transport=httpx.WSGITransport(app=self.middleware), base_url=ORIGIN,
                                        follow_redirects=False)
 

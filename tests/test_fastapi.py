@@ -301,3 +301,42 @@ def test_fresh_auth_is_in_the_openapi_document(site: Harness) -> None:
     document = site.client.get("/openapi.json").json()
     for path in ("/delete", "/export"):
         assert document["paths"][path]["get"]["security"] == [{"LogtoSession": []}], path
+
+
+def api_token(fake: FakeLogto, clock: Clock, **overrides: Any) -> str:
+    now = int(clock())
+    claims = {"iss": fake.issuer, "sub": "machine-1", "aud": API, "exp": now + 3600, "iat": now,
+              "client_id": "m2m", "scope": "read:items", **overrides}
+    return fake.sign_id_token(claims, headers={"typ": "at+jwt"})
+
+
+def test_dependencies_with_a_bearer_token_or_a_session(fake_with_api: FakeLogto, clock: Clock) -> None:
+    from logto_middleware import BearerValidator
+
+    validator = BearerValidator(fake_with_api.issuer, API, clock=clock)
+    site = Harness("asgi", fake_with_api, clock, resources=[API], scopes=SCOPES, asgi_app=fastapi_app(),
+                   bearer=validator)
+    token = {"authorization": f"Bearer {api_token(fake_with_api, clock)}"}
+    me = site.client.get("/me", headers=token)
+    assert me.status_code == 200 and me.json() == {"id": "machine-1", "name": None, "email": None, "image": None}
+    assert site.client.get("/maybe", headers=token).json() == {"id": "machine-1"}
+    assert site.client.get("/profile", headers=token).text == "<p>machine-1</p>"
+    # The token's own scopes: read:items granted, write:items not; a session-only scope neither.
+    assert site.client.get("/items", headers=token).json() == {"id": "machine-1"}
+    assert site.client.get("/admin", headers=token).status_code == 403
+    assert site.client.get("/email", headers=token).status_code == 403
+    # No session behind a token: what needs one is a 401, and `request.auth` answers AccessTokenError.
+    assert site.client.get("/session", headers=token).status_code == 401
+    assert site.client.get("/token", headers=token).status_code == 401
+    assert site.client.get("/raw", headers=token).json() == {
+        "error": "a request authenticated by a bearer token has no session"}
+    # A token for another API does not carry this API's permissions.
+    elsewhere = BearerValidator(fake_with_api.issuer, OTHER, clock=clock)
+    other_site = Harness("asgi", fake_with_api, clock, resources=[API], asgi_app=fastapi_app(), bearer=elsewhere)
+    foreign = {"authorization": f"Bearer {api_token(fake_with_api, clock, aud=OTHER)}"}
+    assert other_site.client.get("/me", headers=foreign).status_code == 200
+    assert other_site.client.get("/items", headers=foreign).status_code == 403
+    # The session's user, on the same app.
+    site.sign_in("alice")
+    assert site.client.get("/items").status_code == 200
+    assert site.client.get("/me").json()["email"] == "alice@example.com"

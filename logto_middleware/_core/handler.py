@@ -5,6 +5,12 @@
 a `Passage`: the request goes on to the app with its user and session, and `Passage.finish()`
 gives the Set-Cookie headers for the app's response. A refresh of the session's tokens is a
 `Shared` effect inside that flow, waited on like any other I/O.
+
+Given a `BearerValidator`, the same flow serves an API's access tokens too: a request with
+`Authorization: Bearer` is the token's, verified by the validator's own flow (its caches), and
+its cookie is not read. The header wins because it cannot come from a browser on its own: a
+cookie can (cross-site requests carry it), so a bad token is refused (401), never passed on as
+the cookie's user, and a page's cookie never lends its user to a request that named another.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 from cachetools import TTLCache
@@ -21,10 +27,11 @@ from .._messages import Request, Response
 from .._sessions.cookie import CookieStore
 from .._sessions.manager import SESSION_COOKIE, SessionManager
 from .._sessions.state import SessionState
+from ..bearer import AccessTokenUser, BearerCredentials, BearerError, BearerValidator
 from ..config import LogtoConfig
 from ..errors import StoreUnavailable
 from ..flow import Flow
-from ..session import AnonymousUser, LogtoUser, Session
+from ..session import AnonymousUser, LogtoUser, Session, SessionlessAuth
 from ..stores import SessionStore
 from .pages import unavailable_page
 from .routes import Routes
@@ -41,17 +48,21 @@ class Passage:
     """A request that goes on to the wrapped app: its user, its session, and the Set-Cookie
     headers its response must carry."""
 
-    __slots__ = ("_cookies", "_core", "_state", "session", "user")
+    __slots__ = ("_cookies", "_core", "_state", "credentials", "session", "user")
 
-    def __init__(self, core: LogtoCore, state: SessionState | None, user: LogtoUser | None = None) -> None:
+    def __init__(self, core: LogtoCore, state: SessionState | None,
+                 user: LogtoUser | AccessTokenUser | None = None) -> None:
         self._core = core
         self._state = state
         self._cookies: Sequence[str] | None = None  # the headers made so far (see `finish`)
+        # What the ASGI adapter puts on `scope["auth"]` when there is no session (None: anonymous).
+        self.credentials: SessionlessAuth | None = None
+        self.session: Session | None = None
         data = state.data if state is not None else None
-        if state is None or data is None or user is None:
-            self.user: LogtoUser | AnonymousUser = ANONYMOUS
-            self.session: Session | None = None
-        else:
+        self.user: LogtoUser | AccessTokenUser | AnonymousUser = ANONYMOUS
+        if isinstance(user, AccessTokenUser):  # an API request: its token, no session
+            self.user, self.credentials = user, BearerCredentials(user)
+        elif state is not None and data is not None and user is not None:
             self.user = user
             self.session = core.session_factory(data, tokens=state, user=user)
 
@@ -133,6 +144,11 @@ class FailureLog:
                             "traceback logged before)", what, method, path, key[0], site, count)
 
 
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    """Whether `path` is one of `prefixes` or below one (whole segments: `/api` is not `/apis`)."""
+    return any(path == prefix or path.startswith(prefix + "/") or not prefix for prefix in prefixes)
+
+
 def _raise_site(exc: BaseException) -> str:
     """Where `exc` was raised: its traceback's innermost frame, as "file:line"."""
     tb = exc.__traceback__
@@ -148,8 +164,14 @@ class LogtoCore:
 
     def __init__(self, config: LogtoConfig, *, store: SessionStore | CookieStore | None = None,
                  clock: Callable[[], float] = time.time,
-                 session_factory: Callable[..., Session] | None = None) -> None:
+                 session_factory: Callable[..., Session] | None = None,
+                 bearer: BearerValidator | None = None, bearer_only: Iterable[str] = ()) -> None:
         self.config = config
+        self.bearer = bearer
+        # Paths (within the app) whose requests only a bearer token authenticates: no cookie read.
+        self.bearer_only = tuple(path.rstrip("/") for path in bearer_only)
+        if self.bearer_only and bearer is None:
+            raise ValueError("bearer_only paths need a bearer validator (bearer=BearerValidator(...))")
         self.clock = clock
         # Makes the request's `Session` (`AsyncSession`, `SyncSession`) from the session data
         # and the keywords `tokens` and `user`.
@@ -175,6 +197,13 @@ class LogtoCore:
             return path[len(base):].strip("/")
         return None
 
+    def keeps_user(self, user: object, request: Request, *, websocket: bool = False) -> bool:
+        """Whether the request's user set by an outer middleware stays (no session read): a
+        token's user, on a request that carries its token (the header wins, as in `handle`),
+        other than to our routes."""
+        return (isinstance(user, AccessTokenUser) and self._bearer_token(request) is not None
+                and (websocket or not self.is_route(request.path, request.root)))
+
     def handle(self, request: Request, *, websocket: bool = False) -> Flow[Response | Passage]:
         """The one flow of every request: a `Response` to send, or the `Passage` to the app."""
         route = None if websocket else self._route(request.path, request.root)
@@ -184,6 +213,16 @@ class LogtoCore:
             except StoreUnavailable as exc:
                 log.error("session store unavailable: %s", exc)
                 return self.store_unavailable(request)
+        if self.bearer is not None:
+            token = self._bearer_token(request)
+            if token is not None:
+                try:
+                    caller = yield from self.bearer.verify(token)
+                except BearerError as exc:
+                    return Response(exc.status, exc.headers(), exc.body())
+                return Passage(self, None, caller)
+            if self.bearer_only and _under(request.path, self.bearer_only):
+                return Passage(self, None)  # an API path: its cookie is not a credential here
         if not self.manager.may_have_session(request):
             return Passage(self, None)  # the common anonymous request: nothing to read or write
         try:
@@ -195,6 +234,18 @@ class LogtoCore:
             return self.store_unavailable(request)
         user = self.user_code.session_user(state, request)
         return Passage(self, state if state.present or state.data is not None else None, user)
+
+    def _bearer_token(self, request: Request) -> str | None:
+        """The access token of a request with `Authorization: Bearer` ("" when the header has
+        none: refused as a bad token). None: no such header, or an Auth.js session token (a JWE,
+        five parts) with that session format, which the session codec reads as `getToken()` does."""
+        header = request.headers.get("authorization", "")
+        if header.partition(" ")[0].lower() != "bearer":
+            return None
+        token = header.partition(" ")[2].strip()
+        if self.config.session_format == "authjs" and token.count(".") == 4:
+            return None
+        return token
 
     def fail_closed(self, exc: Exception, request: Request, *, websocket: bool = False) -> Response | Passage:
         """The outcome of a request whose flow raised `exc`, a bug (logged, see `FailureLog`): the

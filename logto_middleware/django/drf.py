@@ -35,10 +35,14 @@ class LogtoSessionAuthentication(SessionAuthentication):
     """The user of the Logto session cookie (`LogtoMiddleware` must be installed): the linked
     Django `User` with contrib.auth, else the `LogtoUser`; `request.auth` is the session. A
     cookie is sent by the browser on its own, so unsafe methods need Django's CSRF token, as
-    DRF's `SessionAuthentication` asks."""
+    DRF's `SessionAuthentication` asks. A request with `Authorization: Bearer` is not this
+    class's, whatever the order of the classes: the token decides (`LogtoBearerAuthentication`),
+    a bad one is never passed on as the cookie's user."""
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
         django_request = request._request
+        if _is_bearer(django_request.headers.get("authorization", "")):
+            return None
         session = getattr(django_request, "logto_session", None)
         if session is None:
             return None
@@ -47,6 +51,18 @@ class LogtoSessionAuthentication(SessionAuthentication):
             return None
         self.enforce_csrf(request)
         return user, session
+
+    def authenticate_header(self, request: Any) -> str | None:
+        # A bearer token refused by the next class: DRF asks the first class for the challenge;
+        # the token's (a 401), not a cookie's none (which DRF turns into a 403).
+        return _CHALLENGE if _is_bearer(request._request.headers.get("authorization", "")) else None
+
+
+_CHALLENGE = 'Bearer realm="api"'
+
+
+def _is_bearer(authorization: str) -> bool:
+    return authorization.partition(" ")[0].lower() == "bearer"
 
 
 _lock = threading.Lock()
@@ -85,7 +101,7 @@ class LogtoBearerAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Any) -> tuple[Any, Any] | None:
         header = request._request.headers.get("authorization", "")
-        if header.partition(" ")[0].lower() != "bearer":
+        if not _is_bearer(header):
             return None
         validator = self.get_validator()
         try:
@@ -99,4 +115,4 @@ class LogtoBearerAuthentication(BaseAuthentication):
         return user, validator.token_from(header)
 
     def authenticate_header(self, request: Any) -> str:
-        return 'Bearer realm="api"'
+        return _CHALLENGE

@@ -19,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from .._core.handler import LogtoCore, Passage
 from .._messages import Request, Response, url_root
+from ..bearer import AccessTokenUser
 from ..flow import AsyncDriver, SyncDriver
 from .conf import options_from_settings
 from .session import DjangoSession
@@ -117,6 +118,9 @@ class LogtoMiddleware:
         if self.link_users:
             from .users import attach_django_user
 
+            # This core has no bearer validator (DRF's `LogtoBearerAuthentication` serves tokens):
+            # its user is a session's or anonymous.
+            assert not isinstance(passage.user, AccessTokenUser)
             attach_django_user(request, passage.user, self.config.issuer)
         else:
             request.user = passage.user

@@ -56,3 +56,18 @@ def test_session_without_contrib_auth(logto_without_auth: dict[str, Any]) -> Non
     answer = client.get("/drf/items")
     assert answer.status_code == 200, answer.content
     assert answer.json()["type"] == "LogtoUser" and answer.json()["id"] == "plain-user"
+
+
+def test_a_bearer_token_decides_whatever_the_order_of_the_classes(logto: dict[str, Any], fake: FakeLogto,
+                                                                  clock: Any) -> None:
+    with override_settings(LOGTO_BEARER=bearer_settings(fake, clock)):
+        client = Client(enforce_csrf_checks=True)
+        sign_in(client, claims={"sub": "drf-user"})
+        for url in ("/drf/items", "/drf/session-first"):
+            assert client.get(url).json()["type"] == "User"  # the cookie alone: the session's user
+            good = client.get(url, HTTP_AUTHORIZATION=f"Bearer {access_token(fake, clock)}")
+            assert good.status_code == 200 and good.json()["type"] == "AccessTokenUser", (url, good.content)
+            # A bad token beside a good cookie: refused, never the cookie's user.
+            bad = client.get(url, HTTP_AUTHORIZATION=f"Bearer {access_token(fake, clock, aud='https://x.example')}")
+            assert bad.status_code == 401, (url, bad.content)
+            assert bad["WWW-Authenticate"].startswith("Bearer")

@@ -75,8 +75,14 @@ class ItemsView(APIView):
         return DRFResponse({"posted": True})
 
 
+class SessionFirstView(ItemsView):
+    # The cookie's class first: a bearer token must still decide the request it comes with.
+    authentication_classes = (LogtoSessionAuthentication, LogtoBearerAuthentication)
+
+
 urlpatterns = [
     path("drf/items", ItemsView.as_view()),
+    path("drf/session-first", SessionFirstView.as_view()),
     path("", whoami),
     path("protected", protected),
     path("page", page),

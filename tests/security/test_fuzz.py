@@ -473,7 +473,7 @@ def check_asgi_passthrough(loop: asyncio.AbstractEventLoop, middleware: LogtoASG
     seen, received = app.calls[0]
     for key, value in sent_scope.items():
         assert seen[key] == value, key
-    assert set(seen) - set(sent_scope) <= {"user", "auth"}
+    assert set(seen) - set(sent_scope) <= {"user", "auth", "logto.base_path"}
     assert received == messages
     assert sent[0]["status"] == 200
     only_own_cookies_added([(n.decode("latin-1"), v.decode("latin-1")) for n, v in APP_HEADERS],
