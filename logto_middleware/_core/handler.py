@@ -157,7 +157,7 @@ class LogtoCore:
         self.manager = SessionManager(config, store=store, clock=clock)
         self.failures = FailureLog(log)
         self.user_code = UserCode(config, self.failures.report)
-        self.routes = Routes(config, self.manager, self.user_code)
+        self.routes = Routes(config, self.manager, self.user_code, self.failures.report)
         self._base = config.base_path
 
     def base_path(self, root: str) -> str:
