@@ -7,6 +7,11 @@ The whole of it, for an app of your own (configuration from the AUTH_* environme
     app = FastAPI()
     app.add_middleware(LogtoASGIMiddleware)
 
+    @app.get("/devices", response_class=HTMLResponse)
+    async def devices(user: LoginRequired, request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", ""))
+        return HTMLResponse(common.devices_page(user, FRAMEWORK, root), headers=common.NO_STORE)
+
     @app.get("/api/me")
     async def me(user: CurrentUser) -> dict[str, str | None]:
         return user.to_dict()
@@ -61,6 +66,11 @@ def create_app(config: LogtoConfig | None = None) -> FastAPI:
     async def profile(user: LoginRequired, session: CurrentSession) -> HTMLResponse:
         # A page: an anonymous visitor is sent to sign in and comes back here.
         return HTMLResponse(common.profile_page(user, session, FRAMEWORK), headers=common.NO_STORE)
+
+    @app.get("/devices", response_class=HTMLResponse)
+    async def devices(user: LoginRequired, request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", ""))
+        return HTMLResponse(common.devices_page(user, FRAMEWORK, root), headers=common.NO_STORE)
 
     @app.get("/api/me")
     async def me(user: CurrentUser, session: CurrentSession) -> JSONResponse:

@@ -60,6 +60,12 @@ def profile() -> ResponseReturnValue:
     return _html(common.profile_page(user, session, FRAMEWORK))
 
 
+@login_required
+def devices() -> ResponseReturnValue:
+    user, _ = _signed_in()
+    return _html(common.devices_page(user, FRAMEWORK, request.script_root))
+
+
 def me() -> ResponseReturnValue:
     # An API answers 401, not a redirect to a sign-in page.
     user, session = current_user, get_session()
@@ -149,6 +155,7 @@ def create_app(config: LogtoConfig | None = None, *, api_url: str | None = None,
     app.config.update(EXAMPLE_API=api, EXAMPLE_API_CLIENT=api_client)
     app.add_url_rule("/", view_func=home)
     app.add_url_rule("/profile", view_func=profile)
+    app.add_url_rule("/devices", view_func=devices)
     app.add_url_rule("/api/me", view_func=me)
     app.add_url_rule("/api-demo", view_func=api_demo)
     if api is not None:
