@@ -385,3 +385,28 @@ def test_devices_under_a_custom_base_path(make_harness: Callable[..., Harness], 
     assert client.get("/auth/sessions").json()["sessions"][0]["current"] is True
     assert "sessions" not in client.get(LIST).json()  # the app's page: not a route there
 
+
+
+def test_an_authjs_session_lists_this_browser_and_keeps_auth_js_token_fields(
+        make_harness: Callable[..., Harness]) -> None:
+    from logto_middleware._sessions.authjs import AuthJsCookieStore
+
+    harness = make_harness(session_format="authjs")
+    laptop = browser(harness, FIREFOX_LINUX)
+    token = AuthJsCookieStore(harness.config.secrets).decode(laptop.cookies["authjs.session-token"],
+                                                            "authjs.session-token")
+    assert token is not None and "device" not in token and "extra" not in token  # Auth.js's token, unchanged
+    [session] = listing(laptop)
+    assert (session["id"], session["description"], session["current"]) == ("current", "Firefox on Linux", True)
+    # Read back from its cookie (another process, a restart): this browser's, from its User-Agent.
+    other = make_harness(session_format="authjs")
+    [session] = listing(_with_cookies(other, laptop))
+    assert (session["description"], session["current"], session["created"]) == ("Firefox on Linux", True, None)
+
+
+def _with_cookies(harness: Harness, source: httpx.Client) -> httpx.Client:
+    client = harness.browser()
+    client.headers["user-agent"] = source.headers["user-agent"]
+    for name, value in source.cookies.items():
+        client.cookies.set(name, value)
+    return client

@@ -9,6 +9,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -21,7 +22,7 @@ from .._protocol.tokens import logout_token_replay_ttl, verify_id_token, verify_
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .._sessions.cipher import Cipher, Signer, b64encode
 from .._sessions.cookies import DuplicateCookie, delete_cookie, set_cookie
-from .._sessions.devices import DeviceSession, device_of, started
+from .._sessions.devices import UNKNOWN_BROWSER, DeviceSession, describe_user_agent, device_of, started
 from .._sessions.manager import SessionManager
 from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -461,7 +462,10 @@ class Routes:
         if isinstance(sessions, ServerSessions) and sessions.lists_sessions:
             devices = yield from sessions.list_sessions(str(data.claims.get("sub")), state.cookie_value)
         else:
-            devices = [device_of(data, _COOKIE_SESSION_HANDLE, current=True)]
+            device = device_of(data, _COOKIE_SESSION_HANDLE, current=True)
+            if device.description == UNKNOWN_BROWSER:  # an Auth.js cookie keeps none: this browser's
+                device = replace(device, description=describe_user_agent(request.headers.get("user-agent")))
+            devices = [device]
         now = int(self.manager.clock())
         return Response.json({"sessions": [_device_json(device, now) for device in devices],
                               "serverSide": server_side}, cookies=cookies)
