@@ -350,6 +350,10 @@ def test_cookie_sessions_list_only_themselves(make_harness: Callable[..., Harnes
     assert response.json()["serverSide"] is False
     [session] = response.json()["sessions"]
     assert (session["id"], session["description"], session["current"]) == ("current", "Firefox on Linux", True)
+    # Described from this request's browser: the cookie (sent on every request) carries no device.
+    data = SyncDriver(httpx.Client()).run(harness.middleware.core.manager.sessions.load(
+        laptop.cookies["logto.session-token"], "logto.session-token"))
+    assert data is not None and "device" not in data.extra and session["created"] is None
     others = laptop.post(END, json={"others": True}, headers=SAME_ORIGIN)
     assert others.status_code == 409 and others.json()["error"] == "ServerSideStoreRequired"
     assert "AUTH_SESSION_STORE" in others.json()["error_description"]

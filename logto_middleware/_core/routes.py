@@ -345,7 +345,8 @@ class Routes:
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
-        data = started(data, now, request.headers.get("user-agent"))
+        if self.manager.server_side:  # a cookie session lists only itself: its bytes are not spent on it
+            data = started(data, now, request.headers.get("user-agent"))
         if self._user_code.user(data, request) is None:
             # The app's profile mapper cannot map this user: no session it could not read later.
             return self._error(request, "Configuration", cookies)
@@ -459,11 +460,11 @@ class Routes:
             return Response.json({"error": "Unauthorized"}, 401, cookies)
         sessions = self.manager.sessions
         server_side = isinstance(sessions, ServerSessions) and sessions.lists_sessions
-        if isinstance(sessions, ServerSessions) and sessions.lists_sessions:
+        if isinstance(sessions, ServerSessions) and server_side:
             devices = yield from sessions.list_sessions(str(data.claims.get("sub")), state.cookie_value)
         else:
             device = device_of(data, _COOKIE_SESSION_HANDLE, current=True)
-            if device.description == UNKNOWN_BROWSER:  # an Auth.js cookie keeps none: this browser's
+            if device.description == UNKNOWN_BROWSER:  # a cookie keeps none: this browser's
                 device = replace(device, description=describe_user_agent(request.headers.get("user-agent")))
             devices = [device]
         now = int(self.manager.clock())
