@@ -34,6 +34,7 @@ __all__ = [
     "ExampleApi",
     "api_demo_page",
     "configure_logging",
+    "devices_page",
     "example_api",
     "exit_quietly",
     "home_page",
@@ -299,6 +300,7 @@ class ApiDemo:
 _CSS = """
 :root{--brand:#5d34f2;--brand-dark:#4524c9;--ink:#1f1d2b;--muted:#6b6880;--line:#e6e4ef;--bg:#f6f5fb}
 *{box-sizing:border-box}
+[hidden]{display:none!important}
 body{margin:0;font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
 background:radial-gradient(circle at 20% -10%,#e9e3ff 0,transparent 45%),var(--bg);min-height:100vh}
 a{color:var(--brand)}
@@ -359,6 +361,8 @@ border-radius:.5rem;padding:.8rem;overflow:auto;max-height:20rem;margin:0}
 .switcher button{font:inherit;font-weight:600;padding:.45rem .9rem;border-radius:.5rem;border:1px solid var(--brand);
 background:var(--brand);color:#fff;cursor:pointer}
 form{margin:0}
+button.end{font:inherit;font-weight:600;padding:.3rem .8rem;border-radius:.5rem;border:1px solid var(--line);
+background:#fff;color:#a3262a;cursor:pointer}
 footer{text-align:center;color:var(--muted);font-size:.85rem;margin:2rem 0}
 """
 
@@ -395,7 +399,7 @@ _SCRIPT = """
 """
 
 
-def _layout(title: str, framework: str, content: str, root: str) -> str:
+def _layout(title: str, framework: str, content: str, root: str, script: str = "") -> str:
     return (
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
@@ -404,11 +408,12 @@ def _layout(title: str, framework: str, content: str, root: str) -> str:
         "<header class=\"topbar\">"
         f"<a class=\"brand\" href=\"{escape(root)}/\"><span class=\"logo\">L</span>Logto + {escape(framework)}</a>"
         f"<nav><a href=\"{escape(root)}/\">Home</a><a href=\"{escape(root)}/profile\">Profile</a>"
+        f"<a href=\"{escape(root)}/devices\">Devices</a>"
         f"<a href=\"{escape(root)}/api-demo\">API demo</a><a href=\"{escape(root)}/api/me\">/api/me</a></nav>"
         "<span id=\"session-status\" class=\"status\">checking…</span></header>"
         f"<main>{content}</main>"
         f"<footer>Sign-in by <code>logto_middleware</code> on {escape(framework)}</footer>"
-        f"<script>{_SCRIPT}</script></body></html>"
+        f"<script>{_SCRIPT}</script>{f'<script>{script}</script>' if script else ''}</body></html>"
     )
 
 
@@ -582,3 +587,85 @@ def api_demo_page(user: LogtoUser, demo: ApiDemo, framework: str, *, root: str =
         f"<h2>Session</h2><div class=\"stack\">{_signout_form(root)}</div></section>"
     )
     return _layout("API demo", framework, content, root)
+
+
+# Lists the user's sessions from the middleware's `<base>/sessions` and ends them through
+# `<base>/sessions/end` with the CSRF token of `<base>/csrf`. Everything shown is set as text
+# (never as HTML). `<base>` is the routes' path on the site, prefix included: the page's
+# `data-auth-base`.
+_DEVICES_SCRIPT = """
+(() => {
+  const card = document.getElementById("devices");
+  const base = card.dataset.authBase;
+  const list = document.getElementById("device-list");
+  const message = document.getElementById("devices-message");
+  const others = document.getElementById("end-others");
+  const json = {accept: "application/json"};
+  const when = (iso) => iso ? new Date(iso).toLocaleString() : "unknown";
+  const say = (text) => { message.textContent = text; message.hidden = !text; };
+
+  async function end(body) {
+    say("");
+    const {csrfToken} = await (await fetch(base + "/csrf", {headers: json})).json();
+    const response = await fetch(base + "/sessions/end", {
+      method: "POST", body: JSON.stringify(body),
+      headers: {...json, "content-type": "application/json", "x-csrf-token": csrfToken}});
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) say(answer.error_description || answer.error || `failed (${response.status})`);
+    await load();
+  }
+
+  function row(session) {
+    const item = document.createElement("tr");
+    const what = document.createElement("td");
+    what.textContent = session.description + (session.current ? " (this device)" : "");
+    const dates = document.createElement("td");
+    dates.textContent = `signed in ${when(session.created)}, last seen ${when(session.lastSeen)}`;
+    const action = document.createElement("td");
+    if (!session.current) {
+      const button = Object.assign(document.createElement("button"), {type: "button", textContent: "End"});
+      button.className = "end";
+      button.addEventListener("click", () => end({session: session.id}));
+      action.append(button);
+    }
+    item.append(what, dates, action);
+    return item;
+  }
+
+  async function load() {
+    const response = await fetch(base + "/sessions", {headers: json});
+    if (response.status === 401) { say("You are signed out."); list.replaceChildren(); others.hidden = true; return; }
+    const {sessions, serverSide} = await response.json();
+    list.replaceChildren(...sessions.map(row));
+    others.hidden = !serverSide || sessions.length < 2;
+    if (!serverSide) say("Sessions live in their browsers' cookies (no AUTH_SESSION_STORE): only this one is listed.");
+  }
+
+  others.addEventListener("click", () => end({others: true}));
+  load().catch((error) => say(`Could not list the devices: ${error}`));
+})();
+"""
+
+
+def auth_base(root: str) -> str:
+    """Where the middleware's routes are for an app served under the path `root` ("" for none:
+    ASGI's `root_path`, WSGI's `SCRIPT_NAME`)."""
+    return root.rstrip("/") + AUTH_BASE
+
+
+def devices_page(user: LogtoUser, framework: str, root: str = "") -> str:
+    """`/devices`: the user's sessions, each with an "End" button, and "Sign out everywhere else".
+    The list comes from the middleware's JSON routes, so `root` (the app's path prefix) matters."""
+    root = root.rstrip("/")
+    content = (
+        f"<section class=\"card\" id=\"devices\" data-auth-base=\"{escape(auth_base(root))}\">{_person(user)}"
+        "<h2>Your devices</h2>"
+        "<p class=\"lead\">Where you are signed in. Last seen is when the session was last written "
+        "(a token refresh or a renewal), not your last click.</p>"
+        "<p class=\"notice\" id=\"devices-message\" hidden></p>"
+        "<table><tbody id=\"device-list\"></tbody></table>"
+        "<div class=\"stack\" style=\"margin-top:1rem\">"
+        "<button type=\"button\" class=\"button\" id=\"end-others\" hidden>Sign out everywhere else</button>"
+        f"{_signout_form(root)}</div></section>"
+    )
+    return _layout("Devices", framework, content, root, _DEVICES_SCRIPT)

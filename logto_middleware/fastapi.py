@@ -13,10 +13,12 @@ credential the middleware reads: sign in at `/api/auth/signin` in the same brows
 requests carry it. (An `openIdConnect` scheme would make Swagger run its own sign-in and send a
 bearer token, which this cookie middleware does not accept.)
 
-With `LogtoASGIMiddleware(..., bearer=BearerValidator(...))` (or a bearer middleware) the user
-may come from an access token instead: `CurrentUser` and `OptionalUser` are then an
-`AccessTokenUser` (`user.source == "bearer"`), `requires_scopes` checks the token's scopes, and
-the dependencies that need a session (`CurrentSession`, `access_token`) answer 401.
+With `LogtoASGIMiddleware(..., bearer=BearerValidator(...))` (or a bearer middleware) the
+caller may come from an access token instead. `CurrentUser`, `OptionalUser` and `LoginRequired`
+stay the signed-in person (`LogtoUser`; a token's request is 401 / None to them), as do the
+dependencies that need a session (`CurrentSession`, `access_token`); `CurrentCaller` and
+`OptionalCaller` take either (`LogtoUser | AccessTokenUser`, `user.source` says which), and
+`requires_scopes` checks a token's own scopes.
 
 Importing this module needs FastAPI; the rest of the package does not.
 """
@@ -37,9 +39,10 @@ from .helpers import fresh_auth_refusal, signin_url
 from .session import AsyncSession, LogtoUser
 from .starlette import signin_base_path
 
-__all__ = ["CurrentSession", "CurrentUser", "FreshAuth", "LoginRequired", "OptionalUser", "RequestUser",
-           "access_token", "current_session", "current_user", "login_required", "optional_user",
-           "requires_fresh_auth", "requires_scopes", "session_cookie"]
+__all__ = ["CurrentCaller", "CurrentSession", "CurrentUser", "FreshAuth", "LoginRequired", "OptionalCaller",
+           "OptionalUser", "RequestUser", "access_token", "current_caller", "current_session", "current_user",
+           "login_required", "optional_caller", "optional_user", "requires_fresh_auth", "requires_scopes",
+           "session_cookie"]
 
 session_cookie = APIKeyCookie(
     name=SESSION_COOKIE, scheme_name="LogtoSession", auto_error=False,
@@ -59,21 +62,36 @@ def _unauthorized() -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, "unauthorized", headers={"WWW-Authenticate": "Cookie"})
 
 
-async def optional_user(request: Request, _cookie: _Cookie = None) -> RequestUser | None:
-    """The signed-in user (or an access token's), or None when anonymous."""
+async def optional_caller(request: Request, _cookie: _Cookie = None) -> RequestUser | None:
+    """The signed-in user or an access token's (`user.source`), or None when anonymous."""
     user = request.scope.get("user")
     return user if isinstance(user, (LogtoUser, AccessTokenUser)) else None
 
 
-async def current_user(request: Request, _cookie: _Cookie = None) -> RequestUser:
-    """The signed-in user; 401 when anonymous (for pages, see `login_required`)."""
+async def current_caller(request: Request, _cookie: _Cookie = None) -> RequestUser:
+    """The signed-in user or an access token's (`user.source`); 401 when anonymous."""
+    user = await optional_caller(request)
+    if user is None:
+        raise _unauthorized()
+    return user
+
+
+async def optional_user(request: Request, _cookie: _Cookie = None) -> LogtoUser | None:
+    """The signed-in user, or None (anonymous, or a request of an access token: no person signed in)."""
+    user = request.scope.get("user")
+    return user if isinstance(user, LogtoUser) else None
+
+
+async def current_user(request: Request, _cookie: _Cookie = None) -> LogtoUser:
+    """The signed-in user; 401 otherwise (for pages, see `login_required`; for an API that
+    takes access tokens too, `current_caller`)."""
     user = await optional_user(request)
     if user is None:
         raise _unauthorized()
     return user
 
 
-async def current_session(request: Request, _user: Annotated[RequestUser, Depends(current_user)]) -> AsyncSession:
+async def current_session(request: Request, _user: Annotated[RequestUser, Depends(current_caller)]) -> AsyncSession:
     """The signed-in session (tokens, scopes, expiry); 401 when anonymous or for an access
     token's request (it has no session)."""
     session = request.scope.get("auth")
@@ -82,7 +100,7 @@ async def current_session(request: Request, _user: Annotated[RequestUser, Depend
     return session
 
 
-async def login_required(request: Request, _cookie: _Cookie = None) -> RequestUser:
+async def login_required(request: Request, _cookie: _Cookie = None) -> LogtoUser:
     """The signed-in user. Anonymous: a page (`Accept: text/html`) is redirected to sign-in and
     comes back to this URL; any other request gets 401."""
     user = await optional_user(request)
@@ -95,13 +113,17 @@ async def login_required(request: Request, _cookie: _Cookie = None) -> RequestUs
     raise _unauthorized()
 
 
-CurrentUser = Annotated[RequestUser, Depends(current_user)]
-"""`user: CurrentUser`: the signed-in user (or an access token's), 401 when anonymous."""
-OptionalUser = Annotated[RequestUser | None, Depends(optional_user)]
+CurrentUser = Annotated[LogtoUser, Depends(current_user)]
+"""`user: CurrentUser`: the signed-in user, 401 otherwise."""
+OptionalUser = Annotated[LogtoUser | None, Depends(optional_user)]
 """`user: OptionalUser`: the signed-in user or None."""
+CurrentCaller = Annotated[RequestUser, Depends(current_caller)]
+"""`caller: CurrentCaller`: the signed-in user or an access token's (`caller.source`), 401 when anonymous."""
+OptionalCaller = Annotated[RequestUser | None, Depends(optional_caller)]
+"""`caller: OptionalCaller`: the signed-in user, an access token's, or None."""
 CurrentSession = Annotated[AsyncSession, Depends(current_session)]
 """`session: CurrentSession`: the signed-in session, 401 when anonymous."""
-LoginRequired = Annotated[RequestUser, Depends(login_required)]
+LoginRequired = Annotated[LogtoUser, Depends(login_required)]
 """`user: LoginRequired`: the signed-in user; anonymous pages go to sign-in, APIs get 401."""
 
 
@@ -148,7 +170,7 @@ def requires_scopes(*scopes: str, resource: str | None = None) -> Callable[..., 
     """
     wanted = frozenset(scopes)
 
-    async def dependency(request: Request, user: CurrentUser) -> RequestUser:
+    async def dependency(request: Request, user: CurrentCaller) -> RequestUser:
         if isinstance(user, AccessTokenUser):
             granted: Iterable[str] = user.scopes if resource is None or _for_resource(user, resource) else ()
         elif resource is None:

@@ -19,10 +19,12 @@ from starlette.testclient import TestClient
 
 from logto_middleware import AccessTokenError, LogtoUser
 from logto_middleware.fastapi import (
+    CurrentCaller,
     CurrentSession,
     CurrentUser,
     FreshAuth,
     LoginRequired,
+    OptionalCaller,
     OptionalUser,
     access_token,
     requires_fresh_auth,
@@ -47,6 +49,14 @@ def fastapi_app() -> FastAPI:
     @app.get("/maybe")
     async def maybe(user: OptionalUser) -> dict[str, Any]:
         return {"id": user.id if user else None}
+
+    @app.get("/caller")
+    async def caller(caller: CurrentCaller) -> dict[str, Any]:
+        return {**caller.to_dict(), "source": caller.source}
+
+    @app.get("/maybe-caller")
+    async def maybe_caller(caller: OptionalCaller) -> dict[str, Any]:
+        return {"id": caller.id if caller else None}
 
     @app.get("/session")
     async def session(session: CurrentSession) -> dict[str, Any]:
@@ -317,10 +327,14 @@ def test_dependencies_with_a_bearer_token_or_a_session(fake_with_api: FakeLogto,
     site = Harness("asgi", fake_with_api, clock, resources=[API], scopes=SCOPES, asgi_app=fastapi_app(),
                    bearer=validator)
     token = {"authorization": f"Bearer {api_token(fake_with_api, clock)}"}
-    me = site.client.get("/me", headers=token)
-    assert me.status_code == 200 and me.json() == {"id": "machine-1", "name": None, "email": None, "image": None}
-    assert site.client.get("/maybe", headers=token).json() == {"id": "machine-1"}
-    assert site.client.get("/profile", headers=token).text == "<p>machine-1</p>"
+    me = site.client.get("/caller", headers=token)
+    assert me.status_code == 200
+    assert me.json() == {"id": "machine-1", "name": None, "email": None, "image": None, "source": "bearer"}
+    assert site.client.get("/maybe-caller", headers=token).json() == {"id": "machine-1"}
+    # The user dependencies are the signed-in person: a token's request has none.
+    assert site.client.get("/me", headers=token).status_code == 401
+    assert site.client.get("/maybe", headers=token).json() == {"id": None}
+    assert site.client.get("/profile", headers=token).status_code == 401
     # The token's own scopes: read:items granted, write:items not; a session-only scope neither.
     assert site.client.get("/items", headers=token).json() == {"id": "machine-1"}
     assert site.client.get("/admin", headers=token).status_code == 403
@@ -334,9 +348,10 @@ def test_dependencies_with_a_bearer_token_or_a_session(fake_with_api: FakeLogto,
     elsewhere = BearerValidator(fake_with_api.issuer, OTHER, clock=clock)
     other_site = Harness("asgi", fake_with_api, clock, resources=[API], asgi_app=fastapi_app(), bearer=elsewhere)
     foreign = {"authorization": f"Bearer {api_token(fake_with_api, clock, aud=OTHER)}"}
-    assert other_site.client.get("/me", headers=foreign).status_code == 200
+    assert other_site.client.get("/caller", headers=foreign).status_code == 200
     assert other_site.client.get("/items", headers=foreign).status_code == 403
     # The session's user, on the same app.
     site.sign_in("alice")
     assert site.client.get("/items").status_code == 200
     assert site.client.get("/me").json()["email"] == "alice@example.com"
+    assert site.client.get("/caller").json()["source"] == "session"

@@ -69,6 +69,10 @@ def create_app(config: LogtoConfig | None = None) -> FastAPI:
         page = common.profile_page(user, session, FRAMEWORK, root=_root(request))
         return HTMLResponse(page, headers=common.NO_STORE)
 
+    @app.get("/devices", response_class=HTMLResponse)
+    async def devices(user: LoginRequired, request: Request) -> HTMLResponse:
+        return HTMLResponse(common.devices_page(user, FRAMEWORK, _root(request)), headers=common.NO_STORE)
+
     @app.get("/api/me")
     async def me(user: CurrentUser, session: CurrentSession) -> JSONResponse:
         # An API: 401 when anonymous.

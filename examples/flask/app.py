@@ -23,6 +23,7 @@ from flask.typing import ResponseReturnValue
 
 from logto_middleware import (
     AccessTokenUser,
+    AnonymousUser,
     BearerValidator,
     LogtoConfig,
     LogtoConfigError,
@@ -51,13 +52,20 @@ def _signed_in() -> tuple[LogtoUser, SyncSession]:
 
 
 def home() -> Response:
-    return _html(common.home_page(current_user, FRAMEWORK, root=request.script_root))
+    user = current_user if isinstance(current_user, LogtoUser) else AnonymousUser()  # no bearer tokens here
+    return _html(common.home_page(user, FRAMEWORK, root=request.script_root))
 
 
 @login_required
 def profile() -> ResponseReturnValue:
     user, session = _signed_in()
     return _html(common.profile_page(user, session, FRAMEWORK, root=request.script_root))
+
+
+@login_required
+def devices() -> ResponseReturnValue:
+    user, _ = _signed_in()
+    return _html(common.devices_page(user, FRAMEWORK, request.script_root))
 
 
 def me() -> ResponseReturnValue:
@@ -149,6 +157,7 @@ def create_app(config: LogtoConfig | None = None, *, api_url: str | None = None,
     app.config.update(EXAMPLE_API=api, EXAMPLE_API_CLIENT=api_client)
     app.add_url_rule("/", view_func=home)
     app.add_url_rule("/profile", view_func=profile)
+    app.add_url_rule("/devices", view_func=devices)
     app.add_url_rule("/api/me", view_func=me)
     app.add_url_rule("/api-demo", view_func=api_demo)
     if api is not None:

@@ -59,6 +59,12 @@ async def profile(request: Request) -> Response:
     return HTMLResponse(page, headers=common.NO_STORE)
 
 
+async def devices(request: Request) -> Response:
+    if not request.user.is_authenticated:
+        return RedirectResponse(common.signin_redirect(request.url.path, request.url.query), status_code=302)
+    return HTMLResponse(common.devices_page(request.user, FRAMEWORK, _root(request)), headers=common.NO_STORE)
+
+
 async def me(request: Request) -> Response:
     # An API answers 401, not a redirect to a sign-in page.
     if not request.user.is_authenticated:
@@ -155,8 +161,8 @@ def create_app(config: LogtoConfig | None = None, *, api_url: str | None = None,
     if config is None:
         config = common.load_config()
     api = common.example_api(config, base_url=api_url)
-    routes: list[BaseRoute] = [Route("/", home), Route("/profile", profile), Route("/api/me", me),
-                               Route("/api-demo", api_demo)]
+    routes: list[BaseRoute] = [Route("/", home), Route("/profile", profile), Route("/devices", devices),
+                               Route("/api/me", me), Route("/api-demo", api_demo)]
     if api is not None:
         routes.append(Mount(common.API_PREFIX, app=example_api_app(api, config, http_client)))
     app = Starlette(routes=routes,

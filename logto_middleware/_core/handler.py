@@ -179,7 +179,7 @@ class LogtoCore:
         self.failures = FailureLog(log)
         self.user_code = UserCode(config, self.failures.report)
         self.manager = SessionManager(config, store=store, clock=clock, hooks=self.user_code.refresh_hooks)
-        self.routes = Routes(config, self.manager, self.user_code)
+        self.routes = Routes(config, self.manager, self.user_code, self.failures.report)
         self._base = config.base_path
 
     def base_path(self, root: str) -> str:

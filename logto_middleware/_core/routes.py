@@ -9,6 +9,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlencode
@@ -17,11 +18,12 @@ from cachetools import TTLCache
 
 from .._messages import Request, Response
 from .._protocol.freshness import AuthTimeError, parse_max_age
-from .._protocol.oauth import revoke, token_grant
+from .._protocol.oauth import revoke_or_raise, token_grant
 from .._protocol.tokens import logout_token_replay_ttl, verify_id_token, verify_logout_token
 from .._sessions.authjs import AUTHJS_CSRF_COOKIE, AuthJsCsrfSigner
 from .._sessions.cipher import Cipher, Signer, b64encode
 from .._sessions.cookies import DuplicateCookie, delete_cookie, set_cookie
+from .._sessions.devices import UNKNOWN_BROWSER, DeviceSession, describe_user_agent, device_of, started
 from .._sessions.manager import SessionManager
 from ..config import LogtoConfig
 from ..errors import LogtoError, OAuthError, ProviderError, ProviderUnavailable, TokenValidationError
@@ -30,7 +32,7 @@ from ..session import SessionData, session_claims
 from ..stores import ServerSessions
 from .pages import ERRORS, error_page, error_status, signout_page
 from .redirects import request_origin, safe_redirect
-from .usercode import UserCode
+from .usercode import Report, UserCode
 
 __all__ = ["Routes"]
 
@@ -47,15 +49,23 @@ MAX_TRANSACTIONS = 5
 _MAX_TRANSACTION_COOKIE = 3936
 # Logto's own sign-in parameters, passed through to the authorization request when given.
 PASSTHROUGH = ("direct_sign_in", "first_screen", "login_hint", "identifier", "prompt", "ui_locales")
+# The handle of a cookie session in the list of devices: it is the only one there is.
+_COOKIE_SESSION_HANDLE = "current"
+_MAX_HANDLE = 128
+_NEEDS_STORE = ("ending the other sessions needs a server-side session store (AUTH_SESSION_STORE=redis://... "
+                "or memory): a session kept in its browser's cookie cannot be ended from the server")
 
 
 class Routes:
     """Handlers of the routes under `base_path`; each is a flow returning a `Response`."""
 
-    def __init__(self, config: LogtoConfig, manager: SessionManager, user_code: UserCode) -> None:
+    def __init__(self, config: LogtoConfig, manager: SessionManager, user_code: UserCode,
+                 report: Report | None = None) -> None:
         self.manager = manager
         self.config = config
         self._user_code = user_code
+        self._report = report or (lambda exc, method, path, what: log.error("%s on %s %s: %s", what, method, path,
+                                                                           exc))
         self._transactions = Cipher(config.secrets, "transaction cookie")
         if config.session_format == "authjs":
             # Auth.js's own CSRF cookie, so these routes can stand in for an Auth.js app's.
@@ -78,6 +88,8 @@ class Routes:
             "providers": (("GET",), self.providers),
             "error": (("GET",), self.error),
             "backchannel-logout": (("POST",), self.backchannel_logout),
+            "sessions": (("GET",), self.sessions),
+            "sessions/end": (("POST",), self.end_sessions),
         }
 
     def base_path(self, root: str) -> str:
@@ -355,6 +367,8 @@ class Routes:
             id_token=tokens.id_token, access_token=tokens.access_token,
             access_token_expires_at=now + tokens.expires_in if tokens.expires_in is not None else None,
             refresh_token=tokens.refresh_token, scope=tokens.scope or config.scope)
+        if self.manager.server_side:  # a cookie session lists only itself: its bytes are not spent on it
+            data = started(data, now, request.headers.get("user-agent"))
         user = self._user_code.user(data, request)
         if user is None:
             # The app's profile mapper cannot map this user: no session it could not read later.
@@ -392,9 +406,11 @@ class Routes:
         if state.cookie_value is not None:
             yield from self.manager.sessions.delete(state.cookie_value)
         everywhere = (request.form.get("everywhere") or request.query.get("everywhere")) == "1"
+        ended = [data] if data is not None else []
         if everywhere and data is not None and isinstance(self.manager.sessions, ServerSessions):
-            count = yield from self.manager.sessions.delete_user(str(data.claims.get("sub")))
-            log.info("signed out everywhere: %d sessions ended", count)
+            others = yield from self.manager.sessions.end_user_sessions(str(data.claims.get("sub")))
+            ended += others
+            log.info("signed out everywhere: %d other sessions ended", len(others))
         origin = self.origin(request)
         target = self._default_target(request, self.config.post_logout_redirect)
         local_target = safe_redirect(request.form.get("callbackUrl") or request.query.get("callbackUrl"),
@@ -407,10 +423,9 @@ class Routes:
         except LogtoError as exc:
             log.warning("provider unavailable at sign-out; signed out locally only: %s", exc)
             return self._redirect(request, local_target, cookies)
-        if data.refresh_token and metadata.revocation_endpoint:
-            config = self.config
-            yield from revoke(metadata.revocation_endpoint, config.client_id, config.client_secret,
-                              data.refresh_token, "refresh_token")
+        # Logto's end_session leaves the grants of offline_access alive, and signs no other
+        # client out: each ended session's refresh token is revoked, or it would outlive it.
+        yield from self._revoke_refresh_tokens(request, ended)
         if not metadata.end_session_endpoint:
             return self._redirect(request, local_target, cookies)
         query: dict[str, str] = {"client_id": self.config.client_id, "post_logout_redirect_uri": target}
@@ -469,6 +484,107 @@ class Routes:
         body = yield from self._user_code.shape_session(body, user, request)
         return Response.json(body, cookies=cookies)
 
+    # -- a user's devices ----------------------------------------------------------------------
+
+    def sessions(self, request: Request) -> Flow[Response]:
+        """The signed-in user's sessions (devices), the current one marked."""
+        state = yield from self.manager.read_session(request, refresh=False)
+        user = self._user_code.session_user(state, request)
+        cookies = yield from self.manager.write_session(state)
+        data = state.data
+        if data is None or user is None:
+            return Response.json({"error": "Unauthorized"}, 401, cookies)
+        sessions = self.manager.sessions
+        server_side = isinstance(sessions, ServerSessions) and sessions.lists_sessions
+        if isinstance(sessions, ServerSessions) and server_side:
+            devices = yield from sessions.list_sessions(str(data.claims.get("sub")), state.cookie_value)
+        else:
+            device = device_of(data, _COOKIE_SESSION_HANDLE, current=True)
+            if device.description == UNKNOWN_BROWSER:  # a cookie keeps none: this browser's
+                device = replace(device, description=describe_user_agent(request.headers.get("user-agent")))
+            devices = [device]
+        now = int(self.manager.clock())
+        return Response.json({"sessions": [_device_json(device, now) for device in devices],
+                              "serverSide": server_side}, cookies=cookies)
+
+    def end_sessions(self, request: Request) -> Flow[Response]:
+        """End one of the signed-in user's sessions (`{"session": <id from the list>}`) or all
+        the others (`{"others": true}`), and revoke their refresh tokens at the provider."""
+        if not self._csrf_ok(request):
+            log.info("ending sessions refused: cross-origin without a valid CSRF token")
+            return Response.json({"error": "MissingCSRF"}, 403)
+        state = yield from self.manager.read_session(request, refresh=False)
+        user = self._user_code.session_user(state, request)
+        data = state.data
+        if data is None or user is None:
+            cookies = yield from self.manager.write_session(state)
+            return Response.json({"error": "Unauthorized"}, 401, cookies)
+        target = _end_target(request)
+        if target is None:
+            cookies = yield from self.manager.write_session(state)
+            return Response.json({"error": "InvalidRequest", "error_description":
+                                  'send {"session": "<an id from the list>"} or {"others": true}'}, 400, cookies)
+        others, handle = target
+        sub = str(data.claims.get("sub"))
+        sessions = self.manager.sessions
+        listing = isinstance(sessions, ServerSessions) and sessions.lists_sessions
+        ended: list[SessionData] = []
+        current_ended = False
+        if others:
+            if not isinstance(sessions, ServerSessions) or not listing:
+                cookies = yield from self.manager.write_session(state)
+                return Response.json({"error": "ServerSideStoreRequired", "error_description": _NEEDS_STORE},
+                                     409, cookies)
+            ended = yield from sessions.end_other_sessions(sub, state.cookie_value)
+        elif isinstance(sessions, ServerSessions) and listing:
+            current_ended = sessions.is_handle_of(handle, state.cookie_value)
+            one = yield from sessions.end_session(sub, handle)
+            ended = [one] if one is not None else []
+        elif hmac.compare_digest(handle.encode(), _COOKIE_SESSION_HANDLE.encode()):
+            current_ended, ended = True, [data]
+        if not ended:
+            cookies = yield from self.manager.write_session(state)
+            return Response.json({"error": "NotFound", "error_description": "no session of yours has that id"},
+                                 404, cookies)
+        if current_ended:
+            # The session of this very request: signed out here, as by the sign-out route.
+            cookies = self.manager.clear_session(state) if state.present else []
+            if state.cookie_value is not None:
+                yield from sessions.delete(state.cookie_value)
+        else:
+            cookies = list((yield from self.manager.write_session(state)))
+        log.info("ended %d of the user's sessions", len(ended))
+        revoked = yield from self._revoke_refresh_tokens(request, ended)
+        return Response.json({"ended": len(ended), "revoked": revoked}, cookies=cookies)
+
+    def _revoke_refresh_tokens(self, request: Request, ended: Sequence[SessionData]) -> Flow[int]:
+        """Revoke the refresh tokens of the sessions `ended` (already ended here, whatever the
+        provider answers); the number the provider accepted. A failure is reported, never raised."""
+        tokens = [data.refresh_token for data in ended if data.refresh_token]
+        if not tokens:
+            return 0
+        what = "refresh token revocation failed (the session was ended here all the same)"
+        try:
+            metadata = yield from self.manager.provider.metadata()
+        except LogtoError as exc:
+            self._report(exc, request.method, request.path, what)
+            return 0
+        if not metadata.revocation_endpoint:
+            return 0
+        config, revoked = self.config, 0
+        for token in tokens:
+            try:
+                yield from revoke_or_raise(metadata.revocation_endpoint, config.client_id, config.client_secret,
+                                           token, "refresh_token")
+            except ProviderUnavailable as exc:
+                self._report(exc, request.method, request.path, what)
+                break  # the others would wait for it in turn
+            except ProviderError as exc:
+                self._report(exc, request.method, request.path, what)
+                continue
+            revoked += 1
+        return revoked
+
     def csrf(self, request: Request) -> Flow[Response]:
         token, cookies = self._ensure_csrf(request)
         return Response.json({"csrfToken": token}, cookies=cookies)
@@ -496,3 +612,31 @@ def _clean(value: str | None) -> bool:
 
 def _iso(timestamp: int) -> str:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _end_target(request: Request) -> tuple[bool, str] | None:
+    """What `sessions/end` is asked to end: (True, "") all the others, (False, handle) one, or
+    None when the body (JSON, or a form with `session` or `others=1`) says neither clearly."""
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            body = json.loads(request.body)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond the parser
+            return None
+        if not isinstance(body, dict):
+            return None
+        handle, others = body.get("session"), body.get("others", False)
+    else:
+        handle, others = request.form.get("session"), request.form.get("others", "") in ("1", "true")
+    if handle is None and others is True:
+        return True, ""
+    if isinstance(handle, str) and 0 < len(handle) <= _MAX_HANDLE and others is False:
+        return False, handle
+    return None
+
+
+def _device_json(device: DeviceSession, now: int) -> dict[str, Any]:
+    # The current session is the one in use this very moment.
+    last_seen = now if device.current else device.last_seen_at
+    return {"id": device.handle, "description": device.description, "current": device.current,
+            "created": _iso(device.created_at) if device.created_at is not None else None,
+            "lastSeen": _iso(last_seen) if last_seen is not None else None}

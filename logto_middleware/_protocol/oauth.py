@@ -19,7 +19,7 @@ from ..errors import OAuthError, ProviderError, ProviderUnavailable
 from ..flow import Fetch, Flow
 from .provider import read_json
 
-__all__ = ["MAX_TOKEN_RESPONSE", "TokenResponse", "basic_auth", "revoke", "token_grant"]
+__all__ = ["MAX_TOKEN_RESPONSE", "TokenResponse", "basic_auth", "revoke", "revoke_or_raise", "token_grant"]
 
 log = logging.getLogger("logto_middleware")
 
@@ -149,12 +149,20 @@ def token_grant(endpoint: str, client_id: str, client_secret: str,
     return TokenResponse.parse(body)
 
 
+def revoke_or_raise(endpoint: str, client_id: str, client_secret: str, token: str, hint: str) -> Flow[None]:
+    """Revoke a token (RFC 7009); `ProviderUnavailable` when the provider cannot be reached,
+    `ProviderError` when it refused (the messages never carry the token)."""
+    response = yield Fetch(httpx.Request(
+        "POST", endpoint, data={"token": token, "token_type_hint": hint},
+        headers={"Authorization": basic_auth(client_id, client_secret)}), _MAX_REVOCATION_RESPONSE)
+    if response.status_code != 200:
+        raise ProviderError(f"revocation endpoint answered {response.status_code}")
+
+
 def revoke(endpoint: str, client_id: str, client_secret: str, token: str, hint: str) -> Flow[bool]:
     """Revoke a token (RFC 7009); best effort: True when the provider accepted it."""
     try:
-        response = yield Fetch(httpx.Request(
-            "POST", endpoint, data={"token": token, "token_type_hint": hint},
-            headers={"Authorization": basic_auth(client_id, client_secret)}), _MAX_REVOCATION_RESPONSE)
+        yield from revoke_or_raise(endpoint, client_id, client_secret, token, hint)
     except (ProviderUnavailable, ProviderError):
         return False
-    return bool(response.status_code == 200)
+    return True

@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..errors import ProviderUnavailable
-from ..flow import Flow, Sleep
+from ..flow import Flow, Sleep, returns
 from ..session import SessionData
 from ..stores.base import SessionStore
 from .cipher import Cipher
 from .cookies import accepted_bindings
+from .devices import DeviceSession, SessionHandles, device_of, seen
 
 __all__ = ["ServerSessions"]
 
@@ -33,6 +34,7 @@ class ServerSessions:
         self.store = store
         self._ids = Cipher(secrets_, "session id")
         self._data = Cipher(secrets_, "session data")
+        self._handles = SessionHandles(secrets_)
         self._clock = clock
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
@@ -86,6 +88,7 @@ class ServerSessions:
                 earlier = sid if cookie_name.startswith("__Host-") else None
                 sid, cookie_value = secrets.token_urlsafe(32), None
         key = "session:" + sid
+        data = seen(data, int(self._clock()))  # written now: the device's "last seen"
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
         tags = ["sub:" + str(data.claims.get("sub"))]
         if isinstance(data.claims.get("sid"), str):
@@ -144,3 +147,64 @@ class ServerSessions:
             if self._clock() > deadline:
                 raise ProviderUnavailable("another instance is still refreshing this session")
 
+    # -- a user's devices ----------------------------------------------------------------------
+
+    @property
+    def lists_sessions(self) -> bool:
+        """Whether the store can list a user's sessions (`SessionStore.members`; a custom store
+        written for an earlier version may lack it)."""
+        return callable(getattr(self.store, "members", None))
+
+    def _sessions_of(self, sub: str) -> Flow[list[tuple[str, SessionData]]]:
+        """(session id, data) of every live session of user `sub`."""
+        found = yield from self.store.members("sub:" + sub)
+        now = self._clock()
+        sessions = []
+        for key, raw in found:
+            if not key.startswith("session:"):
+                continue
+            plaintext = self._data.decrypt(raw.decode("ascii", "replace"), key.encode())
+            data = SessionData.from_json(plaintext) if plaintext is not None else None
+            if data is not None and data.claims.get("sub") == sub and data.expires_at > now:
+                sessions.append((key[len("session:"):], data))
+        return sessions
+
+    def list_sessions(self, sub: str, cookie_value: str | None = None) -> Flow[list[DeviceSession]]:
+        """The sessions of user `sub`, the one of `cookie_value` marked current; the current one
+        first, then the most recently seen."""
+        current = self.session_id(cookie_value)
+        sessions = yield from self._sessions_of(sub)
+        devices = [device_of(data, self._handles.handle(sid), sid == current) for sid, data in sessions]
+        devices.sort(key=lambda d: (not d.current, -(d.last_seen_at or 0)))
+        return devices
+
+    def is_handle_of(self, handle: str, cookie_value: str | None) -> bool:
+        """Whether `handle` names the session of `cookie_value`."""
+        sid = self.session_id(cookie_value)
+        return sid is not None and self._handles.matches(sid, handle)
+
+    def end_session(self, sub: str, handle: str) -> Flow[SessionData | None]:
+        """End the session of user `sub` that `handle` names; its data (whose refresh token the
+        caller revokes), or None when `sub` has no session of that handle."""
+        for sid, data in (yield from self._sessions_of(sub)):
+            if self._handles.matches(sid, handle):
+                yield from self.store.delete("session:" + sid)
+                return data
+        return None
+
+    def end_other_sessions(self, sub: str, cookie_value: str | None) -> Flow[list[SessionData]]:
+        """End every session of user `sub` but the one of `cookie_value`; the data of those ended."""
+        current = self.session_id(cookie_value)
+        ended = []
+        for sid, data in (yield from self._sessions_of(sub)):
+            if sid != current:
+                yield from self.store.delete("session:" + sid)
+                ended.append(data)
+        return ended
+
+    def end_user_sessions(self, sub: str) -> Flow[list[SessionData]]:
+        """End every session of user `sub` (sign-out everywhere); the data of those that could be
+        read (a store without `members` ends them all the same)."""
+        sessions = yield from (self._sessions_of(sub) if self.lists_sessions else returns([]))
+        yield from self.delete_user(sub)
+        return [data for _, data in sessions]

@@ -65,6 +65,13 @@ class MemoryStore:
                 self._forget(key)
         return returns(len(keys))
 
+    def members(self, tag: str) -> Flow[list[tuple[str, bytes]]]:
+        with self._lock:
+            now = self._clock()
+            # Expired entries are not forgotten here: `get` does that (this reads only).
+            found = [(key, self._items[key]) for key in self._tags.get(tag, ())]
+            return returns([(key, item[0]) for key, item in found if item[1] > now])
+
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:
         with self._lock:
             now = self._clock()

@@ -53,6 +53,16 @@ end
 if ARGV[1] == 'tag' then redis.call('DEL', KEYS[1]) end
 return n
 """
+# The live keys of a tag set and their values, flat: key, value, key, value... (an expired key
+# is still in its set until a delete unfiles it: skipped).
+_MEMBERS = """
+local found = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local value = redis.call('GET', key)
+  if value then found[#found + 1] = key; found[#found + 1] = value end
+end
+return found
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -109,6 +119,13 @@ class RedisStore:
     def delete_tagged(self, tag: str) -> Flow[int]:
         deleted = yield from self._command("EVAL", _DELETE, 1, self.prefix + "tag:" + tag, "tag", self.prefix)
         return int(deleted)
+
+    def members(self, tag: str) -> Flow[list[tuple[str, bytes]]]:
+        found = yield from self._command("EVAL", _MEMBERS, 1, self.prefix + "tag:" + tag)
+        start = len(self.prefix.encode())
+        pairs = zip(found[0::2], found[1::2], strict=True)
+        return [(key[start:].decode("utf-8", "replace"), value) for key, value in pairs
+                if isinstance(key, bytes) and isinstance(value, bytes)]
 
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:
         taken = yield from self._command("SET", self.prefix + "lock:" + name, owner, "NX", "PX",

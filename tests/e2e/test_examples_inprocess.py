@@ -164,3 +164,30 @@ def test_fastapi_pages_link_under_the_root_path(config: LogtoConfig) -> None:
     location = urlsplit(protected.headers["location"])
     assert location.path == "/app/api/auth/signin"
     assert parse_qs(location.query) == {"callbackUrl": ["/app/profile"]}
+
+
+def test_devices_page(client: httpx.Client, config: LogtoConfig) -> None:
+    anonymous = client.get("/devices")
+    assert anonymous.status_code == 302
+    assert parse_qs(urlsplit(anonymous.headers["location"]).query) == {"callbackUrl": ["/devices"]}
+    page = client.get("/devices", headers={"Cookie": make_session_cookie(config, HOSTILE)})
+    assert page.status_code == 200, page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert 'data-auth-base="/api/auth"' in page.text
+    for text in ('id="device-list"', ">Sign out everywhere else<", 'action="/api/auth/signout"',
+                 'href="/devices"'):
+        assert text in page.text
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    # Its script builds the rows from text only, and calls the routes under the page's base.
+    for text in ('base + "/sessions"', 'base + "/sessions/end"', 'base + "/csrf"', '"x-csrf-token"'):
+        assert text in page.text
+    assert "innerHTML" not in page.text
+
+
+def test_devices_page_under_a_prefix_calls_the_prefixed_routes() -> None:
+    common = load_common()
+    page = common.devices_page(common.LogtoUser({"sub": "u", "name": "<b>U</b>"}), "Test", "/app/")
+    assert 'data-auth-base="/app/api/auth"' in page and "<b>U</b>" not in page
+    assert common.auth_base("") == "/api/auth"
+    assert common.auth_base('/a"b') == '/a"b/api/auth'  # the page escapes it
+    assert 'data-auth-base="/a&quot;b/api/auth"' in common.devices_page(common.LogtoUser({"sub": "u"}), "T", '/a"b')

@@ -84,6 +84,11 @@ def test_sign_in_and_out_under_a_prefix(stack: Stack, browser: Browser) -> None:
     me = browser.fetch("GET", landed.headers["location"])
     assert me.status_code == 200, f"{me.status_code} {me.text}\n{stack.server.log}"
     assert me.json()["user"]["id"] == "alice"
+    # The devices page calls the routes under the prefix, where they answer.
+    devices = browser.fetch("GET", browser.public("/devices"))
+    assert devices.status_code == 200 and 'data-auth-base="/app/api/auth"' in devices.text, devices.text
+    listed = browser.fetch("GET", browser.public("/api/auth/sessions"))
+    assert listed.status_code == 200 and [s["current"] for s in listed.json()["sessions"]] == [True], listed.text
 
     signout = browser.fetch("POST", browser.public("/api/auth/signout"), headers={"Origin": stack.server.origin})
     assert signout.status_code == 302, signout.text

@@ -154,3 +154,38 @@ def test_redis_deletes_unfile_keys_from_every_index(redis_url: str, run: Runner)
     run(store.delete("s2"))
     assert not raw.exists("idx:tag:sub:u", "idx:tag:sid:b", "idx:tags:s2")
     assert raw.keys("idx:*") == []
+
+
+def test_members_lists_the_live_keys_of_a_tag_with_their_values(store_factory: Callable[[], SessionStore],
+                                                                run: Runner) -> None:
+    store = store_factory()
+    assert run(store.members("sub:u1")) == []
+    run(store.set("session:a", b"\x00value-a\xff", 60, ["sub:u1", "sid:x"]))
+    run(store.set("session:b", b"value-b", 60, ["sub:u1"]))
+    run(store.set("session:c", b"value-c", 60, ["sub:u2"]))
+    assert sorted(run(store.members("sub:u1"))) == [("session:a", b"\x00value-a\xff"), ("session:b", b"value-b")]
+    assert run(store.members("sid:x")) == [("session:a", b"\x00value-a\xff")]
+    run(store.set("session:b", b"value-b2", 60, ["sub:u1"]))  # rewritten: its new value
+    run(store.delete("session:a"))
+    assert run(store.members("sub:u1")) == [("session:b", b"value-b2")]
+    assert run(store.delete_tagged("sub:u1")) == 1
+    assert run(store.members("sub:u1")) == []
+
+
+def test_memory_members_leaves_out_expired_keys(run: Runner) -> None:
+    clock = MovableClock()
+    store = MemoryStore(clock=clock)
+    run(store.set("old", b"1", 10, ["sub:u"]))
+    run(store.set("new", b"2", 100, ["sub:u"]))
+    clock.now += 11
+    assert run(store.members("sub:u")) == [("new", b"2")]
+
+
+def test_redis_members_leaves_out_expired_keys(redis_url: str, run: Runner) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_url, prefix="m:")
+    run(store.set("old", b"1", 100, ["sub:u"]))
+    run(store.set("new", b"2", 100, ["sub:u"]))
+    redis.Redis.from_url(redis_url).delete("m:old")  # expired: gone, still in the index
+    assert run(store.members("sub:u")) == [("new", b"2")]
