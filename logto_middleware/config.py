@@ -35,6 +35,17 @@ def _shown(value: str) -> str:
     return value
 
 
+def _redis_url_problem(value: str) -> str | None:
+    """What is wrong with Redis URL `value` (never its credentials), or None."""
+    from .stores.redis import check_url
+
+    try:
+        check_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _fail(setting: str, env: str | None, problem: str) -> LogtoConfigError:
     where = f"{setting} ({env})" if env else setting
     return LogtoConfigError(f"logto_middleware: {where} {problem}")
@@ -149,9 +160,12 @@ class LogtoConfig:
                             f"must be absolute URIs (API indicators), not {resource!r}")
         set_(self, "resources", resources)
         store = self.session_store.strip()
-        if store not in ("cookie", "memory") and not store.startswith(("redis://", "rediss://", "unix://")):
-            raise _fail("session_store", "AUTH_SESSION_STORE",
-                        f"must be cookie, memory or a redis:// URL, not {_shown(store)!r}")
+        if store not in ("cookie", "memory"):
+            problem = _redis_url_problem(store)
+            if problem is not None:
+                raise _fail("session_store", "AUTH_SESSION_STORE",
+                            f"must be cookie, memory or a Redis URL (redis://, rediss://, unix://, redis+cluster://, "
+                            f"redis+sentinel://, rediss+...), not {_shown(store)!r}: {problem}")
         set_(self, "session_store", store)
         if self.session_format not in ("logto", "authjs"):
             raise _fail("session_format", "AUTH_SESSION_FORMAT",
@@ -162,10 +176,11 @@ class LogtoConfig:
         lock = self.refresh_lock.strip()
         if lock.lower() in ("off", "none", "false", "0"):
             lock = "off"
-        elif lock and not lock.startswith(("redis://", "rediss://", "unix://")) and not os.path.isabs(lock):
+        elif lock and not os.path.isabs(lock) and (problem := _redis_url_problem(lock)) is not None:
             raise _fail("refresh_lock", "AUTH_REFRESH_LOCK",
-                        f"must be empty (a private local directory), off, a redis:// URL or an absolute directory, "
-                        f"not {_shown(self.refresh_lock)!r}")
+                        f"must be empty (a private local directory), off, a Redis URL (redis://, rediss://, unix://, "
+                        f"redis+cluster://, redis+sentinel://, rediss+...) or an absolute directory, "
+                        f"not {_shown(self.refresh_lock)!r}: {problem}")
         set_(self, "refresh_lock", lock)
         if self.http_timeout <= 0:
             raise _fail("http_timeout", None, "must be positive")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -20,6 +21,18 @@ _EARLIER_ID_AAD = b"logto.session-id"
 # `__Host-` names, so none can be planted under their `__Secure-` name (cookies.accepted_bindings).
 _ID_AAD = _EARLIER_ID_AAD + b"/2"
 _EITHER = (_ID_AAD, _EARLIER_ID_AAD)
+
+
+def user_slot(sub: str) -> str:
+    """The hash tag of user `sub`'s keys: `{` + 8 hex digits of SHA-256(sub) + `}`.
+
+    A session id starts with it and the user's index names carry it (`sub:{U}<sub>`,
+    `sid:{U}<sid>`), so that one user's session and indexes share a Redis Cluster slot and one
+    script can update them all. Not keyed by the app's secret: it must not change when the
+    secret rotates (sign-out everywhere would have to look under every secret's tag), it hides
+    nothing the index names do not already hold, and 32 bits of a hash name no user (many subs
+    share one tag; the slot is all that is made of it)."""
+    return "{" + hashlib.sha256(sub.encode()).hexdigest()[:8] + "}"
 
 
 class ServerSessions:
@@ -73,8 +86,9 @@ class ServerSessions:
         session of an earlier version written back to its cookie (`cookie_name`)."""
         opened = self._open(cookie_value, _EITHER)
         earlier = None
+        slot = user_slot(str(data.claims.get("sub")))
         if opened is None:
-            sid, cookie_value = secrets.token_urlsafe(32), None
+            sid, cookie_value = slot + secrets.token_urlsafe(32), None
         else:
             sid, aad = opened
             if cookie_name and aad != _ID_AAD:
@@ -84,13 +98,20 @@ class ServerSessions:
                 # same (http) name it is left to run out, as a request still carrying the old
                 # value would otherwise clear the new cookie.
                 earlier = sid if cookie_name.startswith("__Host-") else None
-                sid, cookie_value = secrets.token_urlsafe(32), None
+                sid, cookie_value = slot + secrets.token_urlsafe(32), None
         key = "session:" + sid
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
-        tags = ["sub:" + str(data.claims.get("sub"))]
-        if isinstance(data.claims.get("sid"), str):
-            tags.append("sid:" + data.claims["sid"])
+        # A session id from before the per-user hash tag keeps its id (its cookie stays valid)
+        # and is filed under the new indexes: on one server or Sentinel, where such sessions
+        # exist, a script may touch any key.
+        tags = ["sub:" + slot + str(data.claims.get("sub"))]
+        logto_sid = data.claims.get("sid")
         ttl = max(1, data.expires_at - int(self._clock()))
+        if isinstance(logto_sid, str):
+            tags.append("sid:" + slot + logto_sid)
+            # For a logout token that names the Logto session alone (no `sub`): which user's
+            # slot its sessions are in.
+            yield from self.store.set("sid-user:" + logto_sid, slot.encode("ascii"), ttl)
         yield from self.store.set(key, blob, ttl, tags)
         if earlier is not None:
             yield from self.store.delete("session:" + earlier)
@@ -104,10 +125,22 @@ class ServerSessions:
             yield from self.store.delete("session:" + sid)
 
     def delete_user(self, sub: str) -> Flow[int]:
-        return (yield from self.store.delete_tagged("sub:" + sub))
+        """End every session of user `sub`; the number ended."""
+        count = yield from self.store.delete_tagged("sub:" + user_slot(sub) + sub)
+        # Sessions stored before the per-user hash tag and not written since.
+        return count + (yield from self.store.delete_tagged("sub:" + sub))
 
-    def delete_logto_session(self, sid: str) -> Flow[int]:
-        return (yield from self.store.delete_tagged("sid:" + sid))
+    def delete_logto_session(self, sid: str, sub: str | None = None) -> Flow[int]:
+        """End the sessions of Logto session `sid` (of user `sub`, when known); the number ended."""
+        if sub is not None:
+            slot: str | None = user_slot(sub)
+        else:
+            raw = yield from self.store.get("sid-user:" + sid)
+            slot = raw.decode("ascii", "replace") if raw is not None else None
+        count = 0
+        if slot is not None:
+            count = yield from self.store.delete_tagged("sid:" + slot + sid)
+        return count + (yield from self.store.delete_tagged("sid:" + sid))
 
     def seen_before(self, name: str, ttl: float) -> Flow[bool]:
         """True if `name` was marked within `ttl` (e.g. a logout token's jti); marks it."""

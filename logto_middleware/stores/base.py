@@ -1,6 +1,6 @@
 """The interface of a server-side session store.
 
-A store is six operations. Each is a *flow* (see `logto_middleware.flow`): a generator that
+A store is seven operations. Each is a *flow* (see `logto_middleware.flow`): a generator that
 returns the result, and that yields a `Call` effect for its I/O so that one implementation
 serves both the sync (WSGI) and the async (ASGI) middleware. A store that lives in memory
 simply returns (`flow.returns`).
@@ -38,6 +38,10 @@ class SessionStore(Protocol):
 
     def delete_tagged(self, tag: str) -> Flow[int]:
         """Delete every key filed under `tag`; the number deleted."""
+        ...
+
+    def members(self, tag: str) -> Flow[list[tuple[str, bytes]]]:
+        """The live keys filed under `tag`, each with its value (e.g. a user's sessions)."""
         ...
 
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:

@@ -65,6 +65,18 @@ class MemoryStore:
                 self._forget(key)
         return returns(len(keys))
 
+    def members(self, tag: str) -> Flow[list[tuple[str, bytes]]]:
+        with self._lock:
+            now = self._clock()
+            found = []
+            for key in list(self._tags.get(tag, ())):
+                item = self._items[key]
+                if item[1] <= now:
+                    self._forget(key)
+                else:
+                    found.append((key, item[0]))
+        return returns(found)
+
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:
         with self._lock:
             now = self._clock()

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
+from redis_support import DEPLOYMENTS, deployment_url
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware._protocol.tokens import LOGOUT_TOKEN_MAX_AGE, LOGOUT_TOKEN_MAX_LIFETIME
@@ -19,12 +20,13 @@ from logto_middleware.testing import FakeLogto
 from logto_middleware.testing.provider import LOGOUT_TOKEN_TTL
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *DEPLOYMENTS])
 def make_store(request: pytest.FixtureRequest, clock: Clock) -> Callable[[], SessionStore]:
+    """MemoryStore, and RedisStore on each Redis deployment (standalone, cluster, sentinel, TLS)."""
     if request.param == "memory":
         shared = MemoryStore(clock=clock)  # its TTLs run on the test's clock
         return lambda: shared  # one process: one store object
-    url = request.getfixturevalue("redis_url")
+    url = deployment_url(request, request.param)
     return lambda: RedisStore.from_url(url)  # each "process" with its own client
 
 
@@ -178,10 +180,7 @@ def test_backchannel_logout_forgets_the_jti_after_the_token_expired(
     assert post_logout(harness.client, fake.sign_logout_token(claims)).status_code == 200
     remembered_for = claims["exp"] + harness.config.clock_skew + 1 - clock()
     if isinstance(store, RedisStore):
-        import redis
-
-        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-        ttl = client.pttl(f"{store.prefix}lock:seen:jti:{claims['jti']}") / 1000
+        ttl = store._sync_client().pttl(f"{store.prefix}lock:seen:jti:{claims['jti']}") / 1000
         assert remembered_for - 5 < ttl <= remembered_for
         return
     key = "seen:jti:" + claims["jti"]
