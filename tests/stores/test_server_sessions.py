@@ -12,7 +12,6 @@ import httpx
 import pytest
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
 from redis_support import DEPLOYMENTS, deployment_url
-from stores.test_store_interface import _EARLIER_SET
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware._protocol.tokens import LOGOUT_TOKEN_MAX_AGE, LOGOUT_TOKEN_MAX_LIFETIME
@@ -21,6 +20,7 @@ from logto_middleware.flow import SyncDriver
 from logto_middleware.stores import MemoryStore, RedisStore, ServerSessions, SessionStore
 from logto_middleware.testing import FakeLogto
 from logto_middleware.testing.provider import LOGOUT_TOKEN_TTL
+from stores.test_store_interface import _EARLIER_SET
 
 
 @pytest.fixture(params=["memory", *DEPLOYMENTS])
