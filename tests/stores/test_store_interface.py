@@ -302,3 +302,18 @@ def test_redis_prefix_with_half_a_hash_tag_is_refused() -> None:
     with pytest.raises(ValueError, match="hash tag"):
         RedisStore.from_url("redis://localhost", prefix="a{b:")
     RedisStore.from_url("redis://localhost", prefix="{app}:")
+
+
+@pytest.mark.parametrize("scheme", ["redis://{}/0", "redis+cluster://{}", "redis+sentinel://{}/mymaster",
+                                    "rediss://{}/0"])
+def test_redis_unreachable_is_store_unavailable(scheme: str, run: Runner) -> None:
+    """Whatever the deployment, no answer is `StoreUnavailable` (the 503 page), never another error."""
+    from redis_support import free_port
+
+    from logto_middleware.errors import StoreUnavailable
+
+    store = RedisStore.from_url(scheme.format(f"127.0.0.1:{free_port()}"), timeout=0.2)
+    with pytest.raises(StoreUnavailable):
+        run(store.get("session:{u}a"))
+    with pytest.raises(StoreUnavailable):
+        run(store.set("session:{u}a", b"1", 60, ["sub:{u}alice"]))
