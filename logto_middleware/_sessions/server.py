@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
+
+from cachetools import LRUCache
 
 from ..errors import ProviderUnavailable
 from ..flow import Flow, Sleep
@@ -21,6 +24,7 @@ _EARLIER_ID_AAD = b"logto.session-id"
 # `__Host-` names, so none can be planted under their `__Secure-` name (cookies.accepted_bindings).
 _ID_AAD = _EARLIER_ID_AAD + b"/2"
 _EITHER = (_ID_AAD, _EARLIER_ID_AAD)
+_TAG_CHARS = 22  # base64url characters of the GCM tag that ends a sealed value: unique per value
 
 
 def user_slot(sub: str) -> str:
@@ -42,10 +46,18 @@ class ServerSessions:
     server_side = True
 
     def __init__(self, store: SessionStore, secrets_: Sequence[str], *, clock: Callable[[], float] = time.time,
-                 lock_ttl: float = 10.0, lock_wait: float = 8.0, poll: float = 0.05) -> None:
+                 lock_ttl: float = 10.0, lock_wait: float = 8.0, poll: float = 0.05, cache_size: int = 1024) -> None:
         self.store = store
         self._ids = Cipher(secrets_, "session id")
         self._data = Cipher(secrets_, "session data")
+        # The store is read on every request; what it answers need not be decrypted every time.
+        # Opened ids: cookie value -> (its bindings tried, the id and binding found); decoded
+        # sessions: store key -> (the exact stored ciphertext, its session). Both hold only what
+        # was authenticated (AES-GCM) under this instance's secrets, and a session is used only
+        # when the store still returns that very ciphertext: a sign-out elsewhere still ends it.
+        self._opened: LRUCache[str, tuple[str, tuple[bytes, ...], tuple[str, bytes]]] = LRUCache(cache_size)
+        self._decoded: LRUCache[str, tuple[bytes, SessionData]] = LRUCache(cache_size)
+        self._cache_lock = threading.Lock()  # cachetools' caches are not thread-safe
         self._clock = clock
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
@@ -60,10 +72,18 @@ class ServerSessions:
         """(the session id, the binding it was encrypted with), or None."""
         if not cookie_value:
             return None
+        aads = tuple(aads)
+        with self._cache_lock:
+            hit = self._opened.get(cookie_value[-_TAG_CHARS:])
+        if hit is not None and hit[0] == cookie_value and hit[1] == aads:
+            return hit[2]
         for aad in aads:
             plaintext = self._ids.decrypt(cookie_value, aad)
             if plaintext:
-                return plaintext.decode("ascii", "replace"), aad
+                opened = plaintext.decode("ascii", "replace"), aad
+                with self._cache_lock:
+                    self._opened[cookie_value[-_TAG_CHARS:]] = (cookie_value, aads, opened)
+                return opened
         return None
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -78,8 +98,16 @@ class ServerSessions:
         raw = yield from self.store.get(key)
         if raw is None:
             return None
+        with self._cache_lock:
+            hit = self._decoded.get(key)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
         plaintext = self._data.decrypt(raw.decode("ascii", "replace"), key.encode())
-        return SessionData.from_json(plaintext) if plaintext is not None else None
+        data = SessionData.from_json(plaintext) if plaintext is not None else None
+        if data is not None:
+            with self._cache_lock:
+                self._decoded[key] = (raw, data)
+        return data
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
         """Store `data`; the cookie value is unchanged for an existing session id, except for a

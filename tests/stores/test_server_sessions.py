@@ -372,3 +372,36 @@ def test_backchannel_logout_by_sid_ends_that_logto_session_only(
     assert post_logout(harness.browser(), token).status_code == 200
     assert laptop.get("/").json()["authenticated"] is False
     assert phone.get("/").json()["authenticated"] is True
+
+
+def test_a_stored_session_is_decrypted_once_while_the_store_returns_it_unchanged(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is read on every request, but what it returns is decrypted only when it changed;
+    a session ended elsewhere is gone at once."""
+    from logto_middleware._sessions.cipher import Cipher
+    from logto_middleware.session import SessionData
+
+    store = MemoryStore(clock=clock)
+    sessions = ServerSessions(store, [SECRET], clock=clock)
+    data = SessionData(claims={"sub": "alice"}, expires_at=int(clock()) + 3600, updated_at=int(clock()))
+    cookie = run_sync(sessions.save(data, None, "logto.session-token"))
+    decrypted = [0]
+    real = Cipher.decrypt
+
+    def counting(self: Cipher, token: str, associated_data: bytes) -> bytes | None:
+        decrypted[0] += 1
+        return real(self, token, associated_data)
+
+    monkeypatch.setattr(Cipher, "decrypt", counting)
+    fresh = ServerSessions(store, [SECRET], clock=clock)  # another process: nothing cached yet
+    first = run_sync(fresh.load(cookie, "logto.session-token"))
+    assert first is not None and first.claims["sub"] == "alice" and decrypted[0] == 2  # the id, the data
+    for _ in range(3):
+        assert run_sync(fresh.load(cookie, "logto.session-token")) == first
+    assert decrypted[0] == 2
+    run_sync(sessions.save(data.with_changes(claims={"sub": "alice", "name": "Alice"}), cookie, "logto.session-token"))
+    assert decrypted[0] == 3  # the writer opened the id
+    assert run_sync(fresh.load(cookie, "logto.session-token")).claims["name"] == "Alice"  # changed: read again
+    assert decrypted[0] == 4
+    run_sync(sessions.delete_user("alice"))
+    assert run_sync(fresh.load(cookie, "logto.session-token")) is None
