@@ -26,13 +26,17 @@ class LogtoConfigError(ValueError):
     """A missing or invalid setting; the message names the setting and its environment variable."""
 
 
+# A password in a URL's query (`?sentinel_password=...`, `ssl_password=...`).
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
 def _shown(value: str) -> str:
-    """`value` for an error message, a URL's credentials (`redis://:password@host`) masked: the
-    message reaches logs and the doctor's output."""
+    """`value` for an error message, a URL's credentials (`redis://:password@host`,
+    `?sentinel_password=...`) masked: the message reaches logs and the doctor's output."""
     scheme, sep, rest = value.partition("://")
     if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return value
+        value = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return _QUERY_PASSWORD.sub(r"\1***", value)
 
 
 def _redis_url_problem(value: str) -> str | None:

@@ -129,6 +129,11 @@ def test_a_refused_url_setting_never_shows_its_password(setting: str) -> None:
         LogtoConfig.from_env(GOOD, **{setting: "redis+sentinel://user:hunter2@s1:26379,s2:26379"})
     assert "hunter2" not in str(refused.value)
     assert "redis+sentinel://***@s1:26379,s2:26379" in str(refused.value)
+    # The sentinels' password goes in the query.
+    with pytest.raises(LogtoConfigError, match="query parameter") as refused:
+        LogtoConfig.from_env(GOOD, **{setting: "redis+sentinel://s1:26379/m?sentinel_password=hunter2&x=1"})
+    assert "hunter2" not in str(refused.value)
+    assert "?sentinel_password=***&x=1" in str(refused.value)
 
 
 @pytest.mark.parametrize("setting", ["session_store", "refresh_lock"])

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -162,6 +163,7 @@ class RedisStore:
         self._make_sync: Callable[[], Any] | None = make_sync
         self._make_async: Callable[[], Any] | None = make_async
         self._sync: Any = None
+        self._making = threading.Lock()  # one sync client, whichever thread asks first
         if client is not None:
             self._make_sync = client if callable(client) and not hasattr(client, "execute_command") else None
             self._sync = None if self._make_sync is not None else client
@@ -197,7 +199,9 @@ class RedisStore:
         if self._sync is None:
             if self._make_sync is None:
                 raise RuntimeError("RedisStore got only an asyncio client: pass client= for the sync (WSGI) side")
-            self._sync = self._make_sync()
+            with self._making:
+                if self._sync is None:
+                    self._sync = self._make_sync()
         return self._sync
 
     def _execute(self, *args: Any) -> Any:
