@@ -160,6 +160,13 @@ def flask_app(secret_key: str | None = None) -> Flask:
     def home() -> str:
         return "ok"
 
+    @app.get("/whoami")
+    def whoami() -> str:
+        from flask import request
+
+        user = request.environ.get("logto.user")
+        return str(user.identity) if user is not None and user.is_authenticated else "-"
+
     return app
 
 

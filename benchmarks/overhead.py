@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 import fixtures as fx
@@ -43,6 +44,44 @@ def wsgi_batch(app: Any, environ: dict[str, Any]) -> timing.Batch:
                 close()
 
     return run
+
+
+def redis_get_batch(client: Any, loop: asyncio.AbstractEventLoop | None) -> timing.Batch:
+    """n `GET`s of `bench:value` (as large as a stored session), back to back: one local round
+    trip each (asyncio client on the loop, or the sync client)."""
+    if loop is None:
+        def run_sync(n: int) -> None:
+            for _ in range(n):
+                client.get("bench:value")
+
+        return run_sync
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            await client.get("bench:value")
+
+    return lambda n: loop.run_until_complete(run(n))
+
+
+def round_trips(store: RedisStore, requests: Callable[[int], None], n: int = 200) -> float:
+    """Redis commands per request: `requests(n)` with the store's calls counted."""
+    sent = [0]
+    execute, execute_async = store._execute, store._execute_async
+
+    def counted(*args: Any) -> Any:
+        sent[0] += 1
+        return execute(*args)
+
+    async def counted_async(*args: Any) -> Any:
+        sent[0] += 1
+        return await execute_async(*args)
+
+    store._execute, store._execute_async = counted, counted_async  # type: ignore[method-assign]
+    try:
+        requests(n)
+    finally:
+        del store._execute, store._execute_async
+    return sent[0] / n
 
 
 def floor_batch(plaintext: bytes) -> timing.Batch:
@@ -92,7 +131,8 @@ def run(log: Log, *, repeats: int, batch_seconds: float) -> dict[str, Any]:
             client = httpx.AsyncClient(transport=fx.ProviderTransport(fake))
             return LogtoASGIMiddleware(fx.starlette_app(), cfg, http_client=client, store=store)
 
-        cookie_mw, memory_mw = ours(), ours(MemoryStore(max_sessions=100_000))
+        memory_mw_store = MemoryStore(max_sessions=100_000)
+        cookie_mw, memory_mw = ours(), ours(memory_mw_store)
         redis_store = RedisStore.from_url(redis_server.url)
         redis_mw = ours(redis_store)
         memory_cookie = fx.sign_in_asgi(memory_mw, fake, loop)
@@ -105,36 +145,68 @@ def run(log: Log, *, repeats: int, batch_seconds: float) -> dict[str, Any]:
         results["cookie_header_bytes"] = {"starlette_peer": len(peer_cookie), "cookie_store": len(ours_cookie),
                                           "memory_store": len(memory_cookie), "redis_store": len(redis_cookie)}
 
+        import redis
+        import redis.asyncio
+
+        get_async = redis.asyncio.Redis.from_url(redis_server.url)
+        setup = redis.Redis.from_url(redis_server.url)
+        session_bytes = max(len(setup.get(k) or b"") for k in setup.keys("logto:session:*"))
+        setup.set("bench:value", b"x" * session_bytes)
+        setup.close()
+        results["stored_session_bytes"] = session_bytes
+        asgi_redis = asgi_batch(redis_mw, fx.asgi_scope("/", redis_cookie), loop)
+        results["redis_commands_per_request"] = {"asgi": round_trips(redis_store, asgi_redis)}
         asgi = {
             "bare": asgi_batch(bare, fx.asgi_scope("/"), loop),
             "peer": asgi_batch(peer, fx.asgi_scope("/", peer_cookie), loop),
             "anonymous": asgi_batch(cookie_mw, fx.asgi_scope("/"), loop),
             "cookie": asgi_batch(cookie_mw, fx.asgi_scope("/", ours_cookie), loop),
             "memory": asgi_batch(memory_mw, fx.asgi_scope("/", memory_cookie), loop),
-            "redis": asgi_batch(redis_mw, fx.asgi_scope("/", redis_cookie), loop),
+            "redis": asgi_redis,
+            "redis_get": redis_get_batch(get_async, loop),
             "floor": floor_batch(plaintext),
         }
         log("1. per-request overhead, ASGI (Starlette) + floor")
         asgi_samples = timing.compare(asgi, repeats=repeats, batch_seconds=batch_seconds,
-                                      clocks={"redis": timing.WALL})
+                                      clocks={"redis": timing.WALL, "redis_get": timing.WALL})
+        loop.run_until_complete(get_async.aclose())
+
+        flask_bare = fx.flask_app()
+        flask_peer = fx.flask_app(secret_key=fx.PEER_SECRET)
+        flask_cookie = fx.flask_peer_cookie(flask_peer, data)
+
+        def wsgi_ours(store: Any = None) -> LogtoWSGIMiddleware:
+            return LogtoWSGIMiddleware(fx.flask_app(), cfg, store=store,
+                                       http_client=httpx.Client(transport=fx.ProviderTransport(fake)))
+
+        wsgi_mw = wsgi_ours()
+        # The same stores, so the sessions signed in above serve the WSGI rounds too.
+        wsgi_memory, wsgi_redis_mw = wsgi_ours(memory_mw_store), wsgi_ours(redis_store)
+        status, _, body = fx.call_wsgi(flask_peer, fx.wsgi_environ("/", flask_cookie))
+        assert status == 200 and body == b"ok", (status, body)
+        for app, cookie in ((wsgi_memory, memory_cookie), (wsgi_redis_mw, redis_cookie)):
+            status, _, body = fx.call_wsgi(app, fx.wsgi_environ("/whoami", cookie))
+            if status != 200 or body.decode() != fake_sub:
+                raise RuntimeError(f"setup check failed (WSGI): {status} {body!r}")
+        wsgi_redis = wsgi_batch(wsgi_redis_mw, fx.wsgi_environ("/", redis_cookie))
+        results["redis_commands_per_request"]["wsgi"] = round_trips(redis_store, wsgi_redis)
+        get_sync = redis.Redis.from_url(redis_server.url)
+        wsgi = {
+            "bare": wsgi_batch(flask_bare, fx.wsgi_environ("/")),
+            "peer": wsgi_batch(flask_peer, fx.wsgi_environ("/", flask_cookie)),
+            "anonymous": wsgi_batch(wsgi_mw, fx.wsgi_environ("/")),
+            "cookie": wsgi_batch(wsgi_mw, fx.wsgi_environ("/", ours_cookie)),
+            "memory": wsgi_batch(wsgi_memory, fx.wsgi_environ("/", memory_cookie)),
+            "redis": wsgi_redis,
+            "redis_get": redis_get_batch(get_sync, None),
+            "floor": floor_batch(plaintext),
+        }
+        log("1. per-request overhead, WSGI (Flask)")
+        wsgi_samples = timing.compare(wsgi, repeats=repeats, batch_seconds=batch_seconds,
+                                      clocks={"redis": timing.WALL, "redis_get": timing.WALL})
+        get_sync.close()
         redis_store.close()
 
-    flask_bare = fx.flask_app()
-    flask_peer = fx.flask_app(secret_key=fx.PEER_SECRET)
-    flask_cookie = fx.flask_peer_cookie(flask_peer, data)
-    wsgi_mw = LogtoWSGIMiddleware(fx.flask_app(), cfg,
-                                  http_client=httpx.Client(transport=fx.ProviderTransport(fake)))
-    status, _, body = fx.call_wsgi(flask_peer, fx.wsgi_environ("/", flask_cookie))
-    assert status == 200 and body == b"ok", (status, body)
-    wsgi = {
-        "bare": wsgi_batch(flask_bare, fx.wsgi_environ("/")),
-        "peer": wsgi_batch(flask_peer, fx.wsgi_environ("/", flask_cookie)),
-        "anonymous": wsgi_batch(wsgi_mw, fx.wsgi_environ("/")),
-        "cookie": wsgi_batch(wsgi_mw, fx.wsgi_environ("/", ours_cookie)),
-        "floor": floor_batch(plaintext),
-    }
-    log("1. per-request overhead, WSGI (Flask)")
-    wsgi_samples = timing.compare(wsgi, repeats=repeats, batch_seconds=batch_seconds)
     results["cookie_header_bytes"]["flask_peer"] = len(flask_cookie)
     loop.close()
 
@@ -147,6 +219,9 @@ def run(log: Log, *, repeats: int, batch_seconds: float) -> dict[str, Any]:
         entry: dict[str, Any] = {"bare": base.to_dict(), "floor": floors[stack].to_dict()}
         for name, variant in samples.items():
             if name == "bare":
+                continue
+            if name == "redis_get":  # not a request: its own time is the figure
+                entry[name] = variant.to_dict()
                 continue
             median, spread, diffs = timing.overhead(variant, base)
             floor_ratios = [d * 1000 / f for d, f in zip(diffs, floors[stack].values(), strict=True)]

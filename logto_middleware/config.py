@@ -28,13 +28,28 @@ class LogtoConfigError(ValueError):
     """A missing or invalid setting; the message names the setting and its environment variable."""
 
 
+# A password in a URL's query (`?sentinel_password=...`, `ssl_password=...`).
+_QUERY_PASSWORD = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
 def _shown(value: str) -> str:
-    """`value` for an error message, a URL's credentials (`redis://:password@host`) masked: the
-    message reaches logs and the doctor's output."""
+    """`value` for an error message, a URL's credentials (`redis://:password@host`,
+    `?sentinel_password=...`) masked: the message reaches logs and the doctor's output."""
     scheme, sep, rest = value.partition("://")
     if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return value
+        value = f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return _QUERY_PASSWORD.sub(r"\1***", value)
+
+
+def _redis_url_problem(value: str) -> str | None:
+    """What is wrong with Redis URL `value` (never its credentials), or None."""
+    from .stores.redis import check_url
+
+    try:
+        check_url(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _fail(setting: str, env: str | None, problem: str) -> LogtoConfigError:
@@ -156,9 +171,12 @@ class LogtoConfig:
                             f"must be absolute URIs (API indicators), not {resource!r}")
         set_(self, "resources", resources)
         store = self.session_store.strip()
-        if store not in ("cookie", "memory") and not store.startswith(("redis://", "rediss://", "unix://")):
-            raise _fail("session_store", "AUTH_SESSION_STORE",
-                        f"must be cookie, memory or a redis:// URL, not {_shown(store)!r}")
+        if store not in ("cookie", "memory"):
+            problem = _redis_url_problem(store)
+            if problem is not None:
+                raise _fail("session_store", "AUTH_SESSION_STORE",
+                            f"must be cookie, memory or a Redis URL (redis://, rediss://, unix://, redis+cluster://, "
+                            f"redis+sentinel://, rediss+...), not {_shown(store)!r}: {problem}")
         set_(self, "session_store", store)
         if self.session_format not in ("logto", "authjs"):
             raise _fail("session_format", "AUTH_SESSION_FORMAT",
@@ -169,10 +187,11 @@ class LogtoConfig:
         lock = self.refresh_lock.strip()
         if lock.lower() in ("off", "none", "false", "0"):
             lock = "off"
-        elif lock and not lock.startswith(("redis://", "rediss://", "unix://")) and not os.path.isabs(lock):
+        elif lock and not os.path.isabs(lock) and (problem := _redis_url_problem(lock)) is not None:
             raise _fail("refresh_lock", "AUTH_REFRESH_LOCK",
-                        f"must be empty (a private local directory), off, a redis:// URL or an absolute directory, "
-                        f"not {_shown(self.refresh_lock)!r}")
+                        f"must be empty (a private local directory), off, a Redis URL (redis://, rediss://, unix://, "
+                        f"redis+cluster://, redis+sentinel://, rediss+...) or an absolute directory, "
+                        f"not {_shown(self.refresh_lock)!r}: {problem}")
         set_(self, "refresh_lock", lock)
         if self.hooks is not None and not isinstance(self.hooks, LogtoHooks):
             if isinstance(self.hooks, type) and issubclass(self.hooks, LogtoHooks):

@@ -201,12 +201,13 @@ class DirectoryLock:
 
 def lock_from_setting(setting: str) -> RefreshLock | None:
     """The `RefreshLock` that `AUTH_REFRESH_LOCK` names: "" for the default directory, "off" for
-    none, a `redis://` (`rediss://`, `unix://`) URL, or a directory."""
+    none, a Redis URL (`redis://`, `rediss://`, `unix://`, `redis+cluster://`, `redis+sentinel://`
+    and their `rediss+` forms: see `RedisStore.from_url`), or a directory."""
     if setting == "off":
         return None
-    if setting.startswith(("redis://", "rediss://", "unix://")):
-        from .stores.redis import RedisStore
+    from .stores.redis import REDIS_SCHEMES, RedisStore
 
+    if setting.lower().startswith(REDIS_SCHEMES):
         return RedisStore.from_url(setting)
     if fcntl is None:  # pragma: no cover - Windows
         log.warning("refresh coordination across processes needs flock: it is off on this platform")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suites need beyond Python packages: Node.js packages for the real
-# OpenID provider (npm ci, from the lockfile), Debian's chromium (browser tests) and
-# redis-server (Redis store tests). Idempotent: does nothing when everything is there.
+# OpenID provider (npm ci, from the lockfile), Debian's chromium (browser tests), redis-server
+# and redis-sentinel (the Redis tests: standalone, cluster, sentinel, TLS). Idempotent: does
+# nothing when everything is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || missing+=(redis-sentinel)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if [ ${#missing[@]} -gt 0 ]; then

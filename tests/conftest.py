@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-# One redis-server for every suite that needs one (tests/stores, the security suite's redis mode).
-from redis_support import redis_server, redis_url  # noqa: F401
+# Real Redis deployments (standalone, cluster, sentinel, TLS), each started once for the run.
+from redis_support import redis_cluster, redis_sentinel, redis_server, redis_tls, redis_url  # noqa: F401
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.requests import Request

@@ -121,6 +121,26 @@ def test_the_call_deadline_follows_http_timeout_unless_set() -> None:
 def test_a_refused_url_setting_never_shows_its_password(setting: str) -> None:
     """The message reaches logs and the doctor's output: a URL's credentials are masked."""
     with pytest.raises(LogtoConfigError) as refused:
-        LogtoConfig.from_env(GOOD, **{setting: "redis+cluster://user:hunter2@cache.internal:6379/0"})
+        LogtoConfig.from_env(GOOD, **{setting: "memcached://user:hunter2@cache.internal:6379/0"})
     assert "hunter2" not in str(refused.value)
-    assert "redis+cluster://***@cache.internal:6379/0" in str(refused.value)
+    assert "memcached://***@cache.internal:6379/0" in str(refused.value)
+    # A Redis URL with something wrong after its credentials.
+    with pytest.raises(LogtoConfigError, match="service_name") as refused:
+        LogtoConfig.from_env(GOOD, **{setting: "redis+sentinel://user:hunter2@s1:26379,s2:26379"})
+    assert "hunter2" not in str(refused.value)
+    assert "redis+sentinel://***@s1:26379,s2:26379" in str(refused.value)
+    # The sentinels' password goes in the query.
+    with pytest.raises(LogtoConfigError, match="query parameter") as refused:
+        LogtoConfig.from_env(GOOD, **{setting: "redis+sentinel://s1:26379/m?sentinel_password=hunter2&x=1"})
+    assert "hunter2" not in str(refused.value)
+    assert "?sentinel_password=***&x=1" in str(refused.value)
+
+
+@pytest.mark.parametrize("setting", ["session_store", "refresh_lock"])
+@pytest.mark.parametrize("url", [
+    "redis://localhost:6379/0", "rediss://:pw@cache:6380/1?ssl_cert_reqs=required", "unix:///run/redis.sock?db=2",
+    "redis+cluster://n1:7000,n2:7001", "rediss+cluster://:pw@n1:7000?ssl_ca_certs=/etc/ca.pem",
+    "redis+sentinel://s1:26379,s2:26379/mymaster", "rediss+sentinel://:pw@s1:26379/mymaster/2?sentinel_password=x",
+])
+def test_every_redis_deployment_is_a_valid_setting(setting: str, url: str) -> None:
+    assert getattr(LogtoConfig.from_env(GOOD, **{setting: url}), setting) == url

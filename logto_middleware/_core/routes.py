@@ -461,7 +461,8 @@ class Routes:
             log.warning("back-channel logout: provider keys unavailable: %s", exc)
             return Response.json({"error": "temporarily_unavailable"}, 503)
         if isinstance(claims.get("sid"), str):
-            count = yield from sessions.delete_logto_session(claims["sid"])
+            sub = claims.get("sub")
+            count = yield from sessions.delete_logto_session(claims["sid"], sub if isinstance(sub, str) else None)
         else:
             count = yield from sessions.delete_user(str(claims["sub"]))
         log.info("back-channel logout ended %d sessions", count)

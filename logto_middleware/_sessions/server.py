@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
+
+from cachetools import LRUCache
 
 from ..errors import ProviderUnavailable
 from ..flow import Flow, Sleep, returns
@@ -21,6 +25,19 @@ _EARLIER_ID_AAD = b"logto.session-id"
 # `__Host-` names, so none can be planted under their `__Secure-` name (cookies.accepted_bindings).
 _ID_AAD = _EARLIER_ID_AAD + b"/2"
 _EITHER = (_ID_AAD, _EARLIER_ID_AAD)
+_TAG_CHARS = 22  # base64url characters of the GCM tag that ends a sealed value: unique per value
+
+
+def user_slot(sub: str) -> str:
+    """The hash tag of user `sub`'s keys: `{` + 8 hex digits of SHA-256(sub) + `}`.
+
+    A session id starts with it and the user's index names carry it (`sub:{U}<sub>`,
+    `sid:{U}<sid>`), so that one user's session and indexes share a Redis Cluster slot and one
+    script can update them all. Not keyed by the app's secret: it must not change when the
+    secret rotates (sign-out everywhere would have to look under every secret's tag), it hides
+    nothing the index names do not already hold, and 32 bits of a hash name no user (many subs
+    share one tag; the slot is all that is made of it)."""
+    return "{" + hashlib.sha256(sub.encode()).hexdigest()[:8] + "}"
 
 
 class ServerSessions:
@@ -30,11 +47,19 @@ class ServerSessions:
     server_side = True
 
     def __init__(self, store: SessionStore, secrets_: Sequence[str], *, clock: Callable[[], float] = time.time,
-                 lock_ttl: float = 10.0, lock_wait: float = 8.0, poll: float = 0.05) -> None:
+                 lock_ttl: float = 10.0, lock_wait: float = 8.0, poll: float = 0.05, cache_size: int = 1024) -> None:
         self.store = store
         self._ids = Cipher(secrets_, "session id")
         self._data = Cipher(secrets_, "session data")
         self._handles = SessionHandles(secrets_)
+        # The store is read on every request; what it answers need not be decrypted every time.
+        # Opened ids: cookie value -> (its bindings tried, the id and binding found); decoded
+        # sessions: store key -> (the exact stored ciphertext, its session). Both hold only what
+        # was authenticated (AES-GCM) under this instance's secrets, and a session is used only
+        # when the store still returns that very ciphertext: a sign-out elsewhere still ends it.
+        self._opened: LRUCache[str, tuple[str, tuple[bytes, ...], tuple[str, bytes]]] = LRUCache(cache_size)
+        self._decoded: LRUCache[str, tuple[bytes, SessionData]] = LRUCache(cache_size)
+        self._cache_lock = threading.Lock()  # cachetools' caches are not thread-safe
         self._clock = clock
         self._lock_ttl, self._lock_wait, self._poll = lock_ttl, lock_wait, poll
 
@@ -49,10 +74,18 @@ class ServerSessions:
         """(the session id, the binding it was encrypted with), or None."""
         if not cookie_value:
             return None
+        aads = tuple(aads)
+        with self._cache_lock:
+            hit = self._opened.get(cookie_value[-_TAG_CHARS:])
+        if hit is not None and hit[0] == cookie_value and hit[1] == aads:
+            return hit[2]
         for aad in aads:
             plaintext = self._ids.decrypt(cookie_value, aad)
             if plaintext:
-                return plaintext.decode("ascii", "replace"), aad
+                opened = plaintext.decode("ascii", "replace"), aad
+                with self._cache_lock:
+                    self._opened[cookie_value[-_TAG_CHARS:]] = (cookie_value, aads, opened)
+                return opened
         return None
 
     def cached(self, cookie_value: str, cookie_name: str = "") -> SessionData | None:
@@ -67,16 +100,25 @@ class ServerSessions:
         raw = yield from self.store.get(key)
         if raw is None:
             return None
+        with self._cache_lock:
+            hit = self._decoded.get(key)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
         plaintext = self._data.decrypt(raw.decode("ascii", "replace"), key.encode())
-        return SessionData.from_json(plaintext) if plaintext is not None else None
+        data = SessionData.from_json(plaintext) if plaintext is not None else None
+        if data is not None:
+            with self._cache_lock:
+                self._decoded[key] = (raw, data)
+        return data
 
     def save(self, data: SessionData, cookie_value: str | None, cookie_name: str = "") -> Flow[str]:
         """Store `data`; the cookie value is unchanged for an existing session id, except for a
         session of an earlier version written back to its cookie (`cookie_name`)."""
         opened = self._open(cookie_value, _EITHER)
         earlier = None
+        slot = user_slot(str(data.claims.get("sub")))
         if opened is None:
-            sid, cookie_value = secrets.token_urlsafe(32), None
+            sid, cookie_value = slot + secrets.token_urlsafe(32), None
         else:
             sid, aad = opened
             if cookie_name and aad != _ID_AAD:
@@ -86,14 +128,21 @@ class ServerSessions:
                 # same (http) name it is left to run out, as a request still carrying the old
                 # value would otherwise clear the new cookie.
                 earlier = sid if cookie_name.startswith("__Host-") else None
-                sid, cookie_value = secrets.token_urlsafe(32), None
+                sid, cookie_value = slot + secrets.token_urlsafe(32), None
         key = "session:" + sid
         data = seen(data, int(self._clock()))  # written now: the device's "last seen"
         blob = self._data.encrypt(data.to_json(), key.encode()).encode("ascii")
-        tags = ["sub:" + str(data.claims.get("sub"))]
-        if isinstance(data.claims.get("sid"), str):
-            tags.append("sid:" + data.claims["sid"])
+        # A session id from before the per-user hash tag keeps its id (its cookie stays valid)
+        # and is filed under the new indexes: on one server or Sentinel, where such sessions
+        # exist, a script may touch any key.
+        tags = ["sub:" + slot + str(data.claims.get("sub"))]
+        logto_sid = data.claims.get("sid")
         ttl = max(1, data.expires_at - int(self._clock()))
+        if isinstance(logto_sid, str):
+            tags.append("sid:" + slot + logto_sid)
+            # For a logout token that names the Logto session alone (no `sub`): which user's
+            # slot its sessions are in.
+            yield from self.store.set("sid-user:" + logto_sid, slot.encode("ascii"), ttl)
         yield from self.store.set(key, blob, ttl, tags)
         if earlier is not None:
             yield from self.store.delete("session:" + earlier)
@@ -107,10 +156,22 @@ class ServerSessions:
             yield from self.store.delete("session:" + sid)
 
     def delete_user(self, sub: str) -> Flow[int]:
-        return (yield from self.store.delete_tagged("sub:" + sub))
+        """End every session of user `sub`; the number ended."""
+        count = yield from self.store.delete_tagged("sub:" + user_slot(sub) + sub)
+        # Sessions stored before the per-user hash tag and not written since.
+        return count + (yield from self.store.delete_tagged("sub:" + sub))
 
-    def delete_logto_session(self, sid: str) -> Flow[int]:
-        return (yield from self.store.delete_tagged("sid:" + sid))
+    def delete_logto_session(self, sid: str, sub: str | None = None) -> Flow[int]:
+        """End the sessions of Logto session `sid` (of user `sub`, when known); the number ended."""
+        if sub is not None:
+            slot: str | None = user_slot(sub)
+        else:
+            raw = yield from self.store.get("sid-user:" + sid)
+            slot = raw.decode("ascii", "replace") if raw is not None else None
+        count = 0
+        if slot is not None:
+            count = yield from self.store.delete_tagged("sid:" + slot + sid)
+        return count + (yield from self.store.delete_tagged("sid:" + sid))
 
     def seen_before(self, name: str, ttl: float) -> Flow[bool]:
         """True if `name` was marked within `ttl` (e.g. a logout token's jti); marks it."""
@@ -156,8 +217,9 @@ class ServerSessions:
         return callable(getattr(self.store, "members", None))
 
     def _sessions_of(self, sub: str) -> Flow[list[tuple[str, SessionData]]]:
-        """(session id, data) of every live session of user `sub`."""
-        found = yield from self.store.members("sub:" + sub)
+        """(session id, data) of every live session of user `sub`. (A session stored before the
+        per-user hash tag is listed once it is written again: at its next refresh or roll.)"""
+        found = yield from self.store.members("sub:" + user_slot(sub) + sub)
         now = self._clock()
         sessions = []
         for key, raw in found:

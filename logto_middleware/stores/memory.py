@@ -68,9 +68,14 @@ class MemoryStore:
     def members(self, tag: str) -> Flow[list[tuple[str, bytes]]]:
         with self._lock:
             now = self._clock()
-            # Expired entries are not forgotten here: `get` does that (this reads only).
-            found = [(key, self._items[key]) for key in self._tags.get(tag, ())]
-            return returns([(key, item[0]) for key, item in found if item[1] > now])
+            found = []
+            for key in list(self._tags.get(tag, ())):
+                item = self._items[key]
+                if item[1] <= now:
+                    self._forget(key)
+                else:
+                    found.append((key, item[0]))
+        return returns(found)
 
     def acquire_lock(self, name: str, owner: str, ttl: float) -> Flow[bool]:
         with self._lock:

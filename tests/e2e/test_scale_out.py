@@ -1,17 +1,19 @@
 """Server-side sessions that scale out: three app processes (two uvicorn instances of the Starlette
-example and the Flask example under waitress) share one real redis-server through
-`AUTH_SESSION_STORE`, and sign in with the real oidc-provider.
+example and the Flask example under waitress) share one real Redis through `AUTH_SESSION_STORE`
+(a standalone server, a Redis Cluster of 3 masters and 3 replicas, or a master and replica behind
+3 sentinels), and sign in with the real oidc-provider.
 
 One browser session works on every process; 200 concurrent requests spread over the three, all
-after the access token became due, refresh it exactly once at the provider; and a back-channel
-logout delivered to one process ends the session on all of them.
+after the access token became due, refresh it exactly once at the provider; on a cluster or
+Sentinel, the master holding the session is killed and its replica takes over: every request in
+the gap is answered (signed in) or gets a 503 with Retry-After, never a 401 or a cleared cookie,
+and the processes, never restarted, serve the session again; a back-channel logout (by `sid`)
+delivered to one process ends the session on all of them; and sign-out everywhere through one
+process ends every session of the user on all of them.
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -22,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 from interop.provider import OidcProviderProcess, free_loopback_port
+from redis_support import deployment_url
 
 from .harness import ACCESS_TOKEN_TTL, REFRESH_LEEWAY, ExampleServer, example_env, start_provider, timestamp
 
@@ -32,62 +35,63 @@ INSTANCE_KINDS = ("starlette", "starlette", "flask")
 SIGN_IN_THROUGH = 0  # the instance the browser signs in through
 BACKCHANNEL_TO = 2  # the instance the provider sends the logout token to
 CONCURRENT_REQUESTS = 200
+# A replica takes over in a few seconds (node timeout / down-after 1 s, then an election).
+FAILOVER_SECONDS = 30
 
 
-class RedisServer:
-    """`redis-server` on a free loopback port, without persistence."""
+class Deployment:
+    """One of the test run's Redis deployments (tests/redis_support.py), emptied for this test."""
 
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed (scripts/install-system-deps.sh installs it)")
-        self._dir = tempfile.TemporaryDirectory(prefix="logto-e2e-redis-")
-        self.port = free_loopback_port()
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir.name], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
+    def __init__(self, request: pytest.FixtureRequest, name: str) -> None:
+        self.name = name
+        self.url = deployment_url(request, name)
+        self.running: Any = request.getfixturevalue({"standalone": "redis_server", "cluster": "redis_cluster",
+                                                     "sentinel": "redis_sentinel"}[name])
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+    def _masters(self) -> list[int]:
+        if self.name == "standalone":
+            return [self.running.port]
+        if self.name == "sentinel":
+            return [self.running.master().port]
+        return [node.port for node in self.running.masters()]
 
     def session_keys(self) -> list[str]:
         import redis
 
-        client = redis.Redis.from_url(self.url, decode_responses=True)
+        keys: list[str] = []
+        for port in self._masters():
+            client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            try:
+                keys += [str(key) for key in client.keys(REDIS_PREFIX + "session:*")]
+            finally:
+                client.close()
+        return keys
+
+    def kill_master_of(self, session_key: str) -> None:
+        """Wait until every write reached the replicas (Redis replicates asynchronously: the
+        store never waits for it), then kill the master that holds `session_key`."""
+        import redis
+        import redis.cluster
+
+        for port in self._masters():
+            assert redis.Redis(host="127.0.0.1", port=port).execute_command("WAIT", 1, 5000) >= 1
+        if self.name == "sentinel":
+            self.running.master().kill()
+            return
+        client = redis.cluster.RedisCluster(host="127.0.0.1", port=self.running.nodes[0].port)
         try:
-            return [str(key) for key in client.keys(REDIS_PREFIX + "session:*")]
+            port = client.get_node_from_key(session_key).port
         finally:
             client.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        self._dir.cleanup()
+        next(node for node in self.running.nodes if node.port == port).kill()
 
 
 class Cluster:
     """The provider, Redis, and one example process per entry of INSTANCE_KINDS, all sharing
     AUTH_SECRET and AUTH_SESSION_STORE."""
 
-    def __init__(self, redis_server: RedisServer) -> None:
-        self.redis = redis_server
+    def __init__(self, redis_deployment: Deployment) -> None:
+        self.redis = redis_deployment
         self._workdir = tempfile.TemporaryDirectory(prefix="logto-e2e-scale-")
         self.provider: OidcProviderProcess | None = None
         self.instances: list[ExampleServer] = []
@@ -139,23 +143,32 @@ class Cluster:
         self._workdir.cleanup()
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    pytest.importorskip("redis", reason="pip package redis is not installed (the [redis] extra)")
-    server = RedisServer()
+@pytest.fixture(params=["standalone", "cluster", "sentinel"])
+def redis_deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    deployment = Deployment(request, request.param)
     try:
-        yield server
+        yield deployment
     finally:
-        server.stop()
+        if deployment.name != "standalone":
+            deployment.running.heal()
 
 
 @pytest.fixture
-def cluster(redis_server: RedisServer) -> Iterator[Cluster]:
-    running = Cluster(redis_server)
+def cluster(redis_deployment: Deployment) -> Iterator[Cluster]:
+    running = Cluster(redis_deployment)
     try:
         yield running
     finally:
         running.stop()
+
+
+def sign_in(cluster: Cluster, browser: httpx.Client) -> str:
+    """Sign alice in through the sign-in instance; the session cookie's value."""
+    entry = cluster.instances[SIGN_IN_THROUGH]
+    start = browser.get(entry.url("/api/auth/signin"), params={"callbackUrl": "/api/me"})
+    landed = browser.get(cluster.op.login(browser, start.headers["location"], "alice"))
+    assert landed.status_code == 302, f"{landed.text}\n{cluster.logs}"
+    return browser.cookies[SESSION_COOKIE]
 
 
 def me(instance: ExampleServer, cookie: str) -> httpx.Response:
@@ -224,6 +237,32 @@ def test_one_session_on_three_processes_refreshes_once_and_ends_everywhere(clust
     assert {body["access_token_expires"] for body in after} == {results[0][1]["access_token_expires"]}
     assert op.stats()["grants"]["refresh_token"] == 1
 
+    # -- the master holding the session dies; its replica takes over -----------------------------
+    if cluster.redis.name != "standalone":
+        [key] = cluster.redis.session_keys()
+        cluster.redis.kill_master_of(key)
+        answered: dict[int, int] = {}
+        deadline, streak = time.monotonic() + FAILOVER_SECONDS, 0
+        while streak < 3:  # every process serves the session, three rounds in a row
+            assert time.monotonic() < deadline, f"no recovery in {FAILOVER_SECONDS} s: {answered}\n{cluster.logs}"
+            served = []
+            for instance in instances:
+                response = me(instance, cookie)
+                answered[response.status_code] = answered.get(response.status_code, 0) + 1
+                cleared = [c for c in response.headers.get_list("set-cookie") if "Max-Age=0" in c]
+                signed_in = response.status_code == 200 and response.json()["user"]["id"] == "alice"
+                waiting = response.status_code == 503 and response.headers.get("retry-after")
+                assert (signed_in or waiting) and not cleared, (instance.kind, response.status_code, response.text)
+                served.append(signed_in)
+            streak = streak + 1 if all(served) else 0
+            time.sleep(0.1)
+        # The access token came due again meanwhile (it lives 5 s past the refresh point): one
+        # more refresh, with the rotated token, never a spent one presented again.
+        stats = op.stats()
+        assert stats["refresh_token_outcomes"] == ["success"] * stats["grants"]["refresh_token"], stats
+        assert len({me(instance, cookie).json()["access_token_expires"] for instance in instances}) == 1
+    grants = op.stats()["grants"]["refresh_token"]
+
     # -- back-channel logout to one process ends the session on all of them ----------------------
     delivered = op.trigger_backchannel_logout("alice")
     assert delivered.status_code == 200, f"{delivered.text}\n{cluster.logs}"
@@ -236,4 +275,16 @@ def test_one_session_on_three_processes_refreshes_once_and_ends_everywhere(clust
         home = httpx.get(instance.url("/"), headers={"Cookie": cookie}, timeout=15.0)
         assert ">Sign in<" in home.text and "Sign out" not in home.text
     assert cluster.redis.session_keys() == []
-    assert op.stats()["grants"]["refresh_token"] == 1
+    assert op.stats()["grants"]["refresh_token"] == grants
+
+    # -- sign-out everywhere through one process ends every session of the user on all of them ---
+    with httpx.Client(timeout=15.0, follow_redirects=False) as laptop, \
+            httpx.Client(timeout=15.0, follow_redirects=False) as phone:
+        cookies = [f"{SESSION_COOKIE}={sign_in(cluster, browser)}" for browser in (laptop, phone)]
+        assert [me(instance, c).status_code for c in cookies for instance in instances] == [200] * 6
+        other = instances[BACKCHANNEL_TO]  # not the one signed in through
+        csrf = phone.get(other.url("/api/auth/csrf")).json()["csrfToken"]
+        signout = phone.post(other.url("/api/auth/signout"), data={"csrfToken": csrf, "everywhere": "1"})
+        assert signout.status_code == 302, f"{signout.text}\n{cluster.logs}"
+    assert [me(instance, c).status_code for c in cookies for instance in instances] == [401] * 6
+    assert cluster.redis.session_keys() == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import Clock
+from redis_support import deployment_url
 from test_coordination import WORKERS, burst, newest_cookie, request_as, signed_in_cookie, workers
 
 from logto_middleware.testing import FakeLogto
@@ -16,8 +17,11 @@ def fake(clock: Clock) -> FakeLogto:
     return FakeLogto(clock=clock, rotate_refresh_token="always")
 
 
-def test_redis_lock_sends_one_grant_per_burst(kind: str, fake: FakeLogto, clock: Clock, redis_url: str) -> None:
-    pool = workers(kind, fake, clock, redis_url)
+@pytest.mark.parametrize("deployment", ["standalone", "cluster", "sentinel", "tls"])
+def test_redis_lock_sends_one_grant_per_burst(request: pytest.FixtureRequest, kind: str, fake: FakeLogto,
+                                              clock: Clock, deployment: str) -> None:
+    """AUTH_REFRESH_LOCK on every kind of Redis deployment."""
+    pool = workers(kind, fake, clock, deployment_url(request, deployment))
     name, cookie = signed_in_cookie(pool[0])
     for round_ in range(2):
         clock.advance(fake.access_token_ttl - 30)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -10,21 +11,25 @@ from typing import Any
 import httpx
 import pytest
 from conftest import ORIGIN, SECRET, Clock, Harness, wsgi_echo_app
+from redis_support import DEPLOYMENTS, deployment_url
 
 from logto_middleware import LogtoConfig, LogtoWSGIMiddleware
 from logto_middleware._protocol.tokens import LOGOUT_TOKEN_MAX_AGE, LOGOUT_TOKEN_MAX_LIFETIME
+from logto_middleware._sessions.server import _ID_AAD, user_slot
 from logto_middleware.flow import SyncDriver
-from logto_middleware.stores import MemoryStore, RedisStore, SessionStore
+from logto_middleware.stores import MemoryStore, RedisStore, ServerSessions, SessionStore
 from logto_middleware.testing import FakeLogto
 from logto_middleware.testing.provider import LOGOUT_TOKEN_TTL
+from stores.test_store_interface import _EARLIER_SET
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", *DEPLOYMENTS])
 def make_store(request: pytest.FixtureRequest, clock: Clock) -> Callable[[], SessionStore]:
+    """MemoryStore, and RedisStore on each Redis deployment (standalone, cluster, sentinel, TLS)."""
     if request.param == "memory":
         shared = MemoryStore(clock=clock)  # its TTLs run on the test's clock
         return lambda: shared  # one process: one store object
-    url = request.getfixturevalue("redis_url")
+    url = deployment_url(request, request.param)
     return lambda: RedisStore.from_url(url)  # each "process" with its own client
 
 
@@ -178,10 +183,7 @@ def test_backchannel_logout_forgets_the_jti_after_the_token_expired(
     assert post_logout(harness.client, fake.sign_logout_token(claims)).status_code == 200
     remembered_for = claims["exp"] + harness.config.clock_skew + 1 - clock()
     if isinstance(store, RedisStore):
-        import redis
-
-        client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-        ttl = client.pttl(f"{store.prefix}lock:seen:jti:{claims['jti']}") / 1000
+        ttl = store._sync_client().pttl(f"{store.prefix}lock:seen:jti:{claims['jti']}") / 1000
         assert remembered_for - 5 < ttl <= remembered_for
         return
     key = "seen:jti:" + claims["jti"]
@@ -253,3 +255,153 @@ def test_redis_outage_is_503_and_recovers_with_the_session(kind: str, fake: Fake
     finally:
         redis_server.start()
     assert harness.me()["authenticated"] is True
+
+
+# -- the key layout: a user's session and indexes in one cluster slot; the earlier layout -------
+
+def run_sync(flow: Any) -> Any:
+    return SyncDriver(httpx.Client()).run(flow)
+
+
+def stored_session(harness: Harness, store: SessionStore) -> Any:
+    """The SessionData behind the harness browser's cookie."""
+    sessions = ServerSessions(store, [SECRET])
+    return run_sync(sessions.load(harness.client.cookies["logto.session-token"], "logto.session-token"))
+
+
+def test_a_users_keys_share_one_cluster_slot(kind: str, fake: FakeLogto, clock: Clock, redis_url: str) -> None:
+    import redis
+    from redis.crc import key_slot
+
+    store = RedisStore.from_url(redis_url)
+    harness = Harness(kind, fake, clock, store=store)
+    harness.sign_in("alice")
+    keys = [k for k in redis.Redis.from_url(redis_url).keys("logto:*") if b"sid-user:" not in k]
+    assert sorted(k.split(b"{")[0] for k in keys) == [b"logto:idx:sid:", b"logto:idx:sub:", b"logto:session:"]
+    assert len({key_slot(k) for k in keys}) == 1
+    slot_tag = user_slot(fake._subject("alice") if hasattr(fake, "_subject") else "alice")
+    assert all(slot_tag.encode() in k for k in keys)
+
+
+@pytest.fixture(params=["memory", "standalone", "sentinel"])
+def earlier_store(request: pytest.FixtureRequest, clock: Clock) -> tuple[SessionStore, Callable[..., None]]:
+    """A store holding sessions written by the version before the per-user hash tags (which
+    never worked on a cluster: nothing of that layout exists there), and how to write one."""
+    if request.param == "memory":
+        store: SessionStore = MemoryStore(clock=clock)
+        return store, lambda key, blob, ttl, tags: run_sync(store.set(key, blob, ttl, tags))
+    url = deployment_url(request, request.param)
+    redis_store = RedisStore.from_url(url)
+    client = redis_store._sync_client()
+
+    def write(key: str, blob: bytes, ttl: int, tags: list[str]) -> None:
+        client.eval(_EARLIER_SET, 2, "logto:" + key, "logto:tags:" + key, blob, ttl, *("logto:tag:" + t for t in tags))
+
+    return redis_store, write
+
+
+def earlier_session(harness: Harness, store: SessionStore, write: Callable[..., None]) -> tuple[str, Any]:
+    """Sign in, then store the session again as the earlier version did (an id without a hash
+    tag, indexes `sub:<sub>` and `sid:<sid>`); the cookie value of that id."""
+    harness.sign_in("alice")
+    data = stored_session(harness, store)
+    sessions = ServerSessions(store, [SECRET])
+    run_sync(sessions.delete(harness.client.cookies["logto.session-token"]))
+    old_id = secrets.token_urlsafe(32)
+    key = "session:" + old_id
+    blob = sessions._data.encrypt(data.to_json(), key.encode()).encode("ascii")
+    write(key, blob, data.expires_at - int(harness.clock()), ["sub:" + data.claims["sub"], "sid:" + data.claims["sid"]])
+    return sessions._ids.encrypt(old_id.encode("ascii"), _ID_AAD), data
+
+
+@pytest.mark.parametrize("rolled", [False, True])
+@pytest.mark.parametrize("ending", ["everywhere", "backchannel-sid", "backchannel-sub"])
+def test_sessions_of_the_earlier_layout_live_on_and_are_ended(
+        kind: str, fake: FakeLogto, clock: Clock, earlier_store: tuple[SessionStore, Callable[..., None]],
+        ending: str, rolled: bool) -> None:
+    """The upgrade signs nobody out: a cookie of the earlier layout still works, is written back
+    (rolled) under its id, and sign-out everywhere and back-channel logout still end it, written
+    back since the upgrade or not."""
+    store, write = earlier_store
+    harness = Harness(kind, fake, clock, store=store)
+    cookie, data = earlier_session(harness, store, write)
+    laptop = harness.browser()
+
+    def signed_in() -> bool:
+        response = laptop.get("/", headers={"cookie": f"logto.session-token={cookie}"})
+        assert response.status_code == 200
+        sent = [c for c in response.headers.get_list("set-cookie") if c.startswith("logto.session-token=")]
+        if not response.json()["authenticated"]:
+            return False
+        assert all(c.startswith(f"logto.session-token={cookie};") for c in sent), sent  # the same id
+        return True
+
+    assert signed_in()
+    if rolled:
+        clock.advance(harness.config.session_update_age + 1)
+        assert signed_in()  # rolled: written again under its id
+    other = harness.browser()
+    harness.client = other
+    harness.sign_in("alice")
+    if ending == "everywhere":
+        other.post("/api/auth/signout", data={"everywhere": "1"}, headers={"origin": ORIGIN})
+    else:
+        sid = data.claims["sid"] if ending == "backchannel-sid" else None
+        user = None if ending == "backchannel-sid" else "alice"
+        token = fake.sign_logout_token(fake.make_logout_token_claims(user, sid=sid))
+        assert post_logout(harness.browser(), token).status_code == 200
+    assert not signed_in()
+
+
+@pytest.mark.parametrize("names", ["sid", "sid+sub"])
+def test_backchannel_logout_by_sid_ends_that_logto_session_only(
+        kind: str, fake: FakeLogto, clock: Clock, make_store: Callable[[], SessionStore], names: str) -> None:
+    """A logout token naming the Logto session (with or without `sub`) ends the app's sessions
+    of that Logto session, and no other session of the user."""
+    store = make_store()
+    harness = Harness(kind, fake, clock, store=store)
+    harness.sign_in("alice")
+    phone = harness.client
+    harness.client = harness.browser()
+    harness.sign_in("alice")
+    laptop = harness.client
+    sid = stored_session(harness, store).claims["sid"]
+    harness.client = phone
+    assert stored_session(harness, store).claims["sid"] != sid
+    token = fake.sign_logout_token(fake.make_logout_token_claims("alice" if names == "sid+sub" else None, sid=sid))
+    assert post_logout(harness.browser(), token).status_code == 200
+    assert laptop.get("/").json()["authenticated"] is False
+    assert phone.get("/").json()["authenticated"] is True
+
+
+def test_a_stored_session_is_decrypted_once_while_the_store_returns_it_unchanged(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store is read on every request, but what it returns is decrypted only when it changed;
+    a session ended elsewhere is gone at once."""
+    from logto_middleware._sessions.cipher import Cipher
+    from logto_middleware.session import SessionData
+
+    store = MemoryStore(clock=clock)
+    sessions = ServerSessions(store, [SECRET], clock=clock)
+    data = SessionData(claims={"sub": "alice"}, expires_at=int(clock()) + 3600, updated_at=int(clock()))
+    cookie = run_sync(sessions.save(data, None, "logto.session-token"))
+    decrypted = [0]
+    real = Cipher.decrypt
+
+    def counting(self: Cipher, token: str, associated_data: bytes) -> bytes | None:
+        decrypted[0] += 1
+        return real(self, token, associated_data)
+
+    monkeypatch.setattr(Cipher, "decrypt", counting)
+    fresh = ServerSessions(store, [SECRET], clock=clock)  # another process: nothing cached yet
+    first = run_sync(fresh.load(cookie, "logto.session-token"))
+    assert first is not None and first.claims["sub"] == "alice" and decrypted[0] == 2  # the id, the data
+    for _ in range(3):
+        assert run_sync(fresh.load(cookie, "logto.session-token")) == first
+    assert decrypted[0] == 2
+    run_sync(sessions.save(data.with_changes(claims={"sub": "alice", "name": "Alice"}), cookie, "logto.session-token"))
+    assert decrypted[0] == 3  # the writer opened the id
+    assert run_sync(fresh.load(cookie, "logto.session-token")).claims["name"] == "Alice"  # changed: read again
+    assert decrypted[0] == 4
+    run_sync(sessions.delete_user("alice"))
+    assert run_sync(fresh.load(cookie, "logto.session-token")) is None
