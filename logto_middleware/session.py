@@ -1,4 +1,4 @@
-"""What a request sees: the user (Starlette's `BaseUser` protocol) and the session."""
+"""What a request sees: the user (Starlette's `BaseUser` protocol, without Starlette) and the session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from starlette.authentication import AuthCredentials, BaseUser
-
+from ._auth import AuthCredentials, BaseUser
 from .config import ProfileMapper
 from .errors import AccessTokenError
 from .flow import Flow
