@@ -333,8 +333,8 @@ class BearerASGIMiddleware:
     bad token (and for a missing one when `required`), never a 500.
 
     `organization_id`: the organization the app serves, or a callable given the request's
-    `HTTPConnection` (before routing: no `path_params` yet, read `url.path`); a token for
-    another organization is refused with 403."""
+    `HTTPConnection` (Starlette's: the `starlette` extra; before routing: no `path_params` yet,
+    read `url.path`); a token for another organization is refused with 403."""
 
     def __init__(self, app: Any, validator: BearerValidator, *, required: bool = False,
                  required_scopes: Iterable[str] = (), organization_id: _OrganizationOf | None = None) -> None:
