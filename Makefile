@@ -5,12 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-flask demo-django demo-fastapi test lint typecheck unit system-deps bench clean
+.PHONY: demo demo-flask demo-django demo-fastapi test lint typecheck dist unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench,django]'
+	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench,django,drf]'
 	touch $(STAMP)
 
 system-deps:
@@ -38,11 +38,16 @@ typecheck: $(STAMP)
 	MYPYPATH=examples:examples/django $(VENV)/bin/mypy --strict --no-namespace-packages examples/django/*.py
 	MYPYPATH=examples $(VENV)/bin/mypy --strict examples/fastapi/app.py
 
-test: $(STAMP) system-deps lint typecheck
+# The distributions: built (the wheel from the sdist) without warnings, twine-checked, and the
+# wheel installed in a clean virtualenv where a sign-in against FakeLogto must work.
+dist: $(STAMP)
+	bash scripts/check-dist.sh $(PY)
+
+test: $(STAMP) system-deps lint typecheck dist
 	$(VENV)/bin/pytest
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) tests/interop/provider/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tests/interop/provider/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache build logto_middleware.egg-info

@@ -21,23 +21,32 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import httpx
 from cachetools import LRUCache
-from starlette.authentication import AuthCredentials, AuthenticationBackend, AuthenticationError, BaseUser
-from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import Response
 
+from ._auth import BaseUser
 from ._protocol.provider import ProviderCache
 from ._protocol.tokens import check_standard_claims, decode_unverified, verify_signed_jwt
 from .errors import LogtoError, ProviderError, ProviderUnavailable, TokenValidationError
 from .flow import DEFAULT_DEADLINE, AsyncDriver, Flow, SyncDriver
 from .session import AnonymousAuth, AnonymousUser, AuthSource, SessionlessAuth
 
+# Starlette is imported where a Starlette or FastAPI app calls us (it is their dependency, not
+# ours): a WSGI or Django app protecting its API never imports it.
+if TYPE_CHECKING:
+    from starlette import authentication as starlette_auth
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import Response
+
+    _Backend = starlette_auth.AuthenticationBackend
+else:
+    _Backend = object
+
 __all__ = ["AccessTokenUser", "BearerASGIMiddleware", "BearerAuthBackend", "BearerCredentials", "BearerError",
            "BearerValidator", "BearerWSGIMiddleware", "requires_bearer"]
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 ORGANIZATION_PREFIX = "urn:logto:organization:"
@@ -49,8 +58,9 @@ _OrganizationOf = str | Callable[[Any], str | None]
 log = logging.getLogger("logto_middleware")
 
 
-class BearerError(LogtoError, AuthenticationError):
-    """A refused bearer token, with its RFC 6750 status and `WWW-Authenticate` challenge."""
+class BearerError(LogtoError):
+    """A refused bearer token, with its RFC 6750 status and `WWW-Authenticate` challenge.
+    `BearerAuthBackend` raises it as a Starlette `AuthenticationError` too."""
 
     def __init__(self, status: int, error: str | None, description: str, scopes: Iterable[str] = ()) -> None:
         super().__init__(description)
@@ -290,6 +300,8 @@ class BearerValidator:
         """A FastAPI dependency: `user: AccessTokenUser = Depends(validator.dependency("read:items"))`.
         `organization_id`: the organization the endpoint serves, or a callable given the request
         (`lambda request: request.path_params["org_id"]`); a token for another one is refused."""
+        from starlette.exceptions import HTTPException
+        from starlette.requests import Request
 
         async def access_token_user(request: Request) -> AccessTokenUser:
             header = request.headers.get("authorization")
@@ -299,29 +311,42 @@ class BearerValidator:
             except BearerError as exc:
                 raise HTTPException(exc.status, exc.description, headers=dict(exc.headers()[1:2])) from None
 
+        # FastAPI reads the parameter's type to hand it the request: the class itself, since
+        # `Request` is not a name of this module (the annotation is a string until evaluated).
+        access_token_user.__annotations__["request"] = Request
         return access_token_user
 
 
-class BearerAuthBackend(AuthenticationBackend):
+class BearerAuthBackend(_Backend):
     """For Starlette's `AuthenticationMiddleware`: `request.user` is the token's caller and
-    `request.auth.scopes` its scopes, so `@requires("read:items")` works. No token: anonymous."""
+    `request.auth.scopes` its scopes, so `@requires("read:items")` works. No token: anonymous.
+    (A Starlette `AuthenticationBackend` to type checkers; Starlette checks no class at run time.)"""
 
     def __init__(self, validator: BearerValidator, *, organization_id: _OrganizationOf | None = None) -> None:
         # `organization_id`: see `BearerASGIMiddleware`.
         self.validator, self.organization_id = validator, organization_id
 
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+    async def authenticate(
+            self, conn: HTTPConnection) -> tuple[starlette_auth.AuthCredentials, starlette_auth.BaseUser] | None:
         header = conn.headers.get("authorization")
         if header is None:
             return None
-        organization = self.validator._organization_for(self.organization_id, header, conn)
-        user = await self.validator.verify_async(header, (), organization)
-        return BearerCredentials(user), user
+        try:
+            organization = self.validator._organization_for(self.organization_id, header, conn)
+            user = await self.validator.verify_async(header, (), organization)
+        except BearerError as exc:
+            # The middleware answers `on_error` only for Starlette's own exception class.
+            raise _starlette_bearer_error()(exc.status, exc.error, exc.description, exc.scopes) from None
+        # Both have the shape Starlette reads (`scopes`; `is_authenticated`, `display_name`...).
+        return (cast("starlette_auth.AuthCredentials", BearerCredentials(user)),
+                cast("starlette_auth.BaseUser", user))
 
     @staticmethod
-    def on_error(conn: HTTPConnection, exc: AuthenticationError) -> Response:
+    def on_error(conn: HTTPConnection, exc: Exception) -> Response:
         """Pass as `AuthenticationMiddleware(..., on_error=BearerAuthBackend.on_error)` for
         RFC 6750 answers (401 with `WWW-Authenticate`) instead of Starlette's plain 400."""
+        from starlette.responses import Response
+
         if isinstance(exc, BearerError):
             return Response(exc.body(), exc.status, headers=dict(exc.headers()))
         return Response(str(exc), 400)
@@ -334,8 +359,8 @@ class BearerASGIMiddleware:
     caller replaces it (a bad token is refused, never passed on as the session's user).
 
     `organization_id`: the organization the app serves, or a callable given the request's
-    `HTTPConnection` (before routing: no `path_params` yet, read `url.path`); a token for
-    another organization is refused with 403."""
+    `HTTPConnection` (Starlette's: the `starlette` extra; before routing: no `path_params` yet,
+    read `url.path`); a token for another organization is refused with 403."""
 
     def __init__(self, app: Any, validator: BearerValidator, *, required: bool = False,
                  required_scopes: Iterable[str] = (), organization_id: _OrganizationOf | None = None) -> None:
@@ -356,7 +381,8 @@ class BearerASGIMiddleware:
                 if "user" not in scope or isinstance(scope["user"], AccessTokenUser):
                     scope["user"], scope["auth"] = _ANONYMOUS, AnonymousAuth()
             else:
-                organization = self.validator._organization_for(self.organization_id, header, HTTPConnection(scope))
+                organization = self.validator._organization_for(self.organization_id, header,
+                                                                _connection(scope, self.organization_id))
                 user = await self.validator.verify_async(header, self.required_scopes, organization)
                 scope["user"], scope["auth"] = user, BearerCredentials(user)
         except BearerError as exc:
@@ -415,6 +441,9 @@ def requires_bearer(validator: BearerValidator, *scopes: str,
 
     def decorate(endpoint: F) -> F:
         if inspect.iscoroutinefunction(endpoint):
+            from starlette.requests import HTTPConnection
+            from starlette.responses import Response
+
             @functools.wraps(endpoint)
             async def async_endpoint(*args: Any, **kwargs: Any) -> Any:
                 request = kwargs.get("request") or next(a for a in args if isinstance(a, HTTPConnection))
@@ -443,6 +472,28 @@ def requires_bearer(validator: BearerValidator, *scopes: str,
         return sync_endpoint  # type: ignore[return-value]
 
     return decorate
+
+
+def _connection(scope: MutableMapping[str, Any], source: _OrganizationOf | None) -> Any:
+    """What an `organization_id` callable is given: Starlette's `HTTPConnection` of the scope
+    (built, and Starlette imported, only when there is such a callable)."""
+    if not callable(source):
+        return None
+    from starlette.requests import HTTPConnection
+
+    return HTTPConnection(scope)
+
+
+@functools.cache
+def _starlette_bearer_error() -> type[BearerError]:
+    """`BearerError` as a Starlette `AuthenticationError` too (made on first use, so that
+    importing this module needs no Starlette)."""
+    from starlette.authentication import AuthenticationError
+
+    class StarletteBearerError(BearerError, AuthenticationError):
+        pass
+
+    return StarletteBearerError
 
 
 _ANONYMOUS = AnonymousUser()

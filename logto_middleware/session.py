@@ -1,4 +1,4 @@
-"""What a request sees: the user (Starlette's `BaseUser` protocol) and the session."""
+"""What a request sees: the user (Starlette's `BaseUser` protocol, without Starlette) and the session."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, Protocol
 
-from starlette.authentication import AuthCredentials, BaseUser
-
+from ._auth import AuthCredentials, BaseUser
 from ._protocol.freshness import auth_time_of
 from .config import ProfileMapper
 from .errors import AccessTokenError

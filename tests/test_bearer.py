@@ -69,6 +69,33 @@ def test_valid_token_passes_with_scopes(validator: BearerValidator, fake: FakeLo
     assert response.json() == {"user": "user-1", "scopes": ["authenticated", "read:items"]}
 
 
+def test_an_apps_own_on_error_gets_a_bearer_error(validator: BearerValidator, fake: FakeLogto, clock: Clock) -> None:
+    # Starlette's AuthenticationMiddleware answers `on_error` only for its own AuthenticationError;
+    # BearerError no longer derives from it (a WSGI app never imports Starlette), so the backend
+    # raises one that is both. Without that the refusal escapes the middleware: a 500.
+    from starlette.authentication import AuthenticationError
+
+    seen: list[Exception] = []
+
+    def on_error(conn: Any, exc: AuthenticationError) -> JSONResponse:
+        seen.append(exc)
+        return JSONResponse({"refused": str(exc)}, status_code=getattr(exc, "status", 400))
+
+    @requires("read:items")
+    async def items(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.user.display_name})
+
+    app = Starlette(routes=[Route("/items", items)],
+                    middleware=[Middleware(AuthenticationMiddleware, backend=BearerAuthBackend(validator),
+                                           on_error=on_error)])
+    client = TestClient(app, raise_server_exceptions=False)
+    expired = token(fake, clock, exp=1)
+    assert client.get("/items", headers={"authorization": f"Bearer {expired}"}).status_code == 401
+    assert isinstance(seen[0], BearerError) and isinstance(seen[0], AuthenticationError)
+    assert seen[0].error == "invalid_token" and "expired" in seen[0].description
+    assert client.get("/items", headers={"authorization": f"Bearer {token(fake, clock)}"}).json() == {"user": "user-1"}
+
+
 def test_verified_tokens_are_cached(validator: BearerValidator, fake: FakeLogto, clock: Clock) -> None:
     value = token(fake, clock)
     for _ in range(3):

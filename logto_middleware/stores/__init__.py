@@ -10,11 +10,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .._sessions.cookie import CookieStore
 from .._sessions.server import ServerSessions
 from .base import SessionStore
 from .memory import MemoryStore
-from .redis import RedisStore
+
+if TYPE_CHECKING:
+    from .redis import RedisStore
 
 __all__ = ["CookieStore", "MemoryStore", "RedisStore", "ServerSessions", "SessionStore", "store_from_setting"]
 
@@ -25,4 +29,15 @@ def store_from_setting(setting: str) -> SessionStore | None:
         return None
     if setting == "memory":
         return MemoryStore()
+    from .redis import RedisStore
+
     return RedisStore.from_url(setting)
+
+
+def __getattr__(name: str) -> Any:
+    # `redis` (and its ~100 ms import) only for apps that use Redis.
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,14 +10,13 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+
+if TYPE_CHECKING:  # the ASGI app needs Starlette; the httpx transport (tests) does not
+    from starlette.applications import Starlette
 
 Headers = list[tuple[str, str]]
 NO_STORE: Headers = [("cache-control", "no-store"), ("pragma", "no-cache")]
@@ -149,6 +148,10 @@ def redirect_reply(
 
 def asgi_app(handler: Handler) -> Starlette:
     """A Starlette app that routes every request to ``handler``."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
 
     async def endpoint(request: Request) -> Response:
         body = await request.body()

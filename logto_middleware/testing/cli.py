@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         import uvicorn
     except ImportError:
-        raise SystemExit("uvicorn is needed to serve FakeLogto: pip install uvicorn") from None
+        raise SystemExit("uvicorn is needed to serve FakeLogto: pip install 'logto-middleware[dev-provider]'") from None
     print(f"!!! {BANNER.upper()} !!!")
     if not _is_loopback(args.host):
         print(f"!!! LISTENING ON {args.host!r} (--allow-remote): ANYONE WHO REACHES IT CAN SIGN IN !!!")

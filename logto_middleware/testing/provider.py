@@ -17,12 +17,11 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 from joserfc.jwk import ECKey, Key, KeySetSerialization
-from starlette.applications import Starlette
 
 from . import _claims, _keys, pages
 from ._http import (
@@ -36,6 +35,9 @@ from ._http import (
     redirect_reply,
 )
 from ._state import AccessToken, AuthCode, Grant, RefreshToken, Session, random_token
+
+if TYPE_CHECKING:  # `FakeLogto.app` needs Starlette (`[dev-provider]`); the rest of it does not
+    from starlette.applications import Starlette
 
 RotationMode = Literal["logto", "always", "never"]
 TokenHook = Callable[[dict[str, Any]], dict[str, Any] | httpx.Response | None]

@@ -327,7 +327,8 @@ def test_members_lists_the_live_keys_of_a_tag_with_their_values(store_factory: C
     run(store.set("session:{u1}a", b"\x00value-a\xff", 60, ["sub:{u1}u1", "sid:{u1}x"]))
     run(store.set("session:{u1}b", b"value-b", 60, ["sub:{u1}u1"]))
     run(store.set("session:{u2}c", b"value-c", 60, ["sub:{u2}u2"]))
-    assert sorted(run(store.members("sub:{u1}u1"))) == [("session:{u1}a", b"\x00value-a\xff"), ("session:{u1}b", b"value-b")]
+    assert sorted(run(store.members("sub:{u1}u1"))) == [("session:{u1}a", b"\x00value-a\xff"),
+                                                      ("session:{u1}b", b"value-b")]
     assert run(store.members("sid:{u1}x")) == [("session:{u1}a", b"\x00value-a\xff")]
     run(store.set("session:{u1}b", b"value-b2", 60, ["sub:{u1}u1"]))  # rewritten: its new value
     run(store.delete("session:{u1}a"))
