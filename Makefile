@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 
 # Strict: a broken link, a missing page or an undocumented LogtoConfig field fails the build.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 test: $(STAMP) system-deps lint typecheck docs
 	$(VENV)/bin/pytest

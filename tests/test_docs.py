@@ -95,7 +95,7 @@ def _configure_django(namespace: dict[str, object]) -> None:
     values.setdefault("SECRET_KEY", "docs-samples")
     settings.configure(**values)
     django.setup()  # imports every installed app
-    for dotted in [*values.get("MIDDLEWARE", []), *values.get("AUTHENTICATION_BACKENDS", [])]:  # type: ignore[misc]
+    for dotted in [*values.get("MIDDLEWARE", []), *values.get("AUTHENTICATION_BACKENDS", [])]:
         import_string(dotted)
 
 

@@ -27,7 +27,7 @@ _BASE_ENV = {
 }
 # Values tried, in order, to see which field a variable sets; the first one the config accepts
 # and that changes a field wins.
-_PROBES = ("true", "memory", "authjs", "off", "https://probe.example/probe", "p" * 48)
+_PROBES = ("true", "120", "memory", "authjs", "off", "https://probe.example/probe", "p" * 48)
 
 
 class DocumentationError(Exception):
