@@ -1,16 +1,16 @@
 # `make demo` signs you in for real on a local development provider; `make test` runs everything.
-# Both install what they need on first use.
+# Both install what they need on first use. `make docs` builds the documentation site into site/.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo demo-flask demo-django demo-fastapi test lint typecheck dist unit system-deps bench clean
+.PHONY: demo demo-flask demo-django demo-fastapi test lint typecheck dist docs unit system-deps bench clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench,django,drf]'
+	$(VENV)/bin/pip install --quiet -e '.[test,redis,examples,bench,django,drf,docs]'
 	touch $(STAMP)
 
 system-deps:
@@ -43,11 +43,15 @@ typecheck: $(STAMP)
 dist: $(STAMP)
 	bash scripts/check-dist.sh $(PY)
 
-test: $(STAMP) system-deps lint typecheck dist
+# Strict: a broken link, a missing page or an undocumented LogtoConfig field fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+test: $(STAMP) system-deps lint typecheck dist docs
 	$(VENV)/bin/pytest
 
 bench: $(STAMP) system-deps
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) tests/interop/provider/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache build logto_middleware.egg-info
+	rm -rf $(VENV) site tests/interop/provider/node_modules tests/artifacts .pytest_cache .mypy_cache .ruff_cache build logto_middleware.egg-info

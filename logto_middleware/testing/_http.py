@@ -1,4 +1,4 @@
-"""Transport-neutral HTTP plumbing for :class:`FakeLogto`.
+"""Transport-neutral HTTP plumbing for `FakeLogto`.
 
 Every endpoint is a plain function ``FakeRequest -> Reply``; the Starlette app and
 the ``httpx.MockTransport`` below are thin adapters over such a handler.
@@ -98,7 +98,7 @@ def _parse(text: str, multi: dict[str, tuple[str, ...]]) -> tuple[dict[str, str]
 def make_request(
     method: str, path: str, raw_query: str, headers: Iterable[tuple[str, str]], body: bytes
 ) -> FakeRequest:
-    """Build a :class:`FakeRequest` from raw request parts."""
+    """Build a `FakeRequest` from raw request parts."""
     merged: dict[str, str] = {}
     for name, value in headers:
         key = name.lower()

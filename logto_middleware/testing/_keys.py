@@ -1,4 +1,4 @@
-"""Signing keys and compact JWS helpers for :class:`FakeLogto`."""
+"""Signing keys and compact JWS helpers for `FakeLogto`."""
 
 from __future__ import annotations
 

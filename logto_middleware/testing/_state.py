@@ -1,4 +1,4 @@
-"""Records kept by :class:`FakeLogto`: provider sessions, grants, codes and tokens."""
+"""Records kept by `FakeLogto`: provider sessions, grants, codes and tokens."""
 
 from __future__ import annotations
 

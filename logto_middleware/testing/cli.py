@@ -1,4 +1,4 @@
-"""``python -m logto_middleware.testing``: serve :class:`FakeLogto` for local development."""
+"""``python -m logto_middleware.testing``: serve `FakeLogto` for local development."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The few HTML pages :class:`FakeLogto` shows a browser."""
+"""The few HTML pages `FakeLogto` shows a browser."""
 
 from __future__ import annotations
 

@@ -115,18 +115,18 @@ class _AuthError(Exception):
 class FakeLogto:
     """A fake Logto OpenID provider; see the module docstring.
 
-    Serve it with :attr:`app` (ASGI) or :meth:`transport` (httpx), inspect
-    :attr:`requests` / :attr:`counts`, and misbehave on purpose with
-    :attr:`token_response_hook`, :attr:`discovery_overrides`, :attr:`jwks_override`,
-    :attr:`outage` and :meth:`fail_next`.
+    Serve it with `app` (ASGI) or `transport` (httpx), inspect
+    `requests` / `counts`, and misbehave on purpose with
+    `token_response_hook`, `discovery_overrides`, `jwks_override`,
+    `outage` and `fail_next`.
 
-    API resources (:attr:`resources`), organization memberships (:attr:`organizations`),
-    organization scopes (:attr:`organization_scopes`) and per-user scope limits
-    (:attr:`grantable_scopes`) drive the JWT access tokens of the refresh-token grant.
+    API resources (`resources`), organization memberships (`organizations`),
+    organization scopes (`organization_scopes`) and per-user scope limits
+    (`grantable_scopes`) drive the JWT access tokens of the refresh-token grant.
 
-    Every ID token carries ``auth_time`` (a refresh keeps the sign-in's); ``max_age`` is
+    Every ID token carries `auth_time` (a refresh keeps the sign-in's); `max_age` is
     honoured like oidc-provider: a provider session older than it asks for credentials again,
-    and ``max_age=0`` is ``prompt=login``.
+    and `max_age=0` is `prompt=login`.
     """
 
     def __init__(
@@ -228,12 +228,12 @@ class FakeLogto:
         return mock_transport(self.handle, self.origin)
 
     def httpx_client(self, **kwargs: Any) -> httpx.Client:
-        """An ``httpx.Client`` wired to :meth:`transport`, based at the issuer's origin."""
+        """An ``httpx.Client`` wired to `transport`, based at the issuer's origin."""
         kwargs.setdefault("base_url", self.origin)
         return httpx.Client(transport=self.transport(), **kwargs)
 
     def async_httpx_client(self, **kwargs: Any) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` wired to :meth:`transport`, based at the issuer's origin."""
+        """An ``httpx.AsyncClient`` wired to `transport`, based at the issuer's origin."""
         kwargs.setdefault("base_url", self.origin)
         return httpx.AsyncClient(transport=self.transport(), **kwargs)
 
@@ -250,7 +250,7 @@ class FakeLogto:
             return str(self._keys[-1].kid)
 
     def jwks(self) -> KeySetSerialization:
-        """The public JWK Set (ignores :attr:`jwks_override`)."""
+        """The public JWK Set (ignores `jwks_override`)."""
         with self._lock:
             return _keys.public_jwks(self._keys)
 
@@ -300,7 +300,7 @@ class FakeLogto:
         headers: dict[str, Any] | None = None,
     ) -> str:
         """Sign arbitrary access-token ``claims`` (header ``typ: at+jwt``), like
-        :meth:`sign_id_token`; see :meth:`make_access_token_claims`."""
+        `sign_id_token`; see `make_access_token_claims`."""
         typ = {"typ": ACCESS_TOKEN_TYP}
         return self.sign_id_token(claims, alg=alg, kid=kid, key=key, headers={**typ, **(headers or {})})
 
@@ -314,7 +314,7 @@ class FakeLogto:
         headers: dict[str, Any] | None = None,
     ) -> str:
         """Sign back-channel logout-token ``claims`` (header ``typ: logout+jwt``), like
-        :meth:`sign_id_token`; see :meth:`make_logout_token_claims`."""
+        `sign_id_token`; see `make_logout_token_claims`."""
         typ = {"typ": LOGOUT_TOKEN_TYP}
         return self.sign_id_token(claims, alg=alg, kid=kid, key=key, headers={**typ, **(headers or {})})
 
@@ -352,7 +352,7 @@ class FakeLogto:
         **overrides: Any,
     ) -> dict[str, Any]:
         """The claims of a fresh JWT access token for ``user`` and ``audience`` (an API
-        resource indicator, or :func:`organization_audience`); ``overrides`` (None removes)
+        resource indicator, or `organization_audience`); ``overrides`` (None removes)
         last. An empty ``scope`` is left out, like Logto does."""
         now = int(self.clock())
         claims = {
@@ -381,11 +381,11 @@ class FakeLogto:
         return _claims.merge(claims, overrides)
 
     def user_claims(self, user: str) -> dict[str, Any]:
-        """All claims of ``user``, with :attr:`users` overrides applied.
+        """All claims of ``user``, with `users` overrides applied.
 
         Besides the profile, Logto's scope-gated claims get defaults: ``custom_data``
         and ``identities`` ``{}``, ``sso_identities`` and ``organization_roles`` ``[]``,
-        ``organizations`` from :attr:`organizations`.
+        ``organizations`` from `organizations`.
         """
         defaults = {
             "custom_data": {},
@@ -402,7 +402,7 @@ class FakeLogto:
     def authorize(self, url: str, login: str | None = None) -> str:
         """Run an authorization request URL in-process; return the redirect ``Location``.
 
-        Signs in as ``login`` (else :attr:`auto_login`); raises if no redirect results.
+        Signs in as ``login`` (else `auto_login`); raises if no redirect results.
         """
         target = httpx.URL(url)
         if login is not None:
@@ -622,7 +622,7 @@ class FakeLogto:
         return tuple(s for s in requested if s in defined and self._user_may(user, s))
 
     def _pick_session(self, request: FakeRequest, prompt: set[str]) -> Session | None:
-        """Who signs in: ``login``, else :attr:`auto_login`, else the cookie's session."""
+        """Who signs in: ``login``, else `auto_login`, else the cookie's session."""
         login = request.params.get("login") or self.auto_login
         if login is not None:
             if not _claims.valid_user_name(login):
