@@ -8,8 +8,9 @@ after the access token became due, refresh it exactly once at the provider; on a
 Sentinel, the master holding the session is killed and its replica takes over: every request in
 the gap is answered (signed in) or gets a 503 with Retry-After, never a 401 or a cleared cookie,
 and the processes, never restarted, serve the session again; a back-channel logout (by `sid`)
-delivered to one process ends the session on all of them; and sign-out everywhere through one
-process ends every session of the user on all of them.
+delivered to one process ends the session on all of them; sign-out everywhere through one
+process ends every session of the user on all of them; and a user's devices listed through one
+process can be ended through another (the refresh token revoked at the provider), at once on all.
 """
 
 from __future__ import annotations
@@ -288,3 +289,24 @@ def test_one_session_on_three_processes_refreshes_once_and_ends_everywhere(clust
         assert signout.status_code == 302, f"{signout.text}\n{cluster.logs}"
     assert [me(instance, c).status_code for c in cookies for instance in instances] == [401] * 6
     assert cluster.redis.session_keys() == []
+
+    # -- a user's devices: listed through one process, one ended through another -----------------
+    lister, ender = instances[0], instances[BACKCHANNEL_TO]
+    with httpx.Client(timeout=15.0, follow_redirects=False) as laptop, \
+            httpx.Client(timeout=15.0, follow_redirects=False) as phone:
+        cookies = [f"{SESSION_COOKIE}={sign_in(cluster, browser)}" for browser in (laptop, phone)]
+        listed = httpx.get(lister.url("/api/auth/sessions"), headers={"Cookie": cookies[0]}, timeout=15.0)
+        assert listed.status_code == 200, f"{listed.text}\n{cluster.logs}"
+        devices = listed.json()
+        assert devices["serverSide"] is True and len(devices["sessions"]) == 2, devices
+        assert [device["current"] for device in devices["sessions"]] == [True, False]  # the current one first
+        phone_handle = devices["sessions"][1]["id"]
+        csrf = laptop.get(ender.url("/api/auth/csrf")).json()["csrfToken"]
+        ended = laptop.post(ender.url("/api/auth/sessions/end"), json={"session": phone_handle},
+                            headers={"X-CSRF-Token": csrf})
+        assert ended.status_code == 200, f"{ended.text}\n{cluster.logs}"
+        assert ended.json() == {"ended": 1, "revoked": 1}
+    # The phone is signed out on every process at once; the laptop is not.
+    assert [me(instance, cookies[1]).status_code for instance in instances] == [401] * len(instances)
+    assert [me(instance, cookies[0]).status_code for instance in instances] == [200] * len(instances)
+    assert len(cluster.redis.session_keys()) == 1
