@@ -1,6 +1,7 @@
-"""Every code sample of the documentation site runs.
+"""Every code sample of the documentation site, and of the README (its front page), runs.
 
-The fenced `python`, `sh` and `bash` blocks of `docs/**/*.md` are extracted and executed: the
+The fenced `python`, `sh` and `bash` blocks of `docs/**/*.md` and `README.md` (the page
+`../README.md` here) are extracted and executed: the
 Python blocks of one page in order, in one namespace (a page reads top to bottom), in a process
 of their own per page; each shell block in bash with `set -euo pipefail`. The environment holds
 the four `AUTH_*` variables, pointing at the fake Logto's defaults, so `LogtoConfig.from_env()`
@@ -34,7 +35,9 @@ DOCS = ROOT / "docs"
 NOT_RUN = {
     "quickstart.md": 2,  # pip install; the doctor against a real tenant
     "deployment.md": 1,  # servers that run until stopped
+    "development.md": 1,  # make demo / make test: installs packages, starts servers
     "testing.md": 1,  # the development provider, a server
+    "../README.md": 2,  # make demo / make test; pip install
 }
 RUN = {"python", "sh", "bash"}
 SHOWN = {"text", "toml", "ini", "html", "jinja", "js", "ts", "json"}  # never executed: not code to run
@@ -67,14 +70,14 @@ def blocks(path: Path) -> list[Block]:
         last_line = before.rsplit("\n", 1)[-1]
         mark = MARK.search(last_line)
         found.append(Block(
-            page=path.relative_to(DOCS).as_posix(), line=text.count("\n", 0, match.start("body")) + 1,
+            page=Path(os.path.relpath(path, DOCS)).as_posix(), line=text.count("\n", 0, match.start("body")) + 1,
             lang=match.group("lang"), body=match.group("body"),
             not_run=mark.group("reason") if mark else None, directive=mark.group("directive") if mark else None))
     return found
 
 
 def pages() -> list[Path]:
-    return sorted(p for p in DOCS.rglob("*.md") if "_gen" not in p.parts)
+    return [*sorted(p for p in DOCS.rglob("*.md") if "_gen" not in p.parts), ROOT / "README.md"]
 
 
 def _environment() -> dict[str, str]:

@@ -96,7 +96,7 @@ def fastapi_app() -> FastAPI:
 
     @app.get("/raw")
     async def raw(request: Request) -> dict[str, Any]:
-        # What the README shows: `await request.auth.get_access_token(...)`.
+        # What docs/logto-features.md shows: `await request.auth.get_access_token(...)`.
         try:
             return {"token": await request.auth.get_access_token(API)}
         except AccessTokenError as exc:

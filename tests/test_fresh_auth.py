@@ -50,7 +50,7 @@ def asgi_app() -> Starlette:
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-    """A plain WSGI app using the generic helper, as the README shows."""
+    """A plain WSGI app using the generic helper, as docs/fresh-auth.md shows."""
     session = environ["logto.session"]
     if environ["PATH_INFO"] == "/sensitive":
         query = environ.get("QUERY_STRING", "")

@@ -140,7 +140,7 @@ def test_sign_in_and_out_under_a_prefix(site: httpx.Client, fake: FakeLogto) -> 
     start = site.get("/app/api/auth/signin")
     assert start.status_code == 302, start.text
     assert _query(start.headers["location"])["redirect_uri"] == [CALLBACK]
-    # The cookies stay on Path=/ (`__Host-` names require it on https): see the README.
+    # The cookies stay on Path=/ (`__Host-` names require it on https): see docs/deployment.md.
     assert all("; Path=/;" in cookie for cookie in start.headers.get_list("set-cookie"))
 
     callback = fake.authorize(start.headers["location"], login="alice")
