@@ -15,7 +15,6 @@ import hmac
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -27,7 +26,8 @@ from ..session import SessionData
 from .cipher import b64encode, derive_key
 
 # joserfc is imported where a token is read or written (and its keys made), not at import: only
-# an app with session_format="authjs" needs it, and that one on its first Auth.js cookie.
+# an app with session_format="authjs" needs it, and that one on its first Auth.js cookie (uuid,
+# for the `jti`, likewise: it loads `platform`).
 if TYPE_CHECKING:
     from joserfc.jwe import JWERegistry
     from joserfc.jwk import GuestProtocol, OctKey
@@ -160,6 +160,8 @@ class AuthJsCookieStore:
 
     def encode(self, payload: dict[str, Any], salt: str, max_age: int | None = None) -> str:
         """An Auth.js session token: `iat`, `exp` and `jti` set as `@auth/core`'s `encode` does."""
+        import uuid
+
         from joserfc.jwe import encrypt_compact
 
         keys = self._keys_for(salt)
