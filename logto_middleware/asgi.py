@@ -5,9 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from functools import partial
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response, url_root
@@ -16,6 +14,9 @@ from .config import LogtoConfig
 from .flow import AsyncDriver
 from .session import AnonymousAuth, AsyncSession
 from .stores import CookieStore, SessionStore
+
+if TYPE_CHECKING:
+    import httpx  # imported by the driver, which makes its client on the first provider call
 
 __all__ = ["LogtoASGIMiddleware"]
 
@@ -46,8 +47,7 @@ class LogtoASGIMiddleware:
                  bearer_only: Iterable[str] = ()) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.driver = AsyncDriver(http_client or httpx.AsyncClient(timeout=self.config.http_timeout),
-                               deadline=self.config.call_deadline)
+        self.driver = AsyncDriver(http_client, timeout=self.config.http_timeout, deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock, bearer=bearer, bearer_only=bearer_only,
                               session_factory=partial(AsyncSession, profile=self.config.profile, run=self.driver.run,
                                                       base_path=self.config.base_path))

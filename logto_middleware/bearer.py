@@ -23,7 +23,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapp
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-import httpx
 from cachetools import LRUCache
 
 from ._auth import BaseUser
@@ -35,7 +34,9 @@ from .session import AnonymousAuth, AnonymousUser, AuthSource, SessionlessAuth
 
 # Starlette is imported where a Starlette or FastAPI app calls us (it is their dependency, not
 # ours): a WSGI or Django app protecting its API never imports it.
+# httpx likewise: the drivers import it when they make their clients, on the first key fetch.
 if TYPE_CHECKING:
+    import httpx
     from starlette import authentication as starlette_auth
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
@@ -223,8 +224,8 @@ class BearerValidator:
         self.audience, self.organization = audience, organization
         self.algorithms, self.leeway, self._clock = tuple(algorithms), leeway, clock
         self.provider = ProviderCache(self.issuer, clock=clock)
-        self._sync = SyncDriver(http_client or httpx.Client(timeout=5.0), deadline=http_deadline)
-        self._async = AsyncDriver(async_http_client or httpx.AsyncClient(timeout=5.0), deadline=http_deadline)
+        self._sync = SyncDriver(http_client, timeout=5.0, deadline=http_deadline)
+        self._async = AsyncDriver(async_http_client, timeout=5.0, deadline=http_deadline)
         # token -> (the kid that verified it, its claims)
         self._verified: LRUCache[str, tuple[str | None, dict[str, Any]]] = LRUCache(maxsize=1024)
         self._lock = threading.Lock()

@@ -205,10 +205,11 @@ def lock_from_setting(setting: str) -> RefreshLock | None:
     and their `rediss+` forms: see `RedisStore.from_url`), or a directory."""
     if setting == "off":
         return None
-    from .stores.redis import REDIS_SCHEMES, RedisStore
+    if setting:  # the default ("") never loads the Redis store's module (nor asyncio with it)
+        from .stores.redis import REDIS_SCHEMES, RedisStore
 
-    if setting.lower().startswith(REDIS_SCHEMES):
-        return RedisStore.from_url(setting)
+        if setting.lower().startswith(REDIS_SCHEMES):
+            return RedisStore.from_url(setting)
     if fcntl is None:  # pragma: no cover - Windows
         log.warning("refresh coordination across processes needs flock: it is off on this platform")
         return None

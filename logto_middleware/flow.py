@@ -10,7 +10,8 @@ result. The effects:
   Transport failures and a passed deadline are thrown into the flow as `ProviderUnavailable`, a
   body over the cap as `ProviderError`. (The async driver cancels the wait at the deadline; the
   sync one checks it between chunks and bounds each blocking step, one read, by the deadline.)
-  A bare `httpx.Request` is a `Fetch` with the default cap;
+  A bare `httpx.Request` is a `Fetch` with the default cap. A driver given no client makes its
+  own on the first request;
 - `Shared(key, make_flow)`: the driver runs the inner flow once for all concurrent callers
   with the same key (single-flight);
 - `Call(sync, async_, args)`: a store's I/O; the sync driver calls `sync(*args)`, the async
@@ -26,7 +27,6 @@ result. The effects:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import sys
 import threading
@@ -34,12 +34,19 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from .config import LogtoConfigError
 from .errors import ProviderError, ProviderUnavailable
+
+# httpx is imported where a request is built or sent, never at import (the heaviest dependency
+# to import): an app pays for it on its first provider call, and a request served from its
+# session cookie alone never does. asyncio likewise, by the async driver's methods: a WSGI app
+# never loads it. Annotations name them for the type checker only.
+if TYPE_CHECKING:
+    import asyncio
+
+    import httpx
 
 __all__ = ["DEFAULT_DEADLINE", "DEFAULT_MAX_BYTES", "AsyncDriver", "Call", "CallUser", "Fetch", "Flow", "Shared",
            "Sleep", "SyncDriver", "returns", "run_without_io"]
@@ -90,7 +97,7 @@ class Sleep:
     seconds: float
 
 
-Effect = Fetch | httpx.Request | Shared | Call | CallUser | Sleep
+Effect: TypeAlias = "Fetch | httpx.Request | Shared | Call | CallUser | Sleep"
 Flow = Generator[Effect, Any, T]
 
 
@@ -171,6 +178,8 @@ class _Download:
 
     def response(self, head: httpx.Response) -> httpx.Response:
         """The response the flow gets: `head`'s status and headers, and the body read."""
+        import httpx
+
         headers = [(name, value) for name, value in head.headers.multi_items() if name not in _BODY_HEADERS]
         return httpx.Response(head.status_code, headers=headers, content=b"".join(self._chunks),
                               request=self.request)
@@ -181,6 +190,8 @@ async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
     calling task (`asyncio.timeout`): `wait_for` wraps it in a task of its own, and under a storm
     of a thousand ready tasks each extra task step waits for all of them (+10 ms at N=1000 in
     `make bench`, section 3)."""
+    import asyncio
+
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
@@ -200,13 +211,27 @@ def _for_followers(exc: BaseException) -> Exception:
 
 
 class SyncDriver:
-    """Runs flows with an `httpx.Client`; `Shared` is single-flight across threads."""
+    """Runs flows with an `httpx.Client` (`client`, or one of its own with `timeout`, made for the
+    first request); `Shared` is single-flight across threads."""
 
-    def __init__(self, client: httpx.Client, *, deadline: float = DEFAULT_DEADLINE) -> None:
-        self.client = client
+    def __init__(self, client: httpx.Client | None = None, *, deadline: float = DEFAULT_DEADLINE,
+                 timeout: float = 5.0) -> None:
+        self._client = client
+        self._timeout = timeout
         self.deadline = deadline
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _SyncFlight] = {}
+
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client: the one given, else one made on first use (once, for all threads)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import httpx
+
+                    self._client = httpx.Client(timeout=self._timeout)
+        return self._client
 
     def run(self, flow: Flow[T]) -> T:
         value: Any = None
@@ -226,8 +251,6 @@ class SyncDriver:
         return self._shared(effect)
 
     def _perform(self, effect: Effect) -> Any:
-        if isinstance(effect, (Fetch, httpx.Request)):
-            return self._fetch(_Download(effect, self.deadline, self.client.timeout))
         if isinstance(effect, Call):
             return effect.sync(*effect.args)
         if isinstance(effect, CallUser):
@@ -241,9 +264,13 @@ class SyncDriver:
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
             return None
-        return self._shared(effect)
+        if isinstance(effect, Shared):
+            return self._shared(effect)
+        return self._fetch(_Download(effect, self.deadline, self.client.timeout))  # a Fetch, or a bare request
 
     def _fetch(self, download: _Download) -> httpx.Response:
+        import httpx
+
         try:
             head = self.client.send(download.request, stream=True)
             try:
@@ -306,10 +333,13 @@ class _SyncFlight:
 
 
 class AsyncDriver:
-    """Runs flows with an `httpx.AsyncClient`; `Shared` is single-flight across tasks."""
+    """Runs flows with an `httpx.AsyncClient` (`client`, or one of its own with `timeout`, made for
+    the first request); `Shared` is single-flight across tasks."""
 
-    def __init__(self, client: httpx.AsyncClient, *, deadline: float = DEFAULT_DEADLINE) -> None:
-        self.client = client
+    def __init__(self, client: httpx.AsyncClient | None = None, *, deadline: float = DEFAULT_DEADLINE,
+                 timeout: float = 5.0) -> None:
+        self._client = client
+        self._timeout = timeout
         self.deadline = deadline
         # A running flight: its event loop and the futures of its followers.
         self._flights: dict[Hashable, tuple[asyncio.AbstractEventLoop, list[asyncio.Future[Any]]]] = {}
@@ -332,23 +362,37 @@ class AsyncDriver:
             except Exception as exc:
                 error = exc
 
+    @property
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client: the one given, else one made on first use (no await in between: made
+        once by the event loop's thread)."""
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(timeout=self._timeout)
+        return self._client
+
     async def _perform(self, effect: Fetch | httpx.Request | Call | CallUser | Sleep) -> Any:
-        if isinstance(effect, (Fetch, httpx.Request)):
-            download = _Download(effect, self.deadline, self.client.timeout)
-            try:
-                # The wait itself is cut at the deadline, wherever it is (connect, a read).
-                return await _within(download.seconds, self._fetch(download))
-            except asyncio.TimeoutError:
-                raise download.late() from None
+        import asyncio
+
         if isinstance(effect, Call):
             return await effect.async_(*effect.args)
         if isinstance(effect, CallUser):
             result = effect.function(*effect.args)
             return await result if inspect.isawaitable(result) else result
-        await asyncio.sleep(effect.seconds)
-        return None
+        if isinstance(effect, Sleep):
+            await asyncio.sleep(effect.seconds)
+            return None
+        download = _Download(effect, self.deadline, self.client.timeout)  # a Fetch, or a bare request
+        try:
+            # The wait itself is cut at the deadline, wherever it is (connect, a read).
+            return await _within(download.seconds, self._fetch(download))
+        except asyncio.TimeoutError:
+            raise download.late() from None
 
     async def _fetch(self, download: _Download) -> httpx.Response:
+        import httpx
+
         try:
             head = await self.client.send(download.request, stream=True)
             try:
@@ -373,6 +417,8 @@ class AsyncDriver:
         flight = self._flights.get(effect.key)
         if flight is None:
             return None
+        import asyncio
+
         loop = asyncio.get_running_loop()
         if flight[0] is not loop:
             return None  # a flight on another event loop: run our own
@@ -382,6 +428,8 @@ class AsyncDriver:
 
     async def _lead(self, effect: Shared) -> Any:
         """Run the flight of `effect.key` (`run` found none to follow) and wake its followers."""
+        import asyncio
+
         followers: list[asyncio.Future[Any]] = []
         flight = (asyncio.get_running_loop(), followers)
         self._flights[effect.key] = flight

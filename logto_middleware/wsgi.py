@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._core.handler import LogtoCore, Passage
 from ._messages import Request, Response, url_root
@@ -18,6 +16,9 @@ from .config import LogtoConfig
 from .flow import SyncDriver
 from .session import SyncSession
 from .stores import CookieStore, SessionStore
+
+if TYPE_CHECKING:
+    import httpx  # imported by the driver, which makes its client on the first provider call
 
 __all__ = ["LogtoWSGIMiddleware"]
 
@@ -45,8 +46,7 @@ class LogtoWSGIMiddleware:
                  bearer_only: Iterable[str] = ()) -> None:
         self.app = app
         self.config = config if config is not None else LogtoConfig.from_env()
-        self.driver = SyncDriver(http_client or httpx.Client(timeout=self.config.http_timeout),
-                              deadline=self.config.call_deadline)
+        self.driver = SyncDriver(http_client, timeout=self.config.http_timeout, deadline=self.config.call_deadline)
         self.core = LogtoCore(self.config, store=store, clock=clock, bearer=bearer, bearer_only=bearer_only,
                               session_factory=partial(SyncSession, profile=self.config.profile, run=self.driver.run))
         self.core.user_code.require_sync()

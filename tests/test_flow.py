@@ -295,3 +295,35 @@ def test_each_step_of_a_fetch_is_bounded_by_the_deadline() -> None:
                             deadline=0.25).run(_fetch()))
     assert seen == [{"connect": 0.25, "read": 0.25, "write": 0.25, "pool": 0.25},
                     {"connect": 0.1, "read": 0.25, "write": 0.1, "pool": 0.1}]
+
+
+def test_a_driver_given_no_client_makes_one_with_its_timeout_on_first_use() -> None:
+    """The middlewares give their drivers no client: it is made (and httpx imported) for the first
+    provider call, with the configured timeout; once, however many threads ask at the same time."""
+    sync, async_ = SyncDriver(timeout=2.5), AsyncDriver(timeout=2.5)
+    start = threading.Barrier(8)
+    clients: list[httpx.Client] = []
+
+    def first_use() -> None:
+        start.wait()
+        clients.append(sync.client)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in clients}) == 1 and clients[0] is sync.client
+    assert isinstance(async_.client, httpx.AsyncClient) and async_.client is async_.client
+    assert sync.client.timeout == async_.client.timeout == httpx.Timeout(2.5)
+    sync.client.close()
+
+
+def test_the_middlewares_make_their_clients_with_the_configured_timeout() -> None:
+    from logto_middleware import LogtoASGIMiddleware, LogtoConfig, LogtoWSGIMiddleware
+
+    config = LogtoConfig(issuer="https://tenant.logto.app/oidc", client_id="id", client_secret="app-secret",
+                         secret="s" * 40, http_timeout=1.5)
+    wsgi, asgi = LogtoWSGIMiddleware(lambda environ, start: [], config), LogtoASGIMiddleware(None, config)  # type: ignore[arg-type]
+    assert wsgi.driver.client.timeout == asgi.driver.client.timeout == httpx.Timeout(1.5)
+    wsgi.driver.client.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-from joserfc.errors import JoseError
-from joserfc.jwk import Key, KeySet, import_key
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderError
+
+# joserfc (with the parts of `cryptography` it loads) is imported when a JWKS is first parsed,
+# not at import: an app whose requests are served from their session cookies never needs it.
+if TYPE_CHECKING:
+    from joserfc.jwk import Key
 
 __all__ = ["ProviderKeys"]
 
@@ -22,6 +24,8 @@ class ProviderKeys:
     __slots__ = ("_by_kid", "key_set")
 
     def __init__(self, keys: list[Key]) -> None:
+        from joserfc.jwk import KeySet
+
         self.key_set = KeySet(keys)
         by_kid: dict[str | None, list[Key]] = {}
         for key in keys:
@@ -31,6 +35,9 @@ class ProviderKeys:
     @classmethod
     def parse(cls, document: dict[str, Any]) -> ProviderKeys:
         """The signing keys of a JWKS document; `ProviderError` when it has none usable."""
+        from joserfc.errors import JoseError
+        from joserfc.jwk import import_key
+
         entries = document.get("keys")
         if not isinstance(entries, list):
             raise ProviderError("jwks has no keys")

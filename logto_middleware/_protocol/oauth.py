@@ -10,14 +10,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
-
-import httpx
 
 from ..errors import OAuthError, ProviderError, ProviderUnavailable
 from ..flow import Fetch, Flow
 from .provider import read_json
+
+# httpx is imported where a request is built, on the first grant (see flow.py).
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["MAX_TOKEN_RESPONSE", "TokenResponse", "basic_auth", "revoke", "revoke_or_raise", "token_grant"]
 
@@ -96,12 +98,16 @@ def form_body(form: Mapping[str, str] | Sequence[tuple[str, str]]) -> bytes:
 @lru_cache(maxsize=16)
 def _parsed_url(url: str) -> httpx.URL:
     # Parsing the token endpoint's URL costs httpx more than building the rest of the request.
+    import httpx
+
     return httpx.URL(url)
 
 
 @lru_cache(maxsize=16)
 def _grant_headers(client_id: str, client_secret: str) -> httpx.Headers:
     # httpx copies a `Headers` object into each request as it is (a dict is normalized anew).
+    import httpx
+
     return httpx.Headers({"Authorization": basic_auth(client_id, client_secret), "Accept": "application/json",
                           "Content-Type": "application/x-www-form-urlencoded"})
 
@@ -137,6 +143,8 @@ _client_refused = _ClientRefusedLog()
 def token_grant(endpoint: str, client_id: str, client_secret: str,
                 form: dict[str, str] | list[tuple[str, str]]) -> Flow[TokenResponse]:
     """POST a grant to the token endpoint with client_secret_basic."""
+    import httpx
+
     # Encoded here rather than with httpx's `data=`: the same bytes, built more cheaply.
     response = yield Fetch(httpx.Request("POST", _parsed_url(endpoint), content=form_body(form),
                                          headers=_grant_headers(client_id, client_secret)), MAX_TOKEN_RESPONSE)
@@ -152,6 +160,8 @@ def token_grant(endpoint: str, client_id: str, client_secret: str,
 def revoke_or_raise(endpoint: str, client_id: str, client_secret: str, token: str, hint: str) -> Flow[None]:
     """Revoke a token (RFC 7009); `ProviderUnavailable` when the provider cannot be reached,
     `ProviderError` when it refused (the messages never carry the token)."""
+    import httpx
+
     response = yield Fetch(httpx.Request(
         "POST", endpoint, data={"token": token, "token_type_hint": hint},
         headers={"Authorization": basic_auth(client_id, client_secret)}), _MAX_REVOCATION_RESPONSE)

@@ -8,13 +8,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProviderError, ProviderUnavailable
 from ..flow import Fetch, Flow, Shared
 from .jwks import ProviderKeys
+
+if TYPE_CHECKING:
+    import httpx  # imported by `_get`, on the first fetch (see flow.py)
 
 __all__ = ["ProviderCache", "ProviderMetadata", "read_json"]
 
@@ -67,6 +68,13 @@ class ProviderMetadata:
             id_token_signing_alg_values_supported=tuple(
                 alg for alg in document.get("id_token_signing_alg_values_supported") or () if isinstance(alg, str)),
         )
+
+
+def _get(url: str) -> Fetch:
+    """A GET of one of the provider's documents."""
+    import httpx
+
+    return Fetch(httpx.Request("GET", url), _MAX_DOCUMENT)
 
 
 def read_json(response: httpx.Response, what: str) -> Any:
@@ -184,7 +192,7 @@ class ProviderCache:
             return stale
 
     def _fetch_metadata(self) -> Flow[ProviderMetadata]:
-        response = yield Fetch(httpx.Request("GET", self.issuer + _WELL_KNOWN), _MAX_DOCUMENT)
+        response = yield _get(self.issuer + _WELL_KNOWN)
         try:
             document = read_json(response, "discovery")
             if response.status_code != 200 or not isinstance(document, dict):
@@ -206,7 +214,7 @@ class ProviderCache:
             return self._oidc_hint_text
         candidate = self.issuer + "/oidc"
         try:
-            response = yield Fetch(httpx.Request("GET", candidate + _WELL_KNOWN), _MAX_DOCUMENT)
+            response = yield _get(candidate + _WELL_KNOWN)
             document = read_json(response, "discovery") if response.status_code == 200 else None
         except ProviderUnavailable:
             return None  # unknown for now: probed again on the next failure
@@ -225,7 +233,7 @@ class ProviderCache:
 
     def _fetch_jwks(self) -> Flow[ProviderKeys]:
         metadata: ProviderMetadata = yield from self.metadata()
-        response = yield Fetch(httpx.Request("GET", metadata.jwks_uri), _MAX_DOCUMENT)
+        response = yield _get(metadata.jwks_uri)
         document = read_json(response, "jwks")
         if response.status_code != 200 or not isinstance(document, dict):
             raise ProviderError(f"jwks answered {response.status_code}")

@@ -8,9 +8,6 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any, TypeGuard
 
-from joserfc import jws
-from joserfc.errors import BadSignatureError, JoseError
-
 from .._sessions.cipher import b64decode, b64encode
 from ..errors import TokenValidationError
 from ..flow import Flow
@@ -100,7 +97,11 @@ def _verified_alg_and_claims(token: str, provider: ProviderCache, algorithms: Co
     if key is None:
         raise TokenValidationError("no provider key matches the token")
     # joserfc alone decides whether this is a valid JWS (signature, `crit`, ...); the policy
-    # (which algorithm, which key) is ours and was settled above.
+    # (which algorithm, which key) is ours and was settled above. Imported here, on the first
+    # token verified, not at import: requests served from a session cookie never need it.
+    from joserfc import jws
+    from joserfc.errors import BadSignatureError, JoseError
+
     try:
         jws.deserialize_compact(token, key, algorithms=[alg])
     except BadSignatureError as exc:

@@ -15,20 +15,22 @@ import hmac
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, TypeGuard
+from functools import cache
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from cachetools import LRUCache
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from joserfc import jwe
-from joserfc.errors import InvalidKeyIdError, JoseError
-from joserfc.jwk import GuestProtocol, OctKey
 
 from ..flow import Flow, returns
 from ..session import SessionData
-from .cipher import b64encode
+from .cipher import b64encode, derive_key
+
+# joserfc is imported where a token is read or written (and its keys made), not at import: only
+# an app with session_format="authjs" needs it, and that one on its first Auth.js cookie (uuid,
+# for the `jti`, likewise: it loads `platform`).
+if TYPE_CHECKING:
+    from joserfc.jwe import JWERegistry
+    from joserfc.jwk import GuestProtocol, OctKey
 
 __all__ = ["AUTHJS_CSRF_COOKIE", "AUTHJS_SESSION_COOKIE", "TOKEN_MEMBERS", "AuthJsCookieStore", "AuthJsCsrfSigner"]
 
@@ -38,11 +40,6 @@ CLOCK_TOLERANCE = 15
 _ENCRYPT = "A256CBC-HS512"
 _KEY_LENGTHS = {"A256CBC-HS512": 64, "A256GCM": 32}
 _ALGORITHMS = ["dir", "A256CBC-HS512", "A256GCM"]
-_REGISTRY = jwe.JWERegistry(algorithms=_ALGORITHMS)
-# What joserfc raises on a token it finds malformed: its own errors, and ValueError/TypeError
-# for some JSON that is not a JOSE header (a list, a string); RecursionError for a header of
-# deeply nested arrays parsed on an already deep stack. Each means "no session", never a 500.
-_INVALID = (JoseError, ValueError, TypeError, RecursionError)
 # The claims a session keeps in the token: the profile, and the sign-in's time (so a
 # fresh-authentication guard can read it back; without it each guarded page would ask again).
 _CLAIMS = ("sub", "name", "email", "picture", "auth_time")
@@ -53,10 +50,15 @@ TOKEN_MEMBERS = frozenset({
     "id_token", "scope", "error", "accessToken", "accessTokenExpires", "refreshToken", "expiresAt"})
 
 
+@cache
+def _registry() -> JWERegistry:
+    from joserfc.jwe import JWERegistry
+
+    return JWERegistry(algorithms=_ALGORITHMS)
+
+
 def _derive(secret: str, salt: str, enc: str) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=_KEY_LENGTHS[enc], salt=salt.encode(),
-                info=f"Auth.js Generated Encryption Key ({salt})".encode())
-    return hkdf.derive(secret.encode())
+    return derive_key(secret, f"Auth.js Generated Encryption Key ({salt})", _KEY_LENGTHS[enc], salt=salt.encode())
 
 
 def _thumbprint(key: bytes) -> str:
@@ -70,6 +72,8 @@ class _Keys:
     """Derived keys for one cookie name (the salt), once per secret and encryption."""
 
     def __init__(self, secrets: Sequence[str], salt: str) -> None:
+        from joserfc.jwk import OctKey
+
         self.encrypt_key = _derive(secrets[0], salt, _ENCRYPT)
         self.encrypt_kid = _thumbprint(self.encrypt_key)
         self.by_kid: dict[str, OctKey] = {}
@@ -94,6 +98,8 @@ class _Keys:
         else:
             key = None
         if key is None:
+            from joserfc.errors import InvalidKeyIdError
+
             raise InvalidKeyIdError()
         return key
 
@@ -124,13 +130,20 @@ class AuthJsCookieStore:
 
     def decode(self, token: str, salt: str) -> dict[str, Any] | None:
         """The payload of an Auth.js session token, or None for anything invalid or expired."""
+        from joserfc.errors import JoseError
+        from joserfc.jwe import decrypt_compact
+
         keys = self._keys_for(salt)
         try:
             # joserfc decides what a valid JWE is (shape, sizes, header, the registry's
             # algorithms: `dir` with A256CBC-HS512 or A256GCM); we only pick the key.
-            plaintext = jwe.decrypt_compact(token, keys.pick, registry=_REGISTRY).plaintext
+            plaintext = decrypt_compact(token, keys.pick, registry=_registry()).plaintext
             payload = json.loads(plaintext or b"")
-        except _INVALID:
+        except (JoseError, ValueError, TypeError, RecursionError):
+            # What joserfc raises on a token it finds malformed: its own errors, and ValueError or
+            # TypeError for some JSON that is not a JOSE header (a list, a string); RecursionError
+            # for a header of deeply nested arrays parsed on an already deep stack. Each means
+            # "no session", never a 500.
             return None
         if not isinstance(payload, dict):
             return None
@@ -147,13 +160,17 @@ class AuthJsCookieStore:
 
     def encode(self, payload: dict[str, Any], salt: str, max_age: int | None = None) -> str:
         """An Auth.js session token: `iat`, `exp` and `jti` set as `@auth/core`'s `encode` does."""
+        import uuid
+
+        from joserfc.jwe import encrypt_compact
+
         keys = self._keys_for(salt)
         now = int(self._clock())
         claims = {**payload, "iat": now, "exp": now + (self._max_age if max_age is None else max_age),
                   "jti": str(uuid.uuid4())}
         header = {"alg": "dir", "enc": _ENCRYPT, "kid": keys.encrypt_kid}
-        return jwe.encrypt_compact(header, json.dumps(claims, separators=(",", ":")).encode(),
-                                   keys.first[_ENCRYPT], registry=_REGISTRY)
+        return encrypt_compact(header, json.dumps(claims, separators=(",", ":")).encode(),
+                               keys.first[_ENCRYPT], registry=_registry())
 
     def cached(self, cookie_value: str, cookie_name: str = AUTHJS_SESSION_COOKIE) -> SessionData | None:
         """The session of a token seen (and decrypted) before, without decrypting it again."""

@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+# `cryptography` is imported by the first key derived (`derive_key`) and the first AEAD made
+# (`_aes_gcm`): when the middleware is built, its ciphers and signers with it, not when the
+# package is imported (an app may import it and build the middleware later, or never).
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["Cipher", "Signer", "b64decode", "b64encode", "derive_key"]
 
@@ -37,9 +39,18 @@ def b64decode(text: str) -> bytes:
         raise ValueError("not base64url") from exc
 
 
-def derive_key(secret: str, info: str, length: int = 32) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=b"logto-middleware", info=info.encode())
-    return hkdf.derive(secret.encode())
+def derive_key(secret: str, info: str, length: int = 32, *, salt: bytes = b"logto-middleware") -> bytes:
+    """HKDF-SHA256 of `secret`: `length` bytes for the purpose `info`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info.encode()).derive(secret.encode())
+
+
+def _aes_gcm(key: bytes) -> AESGCM:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
 
 
 class Cipher:
@@ -51,7 +62,7 @@ class Cipher:
 
     def __init__(self, secrets: Sequence[str], purpose: str) -> None:
         keys = [derive_key(secret, f"logto-middleware {purpose}") for secret in secrets]
-        self._keys = {hashlib.sha256(key).digest()[:_KEY_ID_SIZE]: AESGCM(key) for key in keys}
+        self._keys = {hashlib.sha256(key).digest()[:_KEY_ID_SIZE]: _aes_gcm(key) for key in keys}
         self._current_id = hashlib.sha256(keys[0]).digest()[:_KEY_ID_SIZE]
         self._current = self._keys[self._current_id]
 
@@ -71,6 +82,8 @@ class Cipher:
         aead = self._keys.get(raw[:_KEY_ID_SIZE])
         if aead is None:
             return None
+        from cryptography.exceptions import InvalidTag  # loaded with the AEAD: a lookup
+
         nonce = raw[_KEY_ID_SIZE:_KEY_ID_SIZE + _NONCE_SIZE]
         try:
             return aead.decrypt(nonce, raw[_KEY_ID_SIZE + _NONCE_SIZE:], associated_data)

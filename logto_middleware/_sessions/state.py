@@ -7,9 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._protocol.freshness import auth_time_of, is_recent
 from .._protocol.oauth import MAX_TOKEN_RESPONSE
@@ -26,6 +24,9 @@ from ..errors import (
 )
 from ..flow import Fetch, Flow
 from ..session import SessionData
+
+if TYPE_CHECKING:
+    import httpx  # imported by `user_info`, the one request built here (see flow.py)
 
 __all__ = ["REFRESH_DEFERRED", "SessionState", "SessionTokens"]
 
@@ -139,6 +140,8 @@ class SessionState:
         metadata = yield from self.owner.provider.metadata()
         if metadata.userinfo_endpoint is None:
             raise ProviderError("the provider has no userinfo endpoint")
+        import httpx
+
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         response: httpx.Response = yield Fetch(httpx.Request("GET", metadata.userinfo_endpoint, headers=headers),
                                                MAX_TOKEN_RESPONSE)

@@ -10,7 +10,6 @@ from functools import partial
 from http.cookies import Morsel
 from typing import Any
 
-import httpx
 from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.apps import apps
 from django.conf import settings
@@ -54,12 +53,12 @@ class LogtoMiddleware:
         run: Callable[..., Any]
         arun: Callable[..., Awaitable[Any]]
         if self.is_async:
-            self.async_driver = AsyncDriver(
-                runtime.get("async_http_client") or httpx.AsyncClient(timeout=config.http_timeout),
-                deadline=config.call_deadline)
+            # The driver makes its HTTP client (and imports httpx) on the first provider call.
+            self.async_driver = AsyncDriver(runtime.get("async_http_client"), timeout=config.http_timeout,
+                                            deadline=config.call_deadline)
             run, arun = async_to_sync(self.async_driver.run), self.async_driver.run
         else:
-            self.sync_driver = SyncDriver(runtime.get("http_client") or httpx.Client(timeout=config.http_timeout),
+            self.sync_driver = SyncDriver(runtime.get("http_client"), timeout=config.http_timeout,
                                           deadline=config.call_deadline)
             run, arun = self.sync_driver.run, sync_to_async(self.sync_driver.run)
         self.core = LogtoCore(config, store=runtime.get("store"), clock=clock,

@@ -6,7 +6,8 @@
 // kept running for a whole test module (one request line per test).
 //
 // A result is `{ok: true, ...}` or `{ok: false, error: "<name>: <message>"}`; one failing op
-// never stops the others.
+// never stops the others. A request the tool itself cannot run (a line that is not JSON, an
+// unknown op) answers `{ok: false, error, harness: true}`: that is no verdict of @auth/core's.
 //
 // Operations (all secrets may be a string or a list, exactly as @auth/core takes them):
 //   encode     {token, secret, salt, maxAge?}          -> {jwt}          @auth/core/jwt encode()
@@ -145,9 +146,9 @@ const operations = {
 };
 
 async function run(request) {
+  const operation = operations[request?.op];
+  if (!operation) return { ok: false, error: `Error: unknown op ${JSON.stringify(request?.op)}`, harness: true };
   try {
-    const operation = operations[request?.op];
-    if (!operation) throw new Error(`unknown op ${JSON.stringify(request?.op)}`);
     return { ok: true, ...(await operation(request)) };
   } catch (error) {
     return { ok: false, error: `${error?.name ?? 'Error'}: ${error?.message ?? String(error)}` };
@@ -162,7 +163,7 @@ for await (const line of lines) {
     const request = JSON.parse(line);
     answer = Array.isArray(request) ? await Promise.all(request.map(run)) : await run(request);
   } catch (error) {
-    answer = { ok: false, error: `SyntaxError: ${error.message}` };
+    answer = { ok: false, error: `SyntaxError: ${error.message}`, harness: true };
   }
   process.stdout.write(`${JSON.stringify(answer)}\n`);
 }

@@ -6,11 +6,13 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..provider import ProviderUnavailable, node_executable, stop_process
 from ..provider import ensure_node_modules as install
@@ -37,42 +39,68 @@ class NodeError(AssertionError):
     """An op of jwt_tool.mjs failed where the test expected it to succeed."""
 
 
+class NodeFailure(RuntimeError):
+    """The Node side could not give @auth/core's answer (no answer in time, the tool died, or it
+    did not understand the request): an error of the harness, never a verdict. Not an
+    `AssertionError`, so an xfail for a known discrepancy (`raises=AssertionError`) does not
+    swallow it either."""
+
+
 class JwtTool:
-    """One `node jwt_tool.mjs` process; each call sends one line (an op or a batch of ops)."""
+    """One `node jwt_tool.mjs` process; each call sends one line (an op or a batch of ops) and
+    reads the one line that answers it.
+
+    A call that gets no answer within `timeout` leaves the process out of step (its late answer
+    would be read as the next call's): the process is stopped, the call raises `NodeFailure`,
+    and the next call starts a fresh one."""
 
     def __init__(self, node: str, timeout: float = 30.0) -> None:
+        self._node = node
         self._timeout = timeout
-        self._stderr: list[str] = []
-        self._proc = subprocess.Popen([node, str(JWT_TOOL)], cwd=AUTHJS_DIR, stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
-        atexit.register(stop_process, self._proc)
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
         self._lock = threading.Lock()
+        self._start()
         self.versions = self.ok("versions")
 
-    def _pump_stderr(self) -> None:
-        assert self._proc.stderr is not None
-        for line in self._proc.stderr:
-            self._stderr.append(line)
+    def _start(self) -> None:
+        self._stderr: list[str] = []
+        self._answers: queue.Queue[str] = queue.Queue()
+        self._proc = subprocess.Popen([self._node, str(JWT_TOOL)], cwd=AUTHJS_DIR, stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        atexit.register(stop_process, self._proc)
+        threading.Thread(target=self._pump, args=(self._proc.stderr, self._stderr.append), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self._proc.stdout, self._answers.put), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream: IO[str], put: Callable[[str], None]) -> None:
+        for line in stream:  # one reader per stream for the life of the process
+            put(line)
+
+    def _failure(self, what: str) -> NodeFailure:
+        stop_process(self._proc)  # out of step: never read another answer from this process
+        return NodeFailure(f"jwt_tool.mjs {what}:\n{''.join(self._stderr)}")
 
     def _send(self, request: Any) -> Any:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
         with self._lock:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"jwt_tool.mjs exited ({self._proc.returncode}):\n{''.join(self._stderr)}")
-            self._proc.stdin.write(json.dumps(request) + "\n")
-            self._proc.stdin.flush()
-            result: list[str] = []
-            reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()),  # type: ignore[union-attr]
-                                      daemon=True)
-            reader.start()
-            reader.join(self._timeout)
-            if not result or not result[0]:
-                raise RuntimeError(f"jwt_tool.mjs did not answer {request!r}:\n{''.join(self._stderr)}")
-            return json.loads(result[0])
+                self._start()
+            assert self._proc.stdin is not None
+            try:
+                self._proc.stdin.write(json.dumps(request) + "\n")
+                self._proc.stdin.flush()
+                line = self._answers.get(timeout=self._timeout)
+            except queue.Empty:
+                raise self._failure(f"did not answer within {self._timeout:g} s: {request!r}") from None
+            except OSError as exc:
+                raise self._failure(f"could not be sent {request!r} ({exc})") from None
+            answer = json.loads(line)
+        for result in answer if isinstance(answer, list) else [answer]:
+            if result.get("harness"):  # the tool's own failure (bad request line, unknown op)
+                raise NodeFailure(f"jwt_tool.mjs refused the request: {result.get('error')}")
+        return answer
 
     def run(self, op: str, **params: Any) -> dict[str, Any]:
-        """One op; its result (`ok` false with an `error` when @auth/core threw)."""
+        """One op; its result (`ok` false with an `error` when @auth/core threw). Raises
+        `NodeFailure` when there is no such result to give."""
         answer: dict[str, Any] = self._send({"op": op, **params})
         return answer
 
