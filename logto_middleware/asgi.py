@@ -61,6 +61,7 @@ class LogtoASGIMiddleware:
         websocket = scope["type"] == "websocket"
         request = _request_from_scope(scope)
         if self.core.keeps_user(scope.get("user"), request, websocket=websocket):
+            scope["logto.base_path"] = self.core.base_path(request.root)  # as on every request: see below
             await self.app(scope, receive, send)
             return
         if request.method == "POST" and not websocket and self.core.is_route(request.path, request.root):

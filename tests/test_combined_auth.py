@@ -53,7 +53,8 @@ async def _asgi_whoami(request: Request) -> JSONResponse:
     except AccessTokenError:
         token = "AccessTokenError"  # the documented answer without a session, never AttributeError
     return JSONResponse({"source": user.source, "id": user.identity, "authenticated": user.is_authenticated,
-                         "scopes": list(auth.scopes), "session": isinstance(auth, Session), "token": token})
+                         "scopes": list(auth.scopes), "session": isinstance(auth, Session), "token": token,
+                         "base_path": request.scope.get("logto.base_path")})
 
 
 def asgi_app() -> Starlette:
@@ -63,7 +64,7 @@ def asgi_app() -> Starlette:
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     user, session = environ.get("logto.user", AnonymousUser()), environ.get("logto.session")
     body = {"source": user.source, "id": user.identity, "authenticated": user.is_authenticated,
-            "session": session is not None}
+            "session": session is not None, "base_path": environ.get("logto.base_path")}
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(body).encode()]
 
@@ -198,6 +199,7 @@ def test_stacked_middlewares_do_not_clobber_each_other(make_harness: Any, valida
     assert (cookie["source"], cookie["id"], cookie["session"]) == ("session", subject(fake, ALICE), True)
     both = client.get("/items", headers=bearer(access_token(fake, clock))).json()
     assert (both["source"], both["id"], both["session"]) == ("bearer", "machine-1", False)
+    assert both["base_path"] == cookie["base_path"] == "/api/auth"  # where the guards send a person to sign in
     if harness.kind == "asgi":
         assert both["token"] == "AccessTokenError" and both["scopes"] == ["authenticated", "read:items"]
     bad = client.get("/items", headers=bearer(access_token(fake, clock, aud="https://other.example.com")))
