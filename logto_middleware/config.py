@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+# Both are public here too: `LogtoConfigError` lives with the other errors and `ProfileMapper`
+# with the session it maps, so that neither module needs this one (no import cycle).
+from .errors import LogtoConfigError
 from .hooks import LogtoHooks
+from .session import ProfileMapper
 
 __all__ = ["LogtoConfig", "LogtoConfigError", "ProfileMapper"]
-
-ProfileMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 DEFAULT_SCOPES = ("openid", "offline_access", "profile", "email")
 _WELL_KNOWN = "/.well-known/openid-configuration"
@@ -22,10 +24,6 @@ _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 _MIN_SECRET_LENGTH = 32
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
-
-
-class LogtoConfigError(ValueError):
-    """A missing or invalid setting; the message names the setting and its environment variable."""
 
 
 # A password in a URL's query (`?sentinel_password=...`, `ssl_password=...`).

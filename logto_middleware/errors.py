@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["AccessTokenError", "LogtoError", "OAuthError", "ProviderError", "ProviderUnavailable", "StoreUnavailable",
-           "TokenValidationError"]
+__all__ = ["AccessTokenError", "LogtoConfigError", "LogtoError", "OAuthError", "ProviderError",
+           "ProviderUnavailable", "StoreUnavailable", "TokenValidationError"]
 
 
 class LogtoError(Exception):
     """Base class of the package's errors."""
+
+
+class LogtoConfigError(ValueError):
+    """A missing or invalid setting; the message names the setting and its environment variable."""
 
 
 class ProviderUnavailable(LogtoError):

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from .config import LogtoConfigError
-from .errors import ProviderError, ProviderUnavailable
+from .errors import LogtoConfigError, ProviderError, ProviderUnavailable
 
 # httpx is imported where a request is built or sent, never at import (the heaviest dependency
 # to import): an app pays for it on its first provider call, and a request served from its

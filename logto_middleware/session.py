@@ -11,16 +11,19 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from ._auth import AuthCredentials, BaseUser
 from ._protocol.freshness import auth_time_of
-from .config import ProfileMapper
 from .errors import AccessTokenError
 from .flow import Flow
 
-__all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "AuthSource", "LogtoUser", "Session", "SessionData",
-           "SessionlessAuth", "SyncSession", "session_claims"]
+__all__ = ["AnonymousAuth", "AnonymousUser", "AsyncSession", "AuthSource", "LogtoUser", "ProfileMapper",
+           "Session", "SessionData", "SessionlessAuth", "SyncSession", "session_claims"]
 
 AuthSource = Literal["session", "bearer"]
 """What authenticated a request's user (`user.source`): a signed-in session (its cookie, or an
 Auth.js session token) or an access token sent as `Authorization: Bearer`."""
+
+ProfileMapper = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+"""The app's mapping from the ID token claims to the user's `id`, `name`, `email` and `image`
+(`LogtoConfig.profile`)."""
 
 _TRANSIENT_CLAIMS = ("nonce", "at_hash", "c_hash")
 _EXTRA_OBJECTS = ("tokens", "fields")

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..config import ProfileMapper
 from ..flow import Flow
-from ..session import LogtoUser, Session, SessionData, SessionTokens
+from ..session import LogtoUser, ProfileMapper, Session, SessionData, SessionTokens
 
 __all__ = ["DjangoSession"]
 
